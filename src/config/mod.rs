@@ -1,0 +1,229 @@
+//! Configuration: defaults -> file -> environment (`CAREBROKER__SECTION__KEY`). Unknown keys are
+//! refused, secrets may come from `*_file`, and [`load`] returns EVERY problem with its key path.
+//! `config/carebroker.toml` documents every key.
+
+mod clients;
+mod load;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{ConfigProblem, Loaded, load};
+
+/// A secret value: never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub keys: KeysConfig,
+    pub tokens: TokensConfig,
+    pub clients: ClientsConfig,
+    pub registration: RegistrationConfig,
+    pub introspection: IntrospectionConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Socket address to listen on.
+    pub listen: String,
+    /// The URL clients reach carebroker at: the OAuth issuer. The FHIR base is `{public_url}/fhir`.
+    pub public_url: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), public_url: "http://127.0.0.1:8080".into(), max_body_bytes: 256 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum StoreKind {
+    /// Memory for ephemeral state, SQLite for durable state.
+    #[default]
+    #[serde(rename = "embedded")]
+    Embedded,
+    /// Redis for ephemeral state, PostgreSQL for durable state.
+    #[serde(rename = "redis+postgres")]
+    RedisPostgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    pub sqlite_path: PathBuf,
+    pub redis_url: Option<Secret>,
+    pub redis_url_file: Option<PathBuf>,
+    pub redis_prefix: String,
+    pub postgres_url: Option<Secret>,
+    pub postgres_url_file: Option<PathBuf>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Embedded,
+            sqlite_path: "data/carebroker.db".into(),
+            redis_url: None,
+            redis_url_file: None,
+            redis_prefix: "carebroker:".into(),
+            postgres_url: None,
+            postgres_url_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Folder of the key file (private keys; keep it out of version control).
+    pub dir: PathBuf,
+    /// How often the server looks for a rotated key file.
+    pub reload_interval_secs: u64,
+    /// How long a next key must have been published before `keys rotate` promotes it.
+    pub min_published_secs: i64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { dir: "data/keys".into(), reload_interval_secs: 30, min_published_secs: 600 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Default access-token lifetime (a client may set its own, at most 3600).
+    pub access_token_lifetime_secs: u32,
+    /// Longest lifetime of a client-credentials (SMART Backend Services) token, at most 300.
+    pub backend_access_token_lifetime_secs: u32,
+    /// Longest lifetime of a client assertion: `exp` may be at most this far ahead.
+    pub client_assertion_max_lifetime_secs: i64,
+    /// Allowed difference between our clock and a client's when checking `exp`, `nbf`, `iat`.
+    pub clock_skew_secs: i64,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_lifetime_secs: 300,
+            backend_access_token_lifetime_secs: 300,
+            client_assertion_max_lifetime_secs: 300,
+            clock_skew_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientsConfig {
+    /// Folder of `*.toml` client files.
+    pub dir: PathBuf,
+    /// How long a fetched `jwks_uri` is cached when its response has no Cache-Control max-age.
+    pub jwks_cache_default_secs: u64,
+    /// Upper bound on caching a fetched `jwks_uri`, whatever its Cache-Control says.
+    pub jwks_cache_max_secs: u64,
+    /// Timeout for fetching a `jwks_uri`.
+    pub jwks_fetch_timeout_secs: u64,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self { dir: "config/clients".into(), jwks_cache_default_secs: 300, jwks_cache_max_secs: 3600, jwks_fetch_timeout_secs: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// RFC 7591 initial access token; registration is disabled when unset.
+    pub initial_access_token: Option<Secret>,
+    pub initial_access_token_file: Option<PathBuf>,
+    /// The most a dynamically registered client may ask for (space-separated scopes).
+    pub allowed_scope: String,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            initial_access_token: None,
+            initial_access_token_file: None,
+            allowed_scope: "openid fhirUser profile launch launch/patient launch/encounter offline_access online_access \
+                            patient/*.cruds user/*.cruds system/*.rs"
+                .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrospectionConfig {
+    /// The scope a bearer token needs to call `/introspect` (SMART token-introspection).
+    pub scope: String,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        Self { scope: "__introspect".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info,carebroker=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: "text".into(), filter: "info".into() }
+    }
+}
+
+impl Config {
+    /// The issuer: `public_url` without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        self.server.public_url.trim_end_matches('/')
+    }
+
+    /// An absolute URL of one of our endpoints.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer())
+    }
+
+    /// The FHIR base URL: tokens' audience.
+    pub fn fhir_base(&self) -> String {
+        self.endpoint("/fhir")
+    }
+}

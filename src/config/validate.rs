@@ -1,0 +1,123 @@
+//! Semantic checks on a deserialised configuration, and `*_file` secret resolution.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::load::ConfigProblem;
+use super::{Config, Secret, StoreKind};
+use crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS;
+use crate::domain::scope::ScopeSet;
+use crate::domain::url_rules::is_loopback_host;
+
+/// Reads `*_file` secrets into their values; giving both the value and the file is a problem.
+pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
+    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 3] = [
+        ("registration.initial_access_token", &mut config.registration.initial_access_token, &config.registration.initial_access_token_file),
+        ("store.redis_url", &mut config.store.redis_url, &config.store.redis_url_file),
+        ("store.postgres_url", &mut config.store.postgres_url, &config.store.postgres_url_file),
+    ];
+    for (path, value, file) in slots {
+        let Some(file) = file else { continue };
+        if value.is_some() {
+            problems.push(ConfigProblem::new(path, format!("give `{path}` or `{path}_file`, not both")));
+            continue;
+        }
+        match std::fs::read_to_string(file) {
+            Ok(text) => *value = Some(Secret::new(text.trim_end_matches(['\r', '\n']))),
+            Err(e) => problems.push(ConfigProblem::new(format!("{path}_file"), format!("cannot read `{}`: {e}", file.display()))),
+        }
+    }
+}
+
+/// Checks values that deserialised but do not make sense.
+pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    let mut push = |path: &str, message: String| problems.push(ConfigProblem::new(path, message));
+
+    let listen = config.server.listen.parse::<SocketAddr>();
+    if listen.is_err() {
+        push("server.listen", format!("`{}` is not a socket address such as 127.0.0.1:8080", config.server.listen));
+    }
+    match url::Url::parse(&config.server.public_url) {
+        Err(e) => push("server.public_url", format!("`{}` is not an absolute URL ({e})", config.server.public_url)),
+        Ok(url) => {
+            if url.query().is_some() || url.fragment().is_some() {
+                push("server.public_url", "must not have a query or fragment".into());
+            }
+            match url.scheme() {
+                "https" => {}
+                "http" if is_loopback_host(url.host()) => {
+                    if listen.as_ref().is_ok_and(|a| !a.ip().is_loopback()) {
+                        push(
+                            "server.listen",
+                            "plain http is allowed only on loopback: listen on 127.0.0.1 or put https in front".into(),
+                        );
+                    }
+                }
+                "http" => push("server.public_url", "plain http is allowed only on loopback addresses; use https".into()),
+                other => push("server.public_url", format!("scheme `{other}` is not http or https")),
+            }
+        }
+    }
+    if config.server.max_body_bytes < 1024 {
+        push("server.max_body_bytes", "must be at least 1024".into());
+    }
+
+    let tokens = &config.tokens;
+    if tokens.access_token_lifetime_secs == 0 || tokens.access_token_lifetime_secs > MAX_ACCESS_TOKEN_LIFETIME_SECS {
+        push("tokens.access_token_lifetime_secs", format!("must be 1 to {MAX_ACCESS_TOKEN_LIFETIME_SECS}"));
+    }
+    if tokens.backend_access_token_lifetime_secs == 0 || tokens.backend_access_token_lifetime_secs > 300 {
+        push("tokens.backend_access_token_lifetime_secs", "must be 1 to 300 (SMART Backend Services)".into());
+    }
+    if !(1..=3600).contains(&tokens.client_assertion_max_lifetime_secs) {
+        push("tokens.client_assertion_max_lifetime_secs", "must be 1 to 3600".into());
+    }
+    if !(0..=300).contains(&tokens.clock_skew_secs) {
+        push("tokens.clock_skew_secs", "must be 0 to 300".into());
+    }
+
+    if config.store.kind == StoreKind::RedisPostgres {
+        match &config.store.redis_url {
+            None => push("store.redis_url", "is required when store.kind = \"redis+postgres\"".into()),
+            Some(url) if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) => {
+                push("store.redis_url", "must start with redis:// or rediss://".into())
+            }
+            Some(_) => {}
+        }
+        match &config.store.postgres_url {
+            None => push("store.postgres_url", "is required when store.kind = \"redis+postgres\"".into()),
+            Some(url) if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) => {
+                push("store.postgres_url", "must start with postgres:// or postgresql://".into())
+            }
+            Some(_) => {}
+        }
+    }
+
+    if config.keys.reload_interval_secs == 0 {
+        push("keys.reload_interval_secs", "must be more than zero".into());
+    }
+    if config.clients.jwks_fetch_timeout_secs == 0 {
+        push("clients.jwks_fetch_timeout_secs", "must be more than zero".into());
+    }
+    if config.clients.jwks_cache_default_secs > config.clients.jwks_cache_max_secs {
+        push("clients.jwks_cache_default_secs", "must not exceed clients.jwks_cache_max_secs".into());
+    }
+
+    if let Some(token) = &config.registration.initial_access_token {
+        if token.expose().len() < 32 {
+            push("registration.initial_access_token", "must be at least 32 characters".into());
+        }
+    }
+    if let Err(e) = ScopeSet::parse(&config.registration.allowed_scope) {
+        push("registration.allowed_scope", e.to_string());
+    }
+    if let Err(e) = ScopeSet::parse(&config.introspection.scope) {
+        push("introspection.scope", e.to_string());
+    }
+    if !matches!(config.log.format.as_str(), "text" | "json") {
+        push("log.format", format!("`{}` is not `text` or `json`", config.log.format));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&config.log.filter).is_err() {
+        push("log.filter", format!("`{}` is not a tracing filter", config.log.filter));
+    }
+}

@@ -1,0 +1,8 @@
+//! Plain data with no I/O: the scope grammar, clients, JWKs, NHS numbers and URL rules.
+
+pub mod client;
+pub mod jwk;
+pub mod nhs_number;
+pub mod scope;
+pub mod secret;
+pub mod url_rules;

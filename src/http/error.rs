@@ -1,0 +1,55 @@
+//! The one mapping from protocol errors to HTTP responses: RFC 6749 §5.2 JSON bodies, 401 with
+//! `WWW-Authenticate` where RFC 6749/6750 require it, and no internal detail in a 5xx.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::oauth::error::{Challenge, ErrorCode, OAuthError};
+
+/// An [`OAuthError`] on its way out.
+#[derive(Debug)]
+pub struct ErrorResponse(pub OAuthError);
+
+impl From<OAuthError> for ErrorResponse {
+    fn from(err: OAuthError) -> Self {
+        Self(err)
+    }
+}
+
+/// The HTTP status of an error code.
+pub fn status_of(err: &OAuthError) -> StatusCode {
+    match err.code {
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn quoted(text: &str) -> String {
+    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+}
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        let status = status_of(&err);
+        let mut response = (status, Json(json!({"error": err.code.as_str(), "error_description": err.description}))).into_response();
+        let challenge = match err.challenge {
+            Some(Challenge::Basic) => Some(format!("Basic realm=\"carebroker\", error=\"{}\"", err.code.as_str())),
+            Some(Challenge::Bearer) => Some(format!(
+                "Bearer realm=\"carebroker\", error=\"{}\", error_description=\"{}\"",
+                err.code.as_str(),
+                quoted(&err.description)
+            )),
+            None => None,
+        };
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,172 @@
+//! The only module that knows axum and tower: the router, the one error-to-response mapping,
+//! middleware, and start-up/shutdown of the server.
+
+mod discovery;
+pub mod error;
+mod middleware;
+mod oauth;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::config::{Config, Loaded};
+use crate::oauth::Authority;
+use crate::store;
+use crate::token::KeyManager;
+use crate::token::keys::KeyError;
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub authority: Arc<Authority>,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Authority(#[from] crate::oauth::AuthorityError),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// How long a retired signing key stays published: the longest token lifetime plus clock skew.
+pub fn key_retention_secs(config: &Config) -> i64 {
+    i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + config.tokens.clock_skew_secs + 60
+}
+
+impl AppState {
+    /// Opens stores and keys and builds the state from a loaded configuration.
+    pub async fn build(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let config = Arc::new(loaded.config);
+        let stores = store::open(&config.store, clock.clone()).await?;
+        let keys = Arc::new(KeyManager::open(config.keys.dir.clone(), clock.now(), key_retention_secs(&config))?);
+        let authority = Authority::new(config, clock, stores, keys, loaded.clients)?;
+        Ok(Self { authority: Arc::new(authority) })
+    }
+}
+
+/// The application router, usable in-process (tests call it with `tower::ServiceExt::oneshot`).
+pub fn app(state: AppState) -> Router {
+    let config = state.authority.config.clone();
+    let https = config.issuer().starts_with("https://");
+
+    let public = Router::new()
+        .route("/.well-known/openid-configuration", get(discovery::openid_configuration))
+        .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
+        .route("/fhir/.well-known/smart-configuration", get(discovery::smart_configuration))
+        .route("/jwks.json", get(discovery::jwks))
+        .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
+
+    let token_bearing = Router::new()
+        .route("/token", post(oauth::token))
+        .route("/introspect", post(oauth::introspection))
+        .route("/revoke", post(oauth::revocation))
+        .route("/register", post(oauth::registration))
+        .layer(axum::middleware::from_fn(middleware::no_store));
+
+    Router::new()
+        .merge(public)
+        .merge(token_bearing)
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
+        .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
+        .layer(axum::middleware::from_fn(move |req, next| middleware::security_headers(https, req, next)))
+        .layer(PropagateRequestIdLayer::new(middleware::X_REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get(&middleware::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(middleware::X_REQUEST_ID.clone(), middleware::RandomRequestId))
+        .with_state(state)
+}
+
+/// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations.
+pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let authority = state.authority.clone();
+    tokio::spawn(async move {
+        let interval = Duration::from_secs(authority.config.keys.reload_interval_secs);
+        let mut ticker = tokio::time::interval(interval);
+        let mut last_purge = authority.clock.now();
+        loop {
+            ticker.tick().await;
+            let now = authority.clock.now();
+            match authority.keys.refresh(now) {
+                Ok(true) => tracing::info!("signing keys reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "key file could not be reloaded; keeping the keys in use"),
+            }
+            if now - last_purge >= 3600 {
+                last_purge = now;
+                if let Err(e) = authority.stores.durable.purge_expired(now).await {
+                    tracing::warn!(error = %e, "could not purge expired revocations");
+                }
+            }
+        }
+    })
+}
+
+/// Binds and serves until SIGTERM or ctrl-c, then drains in-flight requests.
+pub async fn serve(state: AppState) -> Result<(), StartError> {
+    let addr = state.authority.config.server.listen.clone();
+    let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
+    serve_on(state, listener, shutdown_signal()).await
+}
+
+/// Serves on an already bound listener until `shutdown` completes.
+pub async fn serve_on(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let housekeeping = spawn_housekeeping(&state);
+    tracing::info!(listen = %addr, issuer = %state.authority.issuer(), "carebroker listening");
+    let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| StartError::Listen { addr, source });
+    housekeeping.abort();
+    tracing::info!("carebroker stopped");
+    result
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("ctrl-c received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,15 @@
+//! carebroker: an authentication broker for shared care records. It federates the identities
+//! health and care staff and patients already have into short-lived SMART App Launch tokens that
+//! carry patient launch context, and fronts a thin FHIR care-plan API that enforces them.
+//!
+//! Dependency direction: `main -> http -> oauth -> token, store -> domain, clock, config`.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod oauth;
+pub mod store;
+pub mod token;
+
+pub use http::{AppState, app};

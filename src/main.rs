@@ -1,0 +1,200 @@
+//! The `carebroker` command line: serve, config check, keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use carebroker::clock::{Clock, SystemClock};
+use carebroker::config::{self, Loaded};
+use carebroker::http::{self, AppState, key_retention_secs};
+use carebroker::token::keys::{KeyFile, KeyState};
+
+#[derive(Debug, Parser)]
+#[command(name = "carebroker", version, about = "Authentication broker for shared care records")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (with no options: the embedded development default on 127.0.0.1:8080).
+    Serve {
+        /// Configuration file (TOML); defaults apply to every key it leaves out.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Public URL (the issuer), overriding `server.public_url`.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Check configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// Configuration file naming the key folder.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print every problem in the configuration (and client files) and exit non-zero if any.
+    Check { file: Option<PathBuf> },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Create the key file if it is missing (a current and a next key per chain).
+    Generate,
+    /// Promote each next key to current; the old current stays published until its tokens expire.
+    Rotate {
+        /// Rotate even if the next key was published only moments ago.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List keys: kid, algorithm, state, dates.
+    List,
+}
+
+fn load_config(file: Option<&std::path::Path>, extra: Vec<(String, String)>) -> Result<Loaded, ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().chain(extra).collect();
+    config::load(file, env).map_err(|problems| {
+        eprintln!("carebroker: the configuration has {} problem(s):", problems.len());
+        for problem in &problems {
+            eprintln!("  {problem}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn init_logging(config: &config::Config) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.filter).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, listen, public_url } => {
+            let mut extra = Vec::new();
+            if let Some(listen) = listen {
+                extra.push(("CAREBROKER__SERVER__LISTEN".to_owned(), format!("\"{listen}\"")));
+            }
+            if let Some(url) = public_url {
+                extra.push(("CAREBROKER__SERVER__PUBLIC_URL".to_owned(), format!("\"{url}\"")));
+            }
+            let loaded = match load_config(config.as_deref(), extra) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            init_logging(&loaded.config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("carebroker: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                let state = match AppState::build(loaded, Arc::new(SystemClock)).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        tracing::error!(error = %e, "carebroker could not start");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match http::serve(state).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "carebroker stopped with an error");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Config { action: ConfigAction::Check { file } } => match load_config(file.as_deref(), Vec::new()) {
+            Ok(loaded) => {
+                println!(
+                    "configuration is valid: issuer {}, {} client(s), store {:?}",
+                    loaded.config.issuer(),
+                    loaded.clients.len(),
+                    loaded.config.store.kind
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Keys { action, config } => {
+            let loaded = match load_config(config.as_deref(), Vec::new()) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            keys_command(&loaded.config, action)
+        }
+    }
+}
+
+fn keys_command(config: &config::Config, action: KeysAction) -> ExitCode {
+    let dir = &config.keys.dir;
+    let now = SystemClock.now();
+    let result = (|| {
+        let mut file = KeyFile::load(dir)?;
+        match action {
+            KeysAction::Generate => {
+                if file.ensure(now)? {
+                    file.save(dir)?;
+                    println!("generated keys in {}", dir.display());
+                } else {
+                    println!("keys already present in {}", dir.display());
+                }
+            }
+            KeysAction::Rotate { force } => {
+                file.rotate(now, key_retention_secs(config), config.keys.min_published_secs, force)?;
+                file.save(dir)?;
+                println!("rotated; running servers pick the new keys up within {} s", config.keys.reload_interval_secs);
+            }
+            KeysAction::List => {}
+        }
+        print_keys(&file, now, key_retention_secs(config));
+        Ok::<(), carebroker::token::keys::KeyError>(())
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carebroker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_keys(file: &KeyFile, now: i64, retention: i64) {
+    println!("{:<45} {:<6} {:<9} {:>12} {}", "kid", "alg", "state", "age (s)", "published until");
+    for key in &file.keys {
+        let until = match (key.state, key.retired_at) {
+            (KeyState::Previous, Some(t)) => format!("{} s from now", (t + retention - now).max(0)),
+            _ => "while in use".to_owned(),
+        };
+        let state = format!("{:?}", key.state).to_lowercase();
+        println!("{:<45} {:<6} {:<9} {:>12} {}", key.kid, key.alg, state, now - key.created_at, until);
+    }
+}

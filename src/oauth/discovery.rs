@@ -1,0 +1,101 @@
+//! Discovery documents: SMART configuration (SMART App Launch 2.2 conformance, every field of
+//! `reference/smart.md` §1), OpenID Connect Discovery 1.0 and RFC 8414 metadata. Absolute URLs,
+//! `S256` only.
+
+use serde_json::{Value, json};
+
+use super::Authority;
+use super::client_auth::CLIENT_ASSERTION_ALGS;
+use super::grants::ENABLED;
+use crate::domain::client::AuthMethod;
+use crate::token::keys::ID_TOKEN_ALG;
+
+/// SMART capabilities this server has.
+pub const CAPABILITIES: &[&str] = &[
+    "client-confidential-asymmetric",
+    "client-confidential-symmetric",
+    "client-public",
+    "permission-v1",
+    "permission-v2",
+];
+
+const SCOPES_SUPPORTED: &[&str] = &[
+    "system/*.rs",
+    "system/*.read",
+    "system/CarePlan.rs",
+    "system/Patient.rs",
+];
+
+fn grant_types() -> Vec<&'static str> {
+    ENABLED.iter().map(|g| g.as_str()).collect()
+}
+
+fn auth_methods() -> Vec<&'static str> {
+    AuthMethod::ALL.iter().filter(|m| **m != AuthMethod::None).map(|m| m.as_str()).collect()
+}
+
+fn signing_algs() -> Vec<&'static str> {
+    CLIENT_ASSERTION_ALGS.iter().map(|a| a.as_str()).collect()
+}
+
+fn insert_optional(doc: &mut Value, authority: &Authority) {
+    if authority.registration_enabled() {
+        doc["registration_endpoint"] = Value::String(authority.config.endpoint("/register"));
+    }
+}
+
+/// `{fhir_base}/.well-known/smart-configuration`.
+pub fn smart_configuration(authority: &Authority) -> Value {
+    let c = &authority.config;
+    let mut doc = json!({
+        "issuer": authority.issuer(),
+        "jwks_uri": c.endpoint("/jwks.json"),
+        "authorization_endpoint": c.endpoint("/authorize"),
+        "token_endpoint": authority.token_endpoint(),
+        "grant_types_supported": grant_types(),
+        "token_endpoint_auth_methods_supported": auth_methods(),
+        "token_endpoint_auth_signing_alg_values_supported": signing_algs(),
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "introspection_endpoint": c.endpoint("/introspect"),
+        "revocation_endpoint": c.endpoint("/revoke"),
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": CAPABILITIES,
+    });
+    insert_optional(&mut doc, authority);
+    doc
+}
+
+/// RFC 8414 `/.well-known/oauth-authorization-server`.
+pub fn authorization_server_metadata(authority: &Authority) -> Value {
+    let c = &authority.config;
+    let mut doc = json!({
+        "issuer": authority.issuer(),
+        "authorization_endpoint": c.endpoint("/authorize"),
+        "token_endpoint": authority.token_endpoint(),
+        "jwks_uri": c.endpoint("/jwks.json"),
+        "scopes_supported": SCOPES_SUPPORTED,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": grant_types(),
+        "token_endpoint_auth_methods_supported": auth_methods(),
+        "token_endpoint_auth_signing_alg_values_supported": signing_algs(),
+        "introspection_endpoint": c.endpoint("/introspect"),
+        "introspection_endpoint_auth_methods_supported": auth_methods(),
+        "revocation_endpoint": c.endpoint("/revoke"),
+        "revocation_endpoint_auth_methods_supported": auth_methods(),
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+    });
+    insert_optional(&mut doc, authority);
+    doc
+}
+
+/// OpenID Connect Discovery 1.0 `/.well-known/openid-configuration`: RFC 8414 plus the OIDC
+/// required members.
+pub fn openid_configuration(authority: &Authority) -> Value {
+    let mut doc = authorization_server_metadata(authority);
+    doc["subject_types_supported"] = json!(["public"]);
+    doc["id_token_signing_alg_values_supported"] = json!([ID_TOKEN_ALG.as_str()]);
+    doc
+}

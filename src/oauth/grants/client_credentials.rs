@@ -1,0 +1,71 @@
+//! `client_credentials` for SMART Backend Services (SMART App Launch 2.2, backend-services):
+//! private_key_jwt clients only, `system/` scopes (v1, v2 and granular), at most 300 s, no
+//! refresh token.
+
+use super::GrantRequest;
+use crate::domain::client::AuthMethod;
+use crate::domain::scope::{Scope, ScopeContext};
+use crate::oauth::error::OAuthError;
+use crate::oauth::token_endpoint::TokenResponse;
+use crate::token::access::{self, AccessTokenClaims};
+use crate::token::random_token;
+
+/// SMART backend services: `expires_in` SHOULD NOT exceed 300.
+const BACKEND_MAX_LIFETIME_SECS: u32 = 300;
+
+pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
+    let GrantRequest { authority, client, requested_scope, now, .. } = request;
+    if client.method != AuthMethod::PrivateKeyJwt {
+        return Err(OAuthError::unauthorized_client("client_credentials needs private_key_jwt client authentication"));
+    }
+    let requested = requested_scope.ok_or_else(|| OAuthError::invalid_scope("`scope` is required"))?;
+    if let Some(bad) = requested.iter().find(|s| !is_system_scope(s)) {
+        return Err(OAuthError::invalid_scope(format!("`{bad}` cannot be granted to a backend service; use system/ scopes")));
+    }
+    let granted = requested.narrow_to(&client.client.scope);
+    if granted.is_empty() {
+        return Err(OAuthError::invalid_scope("none of the requested scopes is allowed for this client"));
+    }
+
+    let lifetime = client
+        .client
+        .access_token_lifetime_secs
+        .unwrap_or(authority.config.tokens.backend_access_token_lifetime_secs)
+        .min(authority.config.tokens.backend_access_token_lifetime_secs)
+        .min(BACKEND_MAX_LIFETIME_SECS);
+    let scope = granted.to_string();
+    let claims = AccessTokenClaims {
+        iss: authority.issuer().to_owned(),
+        sub: client.client.id.clone(),
+        aud: authority.fhir_base().to_owned(),
+        exp: now + i64::from(lifetime),
+        iat: now,
+        jti: random_token(18),
+        client_id: client.client.id.clone(),
+        scope: scope.clone(),
+        ..Default::default()
+    };
+    let access_token = access::mint(&authority.keys.ring(), &claims).map_err(|e| {
+        tracing::error!(error = %e, "access token signing failed");
+        OAuthError::server_error()
+    })?;
+    tracing::info!(client_id = %claims.client_id, jti = %claims.jti, scope = %scope, "issued backend services token");
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: i64::from(lifetime),
+        scope,
+        refresh_token: None,
+        id_token: None,
+        context: serde_json::Map::new(),
+    })
+}
+
+/// `system/` resource scopes, and extension scopes (such as the introspection scope).
+fn is_system_scope(scope: &Scope) -> bool {
+    match scope {
+        Scope::Resource(r) => r.context == ScopeContext::System,
+        Scope::Extension(_) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,105 @@
+//! Token introspection (RFC 7662 with the SMART App Launch 2.2 token-introspection profile).
+//! Callers authenticate as a client, or present a bearer token holding the introspection scope.
+//! A privileged caller (bearer token with that scope, or a client allowed that scope) may
+//! introspect any token; any other client only its own. Anything inactive, unknown or not the
+//! caller's to see is exactly `{"active": false}`.
+
+use serde_json::{Map, Value, json};
+
+use super::Authority;
+use super::client_auth::{ClientCredentials, authenticate_client};
+use super::error::{ErrorCode, OAuthError};
+use super::params::Params;
+use crate::domain::scope::{Scope, ScopeSet};
+use crate::token::access::{self, AccessTokenClaims};
+
+/// An introspection request as received.
+#[derive(Debug, Clone, Copy)]
+pub struct IntrospectionRequest<'a> {
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Who is asking.
+enum Caller {
+    Privileged,
+    Client(String),
+}
+
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+}
+
+/// Verifies an access token of ours and checks it is not revoked; `None` when it is not active.
+pub async fn active_access_token(authority: &Authority, token: &str, audience: Option<&str>) -> Result<Option<AccessTokenClaims>, OAuthError> {
+    let now = authority.clock.now();
+    let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), audience, now) else {
+        return Ok(None);
+    };
+    let mut ids = vec![claims.jti.as_str()];
+    if let Some(grant) = &claims.grant_id {
+        ids.push(grant);
+    }
+    if authority.stores.durable.is_revoked(&ids).await? {
+        return Ok(None);
+    }
+    Ok(Some(claims))
+}
+
+/// Answers an introspection request with the RFC 7662 §2.2 JSON object.
+pub async fn introspect(authority: &Authority, request: IntrospectionRequest<'_>) -> Result<Value, OAuthError> {
+    let params = Params::from_form(request.content_type, request.body)?;
+    let introspection_scope = Scope::parse(&authority.config.introspection.scope).ok();
+    let caller = if let Some(token) = bearer(request.authorization) {
+        let claims = active_access_token(authority, token, None)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;
+        let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
+        if !introspection_scope.as_ref().is_some_and(|s| scopes.contains(s)) {
+            return Err(OAuthError::new(ErrorCode::InsufficientScope, format!(
+                "the bearer token lacks the `{}` scope",
+                authority.config.introspection.scope
+            ))
+            .with_challenge(super::error::Challenge::Bearer));
+        }
+        Caller::Privileged
+    } else {
+        let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+        if client.client.is_public() {
+            return Err(OAuthError::invalid_client("introspection needs an authenticated client"));
+        }
+        if introspection_scope.as_ref().is_some_and(|s| client.client.scope.contains(s)) {
+            Caller::Privileged
+        } else {
+            Caller::Client(client.client.id.clone())
+        }
+    };
+    let token = params.require("token")?;
+
+    let Some(claims) = active_access_token(authority, token, None).await? else {
+        return Ok(json!({"active": false}));
+    };
+    if let Caller::Client(id) = &caller {
+        if *id != claims.client_id {
+            return Ok(json!({"active": false}));
+        }
+    }
+    Ok(active_response(&claims))
+}
+
+/// The RFC 7662 active response: every claim, so launch context is echoed as SMART requires.
+fn active_response(claims: &AccessTokenClaims) -> Value {
+    let mut out = Map::new();
+    out.insert("active".into(), Value::Bool(true));
+    out.insert("token_type".into(), Value::String("Bearer".into()));
+    if let Ok(Value::Object(fields)) = serde_json::to_value(claims) {
+        for (name, value) in fields {
+            if name != "grant_id" {
+                out.insert(name, value);
+            }
+        }
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,42 @@
+//! Token revocation (RFC 7009). The client authenticates as at the token endpoint; a token that
+//! is unknown, invalid, expired or another client's gets the same 200 and nothing changes.
+//! Revoking an access token makes it inactive everywhere from that moment.
+
+use super::Authority;
+use super::client_auth::{ClientCredentials, authenticate_client};
+use super::error::OAuthError;
+use super::params::Params;
+use crate::token::access;
+
+/// A revocation request as received.
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationRequest<'a> {
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// What a revocation did (the response is 200 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    AccessToken,
+    Nothing,
+}
+
+pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Result<Revoked, OAuthError> {
+    let params = Params::from_form(request.content_type, request.body)?;
+    let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+    let token = params.require("token")?;
+    // RFC 7009 §2.1: an unknown token_type_hint is ignored and the search extended.
+    let now = authority.clock.now();
+    let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), None, now) else {
+        return Ok(Revoked::Nothing);
+    };
+    if claims.client_id != client.client.id {
+        tracing::warn!(client_id = %client.client.id, owner = %claims.client_id, "revocation of another client's token ignored");
+        return Ok(Revoked::Nothing);
+    }
+    authority.stores.durable.revoke(&claims.jti, claims.exp).await?;
+    tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+    Ok(Revoked::AccessToken)
+}

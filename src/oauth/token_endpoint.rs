@@ -1,0 +1,61 @@
+//! The token endpoint as a pipeline in a fixed order: parse the form (refusing repeated
+//! parameters and non-form bodies) -> authenticate the client -> is the grant type known, enabled
+//! and allowed for this client -> parse the requested scope -> the grant handler. The HTTP layer
+//! adds `Cache-Control: no-store` and `Pragma: no-cache` to every answer.
+
+use serde::Serialize;
+
+use super::Authority;
+use super::client_auth::{ClientCredentials, authenticate_client};
+use super::error::{ErrorCode, OAuthError};
+use super::grants::{self, GrantRequest};
+use super::params::Params;
+use crate::domain::client::GrantType;
+use crate::domain::scope::ScopeSet;
+
+/// A token request as received.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// RFC 6749 §5.1 successful response, plus SMART launch context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// SMART launch-context parameters (`patient`, `encounter`, `fhirContext`, ...).
+    #[serde(flatten)]
+    pub context: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Grant types this server has a handler for.
+pub fn enabled_grant_types() -> &'static [GrantType] {
+    grants::ENABLED
+}
+
+/// Runs the token endpoint pipeline.
+pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) -> Result<TokenResponse, OAuthError> {
+    let params = Params::from_form(request.content_type, request.body)?;
+    let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+
+    let grant_name = params.require("grant_type")?;
+    let grant = GrantType::parse(grant_name)
+        .filter(|g| grants::ENABLED.contains(g))
+        .ok_or_else(|| OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant type `{grant_name}` is not supported")))?;
+    if !client.client.allows_grant(grant) {
+        return Err(OAuthError::unauthorized_client(format!("this client may not use the `{grant_name}` grant")));
+    }
+
+    let requested_scope = params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    let now = authority.clock.now();
+    grants::dispatch(grant, GrantRequest { authority, client: &client, params: &params, requested_scope, now }).await
+}
