@@ -10,7 +10,7 @@ use super::clients::RegisterClientError;
 use super::error::{ErrorCode, OAuthError};
 use crate::domain::client::{AuthMethod, ClientMetadata, GrantType};
 use crate::domain::jwk::JwkSet;
-use crate::domain::scope::ScopeSet;
+use crate::domain::scope::{ScopeContext, ScopeSet};
 use crate::domain::secret::hash_secret;
 use crate::domain::url_rules::is_loopback_host;
 use crate::token::jose::{Algorithm, VerifyingKey};
@@ -155,7 +155,16 @@ fn to_metadata(
 
     let allowed = ScopeSet::parse(&authority.config.registration.allowed_scope).unwrap_or_default();
     let requested = ScopeSet::parse(request.scope.as_deref().unwrap_or_default()).map_err(|e| metadata_error(e.to_string()))?;
-    let scope = requested.narrow_to(&allowed).to_string();
+    let system_grant = grant_types
+        .iter()
+        .any(|g| g == GrantType::ClientCredentials.as_str() || g == GrantType::TokenExchange.as_str());
+    let scope: ScopeSet = requested
+        .narrow_to(&allowed)
+        .iter()
+        .filter(|s| system_grant || s.as_resource().is_none_or(|r| r.context != ScopeContext::System))
+        .cloned()
+        .collect();
+    let scope = scope.to_string();
 
     let production = url::Url::parse(authority.issuer()).is_ok_and(|u| !is_loopback_host(u.host()));
     if production && request.jwks_uri.as_deref().is_some_and(|u| !u.starts_with("https://")) {

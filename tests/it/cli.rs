@@ -1,0 +1,123 @@
+//! The `carebroker` binary: config check, keys, serve with graceful shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn carebroker() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carebroker"));
+    cmd.env_remove("RUST_LOG");
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("CAREBROKER__")) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+#[test]
+fn config_check_prints_every_problem_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\npublic_url = \"http://203.0.113.9\"\nlisten = \"nowhere\"\n[tokens]\naccess_token_lifetime_secs = 0\n[store]\nkind = \"redis+postgres\"\n",
+    )
+    .unwrap();
+    let out = carebroker().args(["config", "check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in ["server.public_url", "server.listen", "tokens.access_token_lifetime_secs", "store.redis_url", "store.postgres_url"] {
+        assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
+    }
+}
+
+#[test]
+fn config_check_accepts_the_shipped_reference_file() {
+    let out = carebroker()
+        .args(["config", "check", "config/carebroker.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 client(s)"), "the demo backend client loads");
+}
+
+#[test]
+fn environment_overrides_reach_config_check() {
+    let out = carebroker().args(["config", "check"]).env("CAREBROKER__SERVER__PUBLIC_URL", "ftp://x").env("CAREBROKER__CLIENTS__DIR", "/nonexistent").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url"));
+}
+
+#[test]
+fn keys_generate_rotate_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let run = |args: &[&str]| {
+        carebroker().args(args).env("CAREBROKER__KEYS__DIR", &keys).env("CAREBROKER__CLIENTS__DIR", "/nonexistent").output().unwrap()
+    };
+    let out = run(&["keys", "generate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&run(&["keys", "list"]).stdout).into_owned();
+    assert_eq!(listed.matches("current").count(), 2, "{listed}");
+    assert_eq!(listed.matches("next").count(), 2, "{listed}");
+
+    let refused = run(&["keys", "rotate"]);
+    assert!(!refused.status.success(), "a just-published next key is not promoted without --force");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+
+    let out = run(&["keys", "rotate", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(listed.matches("previous").count(), 2, "{listed}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(keys.join("keyset.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the key file is private");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = carebroker()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--public-url", &format!("http://127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/fhir/.well-known/smart-configuration");
+    let mut doc = None;
+    for _ in 0..100 {
+        if let Ok(response) = reqwest::blocking::get(&url) {
+            doc = response.json::<serde_json::Value>().ok();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let doc = doc.expect("server came up");
+    assert_eq!(doc["token_endpoint"], format!("http://127.0.0.1:{port}/token"));
+    assert!(dir.path().join("data/keys/keyset.json").exists(), "dev keys generated on first start");
+    assert!(dir.path().join("data/carebroker.db").exists(), "SQLite file under data/");
+
+    // SAFETY-free: send SIGTERM with the kill command.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("SIGTERM received"), "{log}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_configuration() {
+    let out = carebroker().args(["serve", "--public-url", "http://example.org"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url"));
+}

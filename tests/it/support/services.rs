@@ -1,0 +1,21 @@
+//! The real Redis and PostgreSQL servers of the test run. `scripts/test.sh` starts them on free
+//! loopback ports and exports their URLs; a test that needs one fails (never skips) without it.
+
+use sqlx::Connection as _;
+
+/// `redis://127.0.0.1:PORT/` of the suite's Redis.
+pub fn redis_url() -> String {
+    std::env::var("CAREBROKER_TEST_REDIS_URL")
+        .expect("CAREBROKER_TEST_REDIS_URL is not set: run the suite with scripts/test.sh, which starts redis-server")
+}
+
+/// A fresh, empty PostgreSQL database for one test (so migrations never race).
+pub async fn fresh_postgres_database() -> String {
+    let admin = std::env::var("CAREBROKER_TEST_POSTGRES_URL")
+        .expect("CAREBROKER_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts PostgreSQL");
+    let name = format!("t_{}", carebroker::token::random_token(9).to_lowercase().replace(['-', '_'], "x"));
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or(admin);
+    format!("{base}/{name}")
+}
