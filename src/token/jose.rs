@@ -331,6 +331,21 @@ impl SigningKey {
     }
 }
 
+/// The DER bytes of a PEM `PRIVATE KEY` (PKCS#8) block.
+pub fn pkcs8_from_pem(pem: &str) -> Result<Vec<u8>, JoseError> {
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PRIVATE KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PRIVATE KEY-----")
+        .collect();
+    if body.is_empty() {
+        return Err(JoseError::UnusableKey("no PKCS#8 `BEGIN PRIVATE KEY` block".into()));
+    }
+    base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| JoseError::UnusableKey("the PEM body is not base64".into()))
+}
+
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members in lexicographic order.
 pub fn thumbprint(jwk: &Jwk) -> String {
     let canonical = match jwk.kty.as_str() {

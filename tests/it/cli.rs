@@ -121,3 +121,15 @@ fn serve_refuses_to_start_on_a_bad_configuration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url"));
 }
+
+#[test]
+fn the_demo_client_key_matches_its_published_jwks() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let pem = std::fs::read_to_string(format!("{root}/certs/test/backend-demo.key.pem")).unwrap();
+    let der = carebroker::token::jose::pkcs8_from_pem(&pem).unwrap();
+    let key = carebroker::token::jose::SigningKey::from_pkcs8(carebroker::token::jose::Algorithm::ES384, &der).unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/certs/test/backend-demo.jwks.json")).unwrap()).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], key.kid, "RFC 7638 thumbprints agree between Python and carebroker");
+    assert_eq!(jwks["keys"][0]["x"], key.public_jwk().x.unwrap());
+}
