@@ -7,7 +7,10 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod federation;
+pub mod fhir;
 pub mod http;
+pub mod launch;
 pub mod oauth;
 pub mod store;
 pub mod token;

@@ -64,6 +64,11 @@ pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
             "clients" => section_into(value, &path).map(|v| config.clients = v),
             "registration" => section_into(value, &path).map(|v| config.registration = v),
             "introspection" => section_into(value, &path).map(|v| config.introspection = v),
+            "sessions" => section_into(value, &path).map(|v| config.sessions = v),
+            "launch" => section_into(value, &path).map(|v| config.launch = v),
+            "dev_idp" => section_into(value, &path).map(|v| config.dev_idp = v),
+            "fhir" => section_into(value, &path).map(|v| config.fhir = v),
+            "pages" => section_into(value, &path).map(|v| config.pages = v),
             "log" => section_into(value, &path).map(|v| config.log = v),
             _ => Err(ConfigProblem::new(path, "unknown section")),
         };

@@ -44,6 +44,11 @@ pub struct Config {
     pub clients: ClientsConfig,
     pub registration: RegistrationConfig,
     pub introspection: IntrospectionConfig,
+    pub sessions: SessionsConfig,
+    pub launch: LaunchConfig,
+    pub dev_idp: DevIdpConfig,
+    pub fhir: FhirConfig,
+    pub pages: PagesConfig,
     pub log: LogConfig,
 }
 
@@ -194,6 +199,94 @@ impl Default for IntrospectionConfig {
     fn default() -> Self {
         Self { scope: "__introspect".into() }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// A sign-in session ends after this long without use.
+    pub idle_timeout_secs: i64,
+    /// ... and after this long in any case; `online_access` grants end with it.
+    pub absolute_timeout_secs: i64,
+    /// `lax` (default) or `none` (needed when an EHR frames the pages in an iframe; https only).
+    pub cookie_same_site: String,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self { idle_timeout_secs: 1800, absolute_timeout_secs: 43_200, cookie_same_site: "lax".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaunchConfig {
+    /// How long a registered EHR launch may wait to be used.
+    pub lifetime_secs: u64,
+    /// Authorization codes live this long (single use).
+    pub code_lifetime_secs: u64,
+    /// An interactive authorization (sign-in, picker, consent) must finish within this.
+    pub interaction_lifetime_secs: u64,
+    /// ID-token lifetime.
+    pub id_token_lifetime_secs: i64,
+    /// Lifetime of an `offline_access` grant (its refresh tokens).
+    pub offline_grant_lifetime_secs: i64,
+}
+
+impl Default for LaunchConfig {
+    fn default() -> Self {
+        Self {
+            lifetime_secs: 300,
+            code_lifetime_secs: 60,
+            interaction_lifetime_secs: 900,
+            id_token_lifetime_secs: 300,
+            offline_grant_lifetime_secs: 90 * 86_400,
+        }
+    }
+}
+
+/// A built-in identity provider for development: allowed only when the public URL is loopback.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevIdpConfig {
+    pub enabled: bool,
+    pub users: Vec<DevUser>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevUser {
+    pub username: String,
+    /// Plain text: development only (loopback), never a real password.
+    pub password: Secret,
+    pub name: String,
+    /// `Practitioner/…`, `Patient/…`, `RelatedPerson/…` or `Person/…`.
+    pub fhir_user: String,
+    pub role_codes: Vec<String>,
+    pub activity_codes: Vec<String>,
+    /// ODS code.
+    pub org: Option<String>,
+    pub nhs_number: Option<String>,
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Self(String::new())
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FhirConfig {
+    /// A folder of FHIR JSON (resources or Bundles) loaded at start where not already stored.
+    pub seed_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagesConfig {
+    /// EHR origins allowed to frame carebroker's pages (`frame-ancestors`); none by default.
+    pub frame_ancestors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

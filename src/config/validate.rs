@@ -114,6 +114,67 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     if let Err(e) = ScopeSet::parse(&config.introspection.scope) {
         push("introspection.scope", e.to_string());
     }
+    let sessions = &config.sessions;
+    if sessions.idle_timeout_secs <= 0 || sessions.absolute_timeout_secs < sessions.idle_timeout_secs {
+        push("sessions.idle_timeout_secs", "must be more than zero and at most sessions.absolute_timeout_secs".into());
+    }
+    let https = config.server.public_url.starts_with("https://");
+    match sessions.cookie_same_site.as_str() {
+        "lax" | "strict" => {}
+        "none" if https => {}
+        "none" => push("sessions.cookie_same_site", "`none` needs an https public URL (the cookie must be Secure)".into()),
+        other => push("sessions.cookie_same_site", format!("`{other}` is not lax, strict or none")),
+    }
+    let launch = &config.launch;
+    if launch.lifetime_secs == 0 || launch.lifetime_secs > 3600 {
+        push("launch.lifetime_secs", "must be 1 to 3600".into());
+    }
+    if launch.code_lifetime_secs == 0 || launch.code_lifetime_secs > 600 {
+        push("launch.code_lifetime_secs", "must be 1 to 600 (RFC 6749 §4.1.2 recommends at most 600)".into());
+    }
+    if launch.interaction_lifetime_secs < 60 {
+        push("launch.interaction_lifetime_secs", "must be at least 60".into());
+    }
+    if !(60..=3600).contains(&launch.id_token_lifetime_secs) {
+        push("launch.id_token_lifetime_secs", "must be 60 to 3600".into());
+    }
+    if launch.offline_grant_lifetime_secs < 3600 {
+        push("launch.offline_grant_lifetime_secs", "must be at least 3600".into());
+    }
+    let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
+    if config.dev_idp.enabled && !loopback {
+        push("dev_idp.enabled", "the development identity provider is allowed only on a loopback public URL".into());
+    }
+    for (i, user) in config.dev_idp.users.iter().enumerate() {
+        let at = format!("dev_idp.users[{i}]");
+        if user.username.is_empty() || user.password.expose().is_empty() {
+            push(&at, "needs a username and a password".into());
+        }
+        if !crate::domain::identity::is_fhir_user_reference(&user.fhir_user) {
+            push(&format!("{at}.fhir_user"), format!("`{}` is not Practitioner/…, Patient/…, RelatedPerson/… or Person/…", user.fhir_user));
+        }
+        if let Some(nhs) = &user.nhs_number {
+            if let Err(e) = crate::domain::nhs_number::NhsNumber::parse(nhs) {
+                push(&format!("{at}.nhs_number"), e.to_string());
+            }
+        }
+        if config.dev_idp.users[..i].iter().any(|u| u.username == user.username) {
+            push(&format!("{at}.username"), format!("`{}` is used twice", user.username));
+        }
+    }
+    if let Some(dir) = &config.fhir.seed_dir {
+        if !dir.is_dir() {
+            push("fhir.seed_dir", format!("`{}` is not a folder", dir.display()));
+        }
+    }
+    for (i, origin) in config.pages.frame_ancestors.iter().enumerate() {
+        let ok = url::Url::parse(origin).is_ok_and(|u| {
+            u.origin().ascii_serialization() == origin.trim_end_matches('/') && (u.scheme() == "https" || is_loopback_host(u.host()))
+        });
+        if !ok {
+            push(&format!("pages.frame_ancestors[{i}]"), format!("`{origin}` is not an https origin such as https://ehr.example.nhs.uk"));
+        }
+    }
     if !matches!(config.log.format.as_str(), "text" | "json") {
         push("log.format", format!("`{}` is not `text` or `json`", config.log.format));
     }

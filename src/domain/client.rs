@@ -127,6 +127,63 @@ pub struct ClientMetadata {
     pub launch_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_issued_at: Option<i64>,
+    /// First-party apps may skip the consent page.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_consent: bool,
+    /// Where RP-initiated logout may send the browser afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Present for a trusted EHR that may register launches at `POST /launch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ehr_launch: Option<EhrLaunchTrust>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// What a trusted EHR may vouch for when it registers a launch. `"*"` in a list allows any value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EhrLaunchTrust {
+    /// Client ids of the apps this EHR may open.
+    pub apps: Vec<String>,
+    /// ODS codes of organisations whose users it may assert.
+    pub orgs: Vec<String>,
+    /// National RBAC role codes it may assert.
+    pub role_codes: Vec<String>,
+    /// User subjects it may assert (usually `["*"]`).
+    #[serde(default = "any")]
+    pub subjects: Vec<String>,
+    /// Skip the consent page for launches from this EHR (the EHR is where the user consents).
+    #[serde(default = "yes")]
+    pub skip_consent: bool,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EhrLaunchTrust {
+    fn allows(list: &[String], value: &str) -> bool {
+        list.iter().any(|v| v == "*" || v == value)
+    }
+    pub fn may_open(&self, app: &str) -> bool {
+        Self::allows(&self.apps, app)
+    }
+    pub fn may_assert_org(&self, org: &str) -> bool {
+        Self::allows(&self.orgs, org)
+    }
+    pub fn may_assert_role(&self, role: &str) -> bool {
+        Self::allows(&self.role_codes, role)
+    }
+    pub fn may_assert_subject(&self, subject: &str) -> bool {
+        Self::allows(&self.subjects, subject)
+    }
 }
 
 fn default_auth_method() -> String {
@@ -162,6 +219,11 @@ pub struct Client {
     pub access_token_lifetime_secs: Option<u32>,
     pub refresh_token_lifetime_secs: Option<u32>,
     pub launch_uri: Option<String>,
+    pub skip_consent: bool,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub ehr_launch: Option<EhrLaunchTrust>,
+    /// Web origins of the redirect URIs (for CORS at the token endpoint).
+    pub origins: Vec<String>,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -238,6 +300,14 @@ impl ClientMetadata {
                 problems.push(FieldProblem::new(format!("redirect_uris[{i}]"), "is listed twice"));
             }
         }
+        for (i, uri) in self.post_logout_redirect_uris.iter().enumerate() {
+            if let Err(why) = check_redirect_uri(uri) {
+                problems.push(FieldProblem::new(format!("post_logout_redirect_uris[{i}]"), why));
+            }
+        }
+        if self.ehr_launch.is_some() && method.is_none_or(|m| m == AuthMethod::None) {
+            problems.push(FieldProblem::new("ehr_launch", "only a confidential client may register launches"));
+        }
         if let Some(uri) = &self.launch_uri {
             if let Err(why) = check_https_or_loopback(uri) {
                 problems.push(FieldProblem::new("launch_uri", why));
@@ -282,6 +352,10 @@ impl ClientMetadata {
                 access_token_lifetime_secs: self.access_token_lifetime_secs,
                 refresh_token_lifetime_secs: self.refresh_token_lifetime_secs,
                 launch_uri: self.launch_uri.clone(),
+                skip_consent: self.skip_consent,
+                post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
+                ehr_launch: self.ehr_launch.clone(),
+                origins: web_origins(&self.redirect_uris),
                 metadata: self.clone(),
             }),
             _ => Err(problems),
@@ -339,6 +413,22 @@ impl ClientMetadata {
             }
         }
     }
+}
+
+/// `scheme://host[:port]` of each http(s) URI, without duplicates.
+fn web_origins(uris: &[String]) -> Vec<String> {
+    let mut origins: Vec<String> = Vec::new();
+    for uri in uris {
+        if let Ok(url) = Url::parse(uri) {
+            if matches!(url.scheme(), "http" | "https") {
+                let origin = url.origin().ascii_serialization();
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+    }
+    origins
 }
 
 /// Structural checks on a client's JWK Set; whether each key parses is checked by `token::jose`.

@@ -1,7 +1,9 @@
 //! Plain data with no I/O: the scope grammar, clients, JWKs, NHS numbers and URL rules.
 
 pub mod client;
+pub mod identity;
 pub mod jwk;
+pub mod launch;
 pub mod nhs_number;
 pub mod scope;
 pub mod secret;

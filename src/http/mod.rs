@@ -3,8 +3,13 @@
 
 mod discovery;
 pub mod error;
+mod interaction;
+mod launch;
 mod middleware;
 mod oauth;
+mod oidc;
+pub mod pages;
+pub mod session_store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +17,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -42,6 +50,8 @@ pub enum StartError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Authority(#[from] crate::oauth::AuthorityError),
+    #[error(transparent)]
+    Seed(#[from] crate::fhir::seed::SeedError),
     #[error("cannot listen on `{addr}`: {source}")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -57,6 +67,10 @@ impl AppState {
         let config = Arc::new(loaded.config);
         let stores = store::open(&config.store, clock.clone()).await?;
         let keys = Arc::new(KeyManager::open(config.keys.dir.clone(), clock.now(), key_retention_secs(&config))?);
+        if let Some(dir) = &config.fhir.seed_dir {
+            let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now()).await?;
+            tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
+        }
         let authority = Authority::new(config, clock, stores, keys, loaded.clients)?;
         Ok(Self { authority: Arc::new(authority) })
     }
@@ -74,16 +88,53 @@ pub fn app(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
 
+    let token_cors = {
+        let authority = state.authority.clone();
+        CorsLayer::new()
+            .allow_methods([Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts: &Parts| {
+                let authority = authority.clone();
+                async move { origin.to_str().is_ok_and(|o| authority.clients.is_public_client_origin(o)) }
+            }))
+    };
+    let token = Router::new().route("/token", post(oauth::token)).layer(token_cors);
+
     let token_bearing = Router::new()
-        .route("/token", post(oauth::token))
+        .merge(token)
         .route("/introspect", post(oauth::introspection))
         .route("/revoke", post(oauth::revocation))
         .route("/register", post(oauth::registration))
+        .route("/launch", post(launch::register))
+        .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .layer(axum::middleware::from_fn(middleware::no_store));
+
+    let https_cookie = https;
+    let same_site = match config.sessions.cookie_same_site.as_str() {
+        "none" => SameSite::None,
+        "strict" => SameSite::Strict,
+        _ => SameSite::Lax,
+    };
+    let sessions = SessionManagerLayer::new(session_store::EphemeralSessionStore::new(state.authority.stores.ephemeral.clone()))
+        .with_name(if https_cookie { "__Host-carebroker" } else { "carebroker_session" })
+        .with_secure(https_cookie)
+        .with_http_only(true)
+        .with_same_site(same_site)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(config.sessions.idle_timeout_secs)));
+    let pages_router = Router::new()
+        .route("/authorize", get(interaction::authorize_get).post(interaction::authorize_post))
+        .route("/signin", get(interaction::sign_in_page).post(interaction::sign_in_submit))
+        .route("/authorize/patient", get(interaction::picker_page).post(interaction::picker_submit))
+        .route("/authorize/consent", get(interaction::consent_get).post(interaction::consent_submit))
+        .route("/logout", get(oidc::logout_get).post(oidc::logout_post))
+        .layer(sessions);
 
     Router::new()
         .merge(public)
         .merge(token_bearing)
+        .merge(pages_router)
+        .route("/static/nhs.css", get(stylesheet))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
@@ -95,6 +146,13 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(middleware::X_REQUEST_ID.clone(), middleware::RandomRequestId))
         .with_state(state)
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=86400")],
+        pages::STYLESHEET,
+    )
 }
 
 /// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations.

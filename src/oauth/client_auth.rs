@@ -82,6 +82,12 @@ fn presented<'a>(creds: ClientCredentials<'a>) -> Result<Presented<'a>, OAuthErr
     }
 }
 
+/// True when the request identifies a client in any way (header, secret, assertion, client_id).
+pub fn identifies_client(creds: ClientCredentials<'_>) -> bool {
+    let basic = creds.authorization.is_some_and(|h| h.trim().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
+    basic || ["client_id", "client_secret", "client_assertion", "client_assertion_type"].iter().any(|p| creds.params.contains(p))
+}
+
 /// Authenticates the client of a request.
 pub async fn authenticate_client(authority: &Authority, creds: ClientCredentials<'_>) -> Result<AuthenticatedClient, OAuthError> {
     let client_id_param = creds.params.get("client_id");

@@ -73,6 +73,13 @@ impl ClientRegistry {
         Ok(client)
     }
 
+    /// True when `origin` is the web origin of a public (browser) client's redirect URI: the token
+    /// endpoint answers CORS requests from those (SMART App Launch 2.2 §CORS).
+    pub fn is_public_client_origin(&self, origin: &str) -> bool {
+        let matches = |c: &Arc<Client>| c.is_public() && c.origins.iter().any(|o| o == origin);
+        self.configured.values().any(matches) || self.registered.lock().values().any(matches)
+    }
+
     /// Clients from configuration files.
     pub fn configured(&self) -> impl Iterator<Item = &Arc<Client>> {
         self.configured.values()

@@ -2,6 +2,7 @@
 //! pipeline and its grants, introspection, revocation, dynamic registration and discovery. Each
 //! function takes plain inputs and returns a typed result or an [`error::OAuthError`].
 
+pub mod authorize;
 pub mod client_auth;
 pub mod client_keys;
 pub mod clients;
@@ -9,7 +10,10 @@ pub mod discovery;
 pub mod error;
 pub mod grants;
 pub mod introspect;
+pub mod issue;
+pub mod oidc;
 pub mod params;
+pub mod pkce;
 pub mod register;
 pub mod revoke;
 pub mod token_endpoint;

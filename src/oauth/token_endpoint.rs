@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::Authority;
-use super::client_auth::{ClientCredentials, authenticate_client};
+use super::client_auth::{AuthenticatedClient, ClientCredentials, authenticate_client, identifies_client};
 use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, GrantRequest};
 use super::params::Params;
@@ -37,6 +37,20 @@ pub struct TokenResponse {
     pub context: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The public client a refresh token belongs to; confidential clients must authenticate.
+async fn public_client_of_refresh_token(authority: &Authority, params: &Params) -> Result<AuthenticatedClient, OAuthError> {
+    let unidentified = || OAuthError::invalid_client("the client did not identify itself");
+    let token = params.get("refresh_token").ok_or_else(unidentified)?;
+    let durable = &authority.stores.durable;
+    let grant_id = durable.refresh_token_grant(&super::issue::token_hash(token)).await?.ok_or_else(unidentified)?;
+    let grant = durable.get_grant(&grant_id).await?.ok_or_else(unidentified)?;
+    let client = authority.clients.get(&grant.client_id).await?.ok_or_else(unidentified)?;
+    if !client.is_public() {
+        return Err(OAuthError::invalid_client("this client must authenticate"));
+    }
+    Ok(AuthenticatedClient { client, method: crate::domain::client::AuthMethod::None })
+}
+
 /// Grant types this server has a handler for.
 pub fn enabled_grant_types() -> &'static [GrantType] {
     grants::ENABLED
@@ -45,7 +59,13 @@ pub fn enabled_grant_types() -> &'static [GrantType] {
 /// Runs the token endpoint pipeline.
 pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
-    let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+    let creds = ClientCredentials { authorization: request.authorization, params: &params };
+    let client = if !identifies_client(creds) && params.get("grant_type") == Some("refresh_token") {
+        // SMART: a public client may refresh without sending client_id (client-js does not).
+        public_client_of_refresh_token(authority, &params).await?
+    } else {
+        authenticate_client(authority, creds).await?
+    };
 
     let grant_name = params.require("grant_type")?;
     let grant = GrantType::parse(grant_name)

@@ -63,9 +63,73 @@ pub trait RevocationStore: Send + Sync + Debug {
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError>;
 }
 
+/// A grant: one user's authorization of one client, the family every refresh token and access
+/// token it produces belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub scope: String,
+    /// The sign-in session an `online_access` grant lives and dies with.
+    pub session_id: Option<String>,
+    /// Identity and launch context, as JSON.
+    pub data: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshTokenUse {
+    /// The token was live and is now used up (exactly one caller sees this).
+    Fresh { grant_id: String, expires_at: i64 },
+    /// The token had been used before: a replay.
+    Reused { grant_id: String },
+    Unknown,
+}
+
+/// Grants and their rotating refresh tokens (stored hashed).
+#[async_trait]
+pub trait GrantStore: Send + Sync + Debug {
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+    async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
+    /// Marks the grant revoked; false when it was already revoked or is unknown.
+    async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+    /// Live grants made under a sign-in session (for logout).
+    async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError>;
+    async fn insert_refresh_token(&self, token_hash: &str, grant_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    /// Atomically uses a refresh token up.
+    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError>;
+    /// The grant a refresh token belongs to, without using it.
+    async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// A stored FHIR resource at its current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResource {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    /// The resource JSON (without `meta`, which the API adds).
+    pub data: String,
+}
+
+/// FHIR resources (seeded Patients and Practitioners now; the care-plan API builds on it).
+#[async_trait]
+pub trait ResourceStore: Send + Sync + Debug {
+    /// Stores version 1 unless the resource exists; true when it was created.
+    async fn create_resource_if_absent(&self, resource_type: &str, id: &str, data: &str, now: i64) -> Result<bool, StoreError>;
+    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
+    /// Up to `limit` resources of a type, by id.
+    async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError>;
+}
+
 /// Everything durable.
-pub trait DurableStore: ClientStore + RevocationStore {}
-impl<T: ClientStore + RevocationStore> DurableStore for T {}
+pub trait DurableStore: ClientStore + RevocationStore + GrantStore + ResourceStore {}
+impl<T: ClientStore + RevocationStore + GrantStore + ResourceStore> DurableStore for T {}
 
 /// The stores a running broker uses.
 #[derive(Debug, Clone)]

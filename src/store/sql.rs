@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row as _};
 
-use super::{ClientStore, RevocationStore, StoreError};
+use super::{ClientStore, GrantRecord, GrantStore, RefreshTokenUse, ResourceStore, RevocationStore, StoreError, StoredResource};
 use crate::domain::client::ClientMetadata;
 
 /// Numbered schema migrations; never edit a released one, add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE IF NOT EXISTS clients (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS clients (
         client_id TEXT PRIMARY KEY,
         metadata TEXT NOT NULL,
         created_at BIGINT NOT NULL
@@ -22,7 +23,47 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         expires_at BIGINT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS revocations_expires_at ON revocations (expires_at);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE IF NOT EXISTS grants (
+        id TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        session_id TEXT,
+        data TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
+    CREATE INDEX IF NOT EXISTS grants_session ON grants (session_id);
+    CREATE TABLE IF NOT EXISTS refresh_tokens (
+        token_hash TEXT PRIMARY KEY,
+        grant_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at BIGINT
+    );
+    CREATE INDEX IF NOT EXISTS refresh_tokens_grant ON refresh_tokens (grant_id);
+    CREATE TABLE IF NOT EXISTS resources (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        last_updated BIGINT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id)
+    );
+    CREATE TABLE IF NOT EXISTS resource_history (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        last_updated BIGINT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, version)
+    )",
+    ),
+];
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("database: {e}"))
@@ -157,5 +198,181 @@ impl RevocationStore for SqlStore {
             .await
             .map_err(unavailable)?;
         Ok(done.rows_affected())
+    }
+}
+
+fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<GrantRecord, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("grant row: {e}"));
+    Ok(GrantRecord {
+        id: row.try_get(0).map_err(get)?,
+        client_id: row.try_get(1).map_err(get)?,
+        subject: row.try_get(2).map_err(get)?,
+        scope: row.try_get(3).map_err(get)?,
+        session_id: row.try_get(4).map_err(get)?,
+        data: row.try_get(5).map_err(get)?,
+        created_at: row.try_get(6).map_err(get)?,
+        expires_at: row.try_get(7).map_err(get)?,
+        revoked_at: row.try_get(8).map_err(get)?,
+    })
+}
+
+#[async_trait]
+impl GrantStore for SqlStore {
+    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO grants (id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&grant.id)
+        .bind(&grant.client_id)
+        .bind(&grant.subject)
+        .bind(&grant.scope)
+        .bind(&grant.session_id)
+        .bind(&grant.data)
+        .bind(grant.created_at)
+        .bind(grant.expires_at)
+        .bind(grant.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at FROM grants WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM grants WHERE session_id = $1 AND revoked_at IS NULL")
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(unavailable)).collect()
+    }
+
+    async fn insert_refresh_token(&self, token_hash: &str, grant_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(grant_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
+        // INVARIANT: one UPDATE with the `used_at IS NULL` guard is the single atomic step; of
+        // concurrent callers exactly one sees rows_affected = 1.
+        let won = sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL")
+            .bind(token_hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected()
+            == 1;
+        let row = sqlx::query("SELECT grant_id, expires_at FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(RefreshTokenUse::Unknown) };
+        let grant_id: String = row.try_get(0).map_err(unavailable)?;
+        let expires_at: i64 = row.try_get(1).map_err(unavailable)?;
+        Ok(if won { RefreshTokenUse::Fresh { grant_id, expires_at } } else { RefreshTokenUse::Reused { grant_id } })
+    }
+
+    async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT grant_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| r.try_get::<String, _>(0).map_err(unavailable)).transpose()
+    }
+}
+
+fn resource_from_row(row: &sqlx::any::AnyRow) -> Result<StoredResource, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("resource row: {e}"));
+    Ok(StoredResource {
+        resource_type: row.try_get(0).map_err(get)?,
+        id: row.try_get(1).map_err(get)?,
+        version: row.try_get(2).map_err(get)?,
+        last_updated: row.try_get(3).map_err(get)?,
+        data: row.try_get(4).map_err(get)?,
+    })
+}
+
+#[async_trait]
+impl ResourceStore for SqlStore {
+    async fn create_resource_if_absent(&self, resource_type: &str, id: &str, data: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let created = sqlx::query(
+            "INSERT INTO resources (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (resource_type, id) DO NOTHING",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(now)
+        .bind(data)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected()
+            == 1;
+        if created {
+            sqlx::query("INSERT INTO resource_history (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)")
+                .bind(resource_type)
+                .bind(id)
+                .bind(now)
+                .bind(data)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(created)
+    }
+
+    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let row = sqlx::query("SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 AND id = $2")
+            .bind(resource_type)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(resource_from_row).transpose()
+    }
+
+    async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 ORDER BY id LIMIT $2",
+        )
+        .bind(resource_type)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(resource_from_row).collect()
     }
 }

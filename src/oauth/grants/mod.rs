@@ -1,7 +1,9 @@
 //! Grant handlers, one file per grant, dispatched on [`GrantType`]. The pipeline in
 //! `token_endpoint` has already authenticated the client and checked that it may use the grant.
 
+pub mod authorization_code;
 pub mod client_credentials;
+pub mod refresh_token;
 
 use super::Authority;
 use super::client_auth::AuthenticatedClient;
@@ -12,7 +14,7 @@ use crate::domain::client::GrantType;
 use crate::domain::scope::ScopeSet;
 
 /// Grant types with a handler.
-pub const ENABLED: &[GrantType] = &[GrantType::ClientCredentials];
+pub const ENABLED: &[GrantType] = &[GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
 
 /// What a grant handler gets.
 #[derive(Debug)]
@@ -28,7 +30,18 @@ pub struct GrantRequest<'a> {
 /// Runs the handler for `grant`.
 pub async fn dispatch(grant: GrantType, request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
     match grant {
+        GrantType::AuthorizationCode => authorization_code::grant(request).await,
+        GrantType::RefreshToken => refresh_token::grant(request).await,
         GrantType::ClientCredentials => client_credentials::grant(request).await,
         other => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant type `{}` is not supported", other.as_str()))),
     }
+}
+
+/// Revokes a grant: its refresh tokens stop working and every access token it issued is
+/// inactive from now on (the revocation outlives the longest access token).
+pub async fn revoke_grant(authority: &Authority, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+    authority.stores.durable.revoke_grant(grant_id, now).await?;
+    let until = now + i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + authority.config.tokens.clock_skew_secs;
+    authority.stores.durable.revoke(grant_id, until).await?;
+    Ok(())
 }

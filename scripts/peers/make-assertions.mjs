@@ -1,0 +1,99 @@
+// Writes N pre-signed client_credentials token request bodies, one per line, for
+// scripts/bench/replay.lua. Each carries its own RFC 7523 client assertion (ES384, unique jti).
+//
+// Usage:
+//   node scripts/peers/make-assertions.mjs --key certs/test/backend-demo.key.pem \
+//     --kid tuPf02p6GZjLto1j-6CFlM76Rleh6DlH_EehtEJ_KMU --client-id backend-demo \
+//     --aud http://127.0.0.1:9401/token --scope "system/CarePlan.rs" --count 20000 --out bodies.txt \
+//     [--jobs THREADS] [--lifetime SECONDS]
+//
+// Speed is bounded by P-384 signing: about 1.2k bodies/s per thread with Node 20's OpenSSL 3.0.
+//
+// The assertions expire 290 s after generation (under carebroker's 300 s limit): generate
+// them right before the run that uses them.
+
+import { createPrivateKey, randomBytes, sign } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+
+const b64url = (value) => Buffer.from(value).toString('base64url');
+
+// Signs `count` assertions and returns them as body lines. ES384 signing is the whole cost
+// (OpenSSL 3.0's P-384 does ~1.2k signatures/s per core), hence the worker threads below.
+function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count }) {
+  const key = createPrivateKey(keyPem);
+  // Everything but the assertion is the same on every line.
+  const prefix = new URLSearchParams({
+    grant_type: 'client_credentials',
+    scope,
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+  }).toString() + '&client_assertion=';
+  const header = b64url(JSON.stringify({ alg: 'ES384', kid, typ: 'JWT' }));
+  const lines = [];
+  for (let i = 0; i < count; i += 1) {
+    const claims = {
+      iss: clientId,
+      sub: clientId,
+      aud,
+      iat,
+      exp,
+      jti: randomBytes(16).toString('base64url'),
+    };
+    const signingInput = `${header}.${b64url(JSON.stringify(claims))}`;
+    // JWS wants the raw r||s signature, not DER.
+    const signature = sign('sha384', Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
+    // A JWT is made of base64url characters and dots only: safe in a form body as it is.
+    lines.push(`${prefix}${signingInput}.${signature.toString('base64url')}\n`);
+  }
+  return lines.join('');
+}
+
+if (!isMainThread) {
+  parentPort.postMessage(makeBodies(workerData));
+} else {
+  const { values: args } = parseArgs({
+    options: {
+      key: { type: 'string' },
+      kid: { type: 'string' },
+      'client-id': { type: 'string', default: 'backend-demo' },
+      aud: { type: 'string' },
+      scope: { type: 'string', default: 'system/CarePlan.rs' },
+      count: { type: 'string', default: '1000' },
+      out: { type: 'string' },
+      lifetime: { type: 'string', default: '290' }, // seconds from now to exp
+      jobs: { type: 'string', default: String(availableParallelism()) }, // worker threads
+    },
+  });
+  for (const required of ['key', 'kid', 'aud', 'out']) {
+    if (!args[required]) {
+      console.error(`missing --${required}`);
+      process.exit(2);
+    }
+  }
+
+  const keyPem = readFileSync(args.key, 'utf8');
+  if (createPrivateKey(keyPem).asymmetricKeyDetails?.namedCurve !== 'secp384r1') {
+    console.error('--key must be a P-384 (ES384) private key');
+    process.exit(2);
+  }
+  const count = Number(args.count);
+  const jobs = Math.max(1, Math.min(Number(args.jobs), count));
+  const iat = Math.floor(Date.now() / 1000);
+  const exp = iat + Number(args.lifetime);
+  const common = {
+    keyPem, kid: args.kid, clientId: args['client-id'], aud: args.aud, scope: args.scope, iat, exp,
+  };
+
+  const started = Date.now();
+  // Split the count over the workers; each returns its share as one string.
+  const shares = Array.from({ length: jobs }, (_, j) => Math.floor(count / jobs) + (j < count % jobs ? 1 : 0));
+  const parts = await Promise.all(shares.map((share) => new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), { workerData: { ...common, count: share } });
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  })));
+  writeFileSync(args.out, parts.join(''));
+  console.error(`wrote ${count} bodies to ${args.out} in ${Date.now() - started} ms with ${jobs} threads (exp ${exp})`);
+}

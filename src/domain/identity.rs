@@ -1,0 +1,64 @@
+//! Who signed in: the raw facts every later decision needs, whichever identity provider (or
+//! trusted EHR) vouched for them.
+
+use serde::{Deserialize, Serialize};
+
+/// A signed-in person.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Which provider vouched: `dev`, `ehr:<client_id>`, an IdP id from `config/idps/`.
+    pub provider: String,
+    /// The provider's own issuer, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The subject at that provider.
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A relative FHIR reference: `Practitioner/…`, `Patient/…`, `RelatedPerson/…` or `Person/…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// ODS code of the organisation the person acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// National RBAC job role codes (`R8000`…) of the selected role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_codes: Vec<String>,
+    /// National RBAC activity codes (`B0360`…) of the selected role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activity_codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    /// When the person authenticated (Unix seconds).
+    pub auth_time: i64,
+    /// NHS number, for patients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nhs_number: Option<String>,
+}
+
+impl Identity {
+    /// The `sub` carebroker issues: unique across providers.
+    pub fn platform_subject(&self) -> String {
+        format!("{}:{}", self.provider, self.subject)
+    }
+
+    /// The patient this identity is, when it is a patient (`fhirUser` = `Patient/…`).
+    pub fn own_patient_id(&self) -> Option<&str> {
+        self.fhir_user.as_deref().and_then(|r| r.strip_prefix("Patient/"))
+    }
+}
+
+/// The resource types `fhirUser` may name (SMART App Launch 2.2; Inferno accepts these four).
+pub const FHIR_USER_TYPES: [&str; 4] = ["Practitioner", "Patient", "RelatedPerson", "Person"];
+
+/// True for `Type/id` with a `fhirUser` type and a FHIR id (`[A-Za-z0-9.-]{1,64}`).
+pub fn is_fhir_user_reference(reference: &str) -> bool {
+    reference.split_once('/').is_some_and(|(kind, id)| FHIR_USER_TYPES.contains(&kind) && is_fhir_id(id))
+}
+
+/// A FHIR logical id.
+pub fn is_fhir_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}

@@ -1,0 +1,55 @@
+//! Which patients a signed-in user may pick in a standalone launch: a patient only themselves;
+//! staff the patients managed by their own organisation. (The policy evaluator will refine this.)
+
+use serde_json::Value;
+
+use crate::domain::identity::Identity;
+use crate::store::{ResourceStore, StoreError};
+
+/// One row of the patient picker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientSummary {
+    pub id: String,
+    pub name: String,
+    pub birth_date: Option<String>,
+}
+
+const MAX_PATIENTS: i64 = 500;
+
+/// `Patient.name[0]` as "Given Family".
+pub fn display_name(patient: &Value) -> String {
+    let name = &patient["name"][0];
+    if let Some(text) = name["text"].as_str() {
+        return text.to_owned();
+    }
+    let given: Vec<&str> = name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let family = name["family"].as_str().unwrap_or_default();
+    let full = format!("{} {family}", given.join(" "));
+    if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }
+}
+
+fn managed_by(patient: &Value, org: &str) -> bool {
+    patient["managingOrganization"]["identifier"]["value"].as_str() == Some(org)
+}
+
+/// The patients `identity` may choose from.
+pub async fn patients_for(store: &dyn ResourceStore, identity: &Identity) -> Result<Vec<PatientSummary>, StoreError> {
+    let own = identity.own_patient_id();
+    let mut out = Vec::new();
+    for stored in store.list_resources("Patient", MAX_PATIENTS).await? {
+        let Ok(patient) = serde_json::from_str::<Value>(&stored.data) else { continue };
+        let visible = match (own, &identity.org) {
+            (Some(own), _) => stored.id == own,
+            (None, Some(org)) => managed_by(&patient, org),
+            (None, None) => false,
+        };
+        if visible {
+            out.push(PatientSummary {
+                id: stored.id.clone(),
+                name: display_name(&patient),
+                birth_date: patient["birthDate"].as_str().map(str::to_owned),
+            });
+        }
+    }
+    Ok(out)
+}

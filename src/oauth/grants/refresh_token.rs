@@ -1,0 +1,79 @@
+//! `refresh_token` (RFC 6749 §6) with rotation: every use returns a new refresh token and uses
+//! the old one up in one atomic step; presenting a used one revokes the whole grant (SMART best
+//! practices; OAuth 2.0 Security BCP §4.14). `scope` may repeat or narrow, never widen. Launch
+//! context stays with the grant. An `online_access` grant ends with its sign-in session.
+
+use super::GrantRequest;
+use crate::domain::scope::ScopeSet;
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::issue::{self, GrantData, Issue, token_hash};
+use crate::oauth::token_endpoint::TokenResponse;
+use crate::store::RefreshTokenUse;
+
+/// The ephemeral key that says a sign-in session is alive.
+pub fn signin_key(session_id: &str) -> String {
+    format!("signin:{session_id}")
+}
+
+pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
+    let GrantRequest { authority, client, params, requested_scope, now } = request;
+    let presented = params.require("refresh_token")?;
+    let durable = &authority.stores.durable;
+    let hash = token_hash(presented);
+    let (grant_id, token_expires) = match durable.use_refresh_token(&hash, now).await? {
+        RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
+        RefreshTokenUse::Reused { grant_id } => {
+            super::revoke_grant(authority, &grant_id, now).await?;
+            tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
+            return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
+        }
+        RefreshTokenUse::Fresh { grant_id, expires_at } => (grant_id, expires_at),
+    };
+    let grant = durable.get_grant(&grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
+    if grant.client_id != client.client.id {
+        // Presented by the wrong client: the token is now spent, so the real client's next use is
+        // seen as a replay and the grant ends. That is the safe outcome of a leaked token.
+        return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
+    }
+    if grant.revoked_at.is_some() {
+        return Err(OAuthError::invalid_grant("the grant has been revoked"));
+    }
+    if grant.expires_at <= now || token_expires <= now {
+        return Err(OAuthError::invalid_grant("the grant has expired"));
+    }
+    let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
+    if data.online {
+        let alive = match &grant.session_id {
+            Some(sid) => authority.stores.ephemeral.get(&signin_key(sid)).await?.is_some(),
+            None => false,
+        };
+        if !alive {
+            super::revoke_grant(authority, &grant.id, now).await?;
+            return Err(OAuthError::invalid_grant("the sign-in session of this online_access grant has ended"));
+        }
+    }
+
+    let original = ScopeSet::parse(&grant.scope).map_err(|_| OAuthError::server_error())?;
+    let scope = match requested_scope {
+        None => original,
+        Some(requested) if requested.is_within(&original) => requested,
+        Some(_) => return Err(OAuthError::new(ErrorCode::InvalidScope, "a refresh may keep or narrow the scope, never widen it")),
+    };
+    let refresh_token = Some(issue::new_refresh_token(authority, &grant.id, grant.expires_at, now).await?);
+    let response = issue::issue_tokens(
+        authority,
+        Issue {
+            client: &client.client,
+            identity: &data.identity,
+            scope: &scope,
+            context: &data.context,
+            grant_id: &grant.id,
+            session_id: grant.session_id.as_deref(),
+            nonce: None,
+            refresh_token,
+            now,
+        },
+    )?;
+    tracing::info!(client_id = %client.client.id, grant_id = %grant.id, "refresh token rotated");
+    Ok(response)
+}

@@ -1,0 +1,159 @@
+//! Issuing the tokens of a user grant: the access token (RFC 9068) with launch context, the ID
+//! token (OpenID Connect Core §2, RS256) and a rotating refresh token. Shared by the
+//! `authorization_code` and `refresh_token` grants.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::Authority;
+use super::error::OAuthError;
+use super::token_endpoint::TokenResponse;
+use crate::domain::client::Client;
+use crate::domain::identity::Identity;
+use crate::domain::launch::LaunchContext;
+use crate::domain::scope::{Scope, ScopeSet};
+use crate::token::access::{self, AccessTokenClaims};
+use crate::token::random_token;
+
+/// What a grant record keeps besides its columns (stored as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrantData {
+    pub identity: Identity,
+    pub context: LaunchContext,
+    /// `online_access`: the grant ends with the sign-in session.
+    pub online: bool,
+}
+
+/// What to issue.
+#[derive(Debug)]
+pub struct Issue<'a> {
+    pub client: &'a Client,
+    pub identity: &'a Identity,
+    pub scope: &'a ScopeSet,
+    pub context: &'a LaunchContext,
+    pub grant_id: &'a str,
+    pub session_id: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    /// A new refresh token to hand out, if the grant has one.
+    pub refresh_token: Option<String>,
+    pub now: i64,
+}
+
+/// SHA-256 of an opaque token (refresh tokens and codes are stored only hashed).
+pub fn token_hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest(&SHA256, token.as_bytes()))
+}
+
+/// True when the scope asks for a refresh token (SMART: `offline_access` or `online_access`).
+pub fn wants_refresh(scope: &ScopeSet) -> bool {
+    scope.contains(&Scope::OfflineAccess) || scope.contains(&Scope::OnlineAccess)
+}
+
+/// Creates and stores a new refresh token of `grant_id`.
+pub async fn new_refresh_token(authority: &Authority, grant_id: &str, expires_at: i64, now: i64) -> Result<String, OAuthError> {
+    let token = random_token(32);
+    authority.stores.durable.insert_refresh_token(&token_hash(&token), grant_id, expires_at, now).await?;
+    Ok(token)
+}
+
+fn signing_failed(e: crate::token::jose::JoseError) -> OAuthError {
+    tracing::error!(error = %e, "token signing failed");
+    OAuthError::server_error()
+}
+
+/// The absolute `fhirUser` URL.
+pub fn absolute_fhir_user(authority: &Authority, reference: &str) -> String {
+    format!("{}/{reference}", authority.fhir_base())
+}
+
+/// Signs the access token (and ID token when `openid` was granted) and builds the response.
+pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResponse, OAuthError> {
+    let lifetime = i64::from(
+        issue.client.access_token_lifetime_secs.unwrap_or(authority.config.tokens.access_token_lifetime_secs),
+    );
+    let scope = issue.scope.to_string();
+    let context = issue.context;
+    let claims = AccessTokenClaims {
+        iss: authority.issuer().to_owned(),
+        sub: issue.identity.platform_subject(),
+        aud: authority.fhir_base().to_owned(),
+        exp: issue.now + lifetime,
+        iat: issue.now,
+        jti: random_token(18),
+        client_id: issue.client.id.clone(),
+        scope: scope.clone(),
+        grant_id: Some(issue.grant_id.to_owned()),
+        auth_time: Some(issue.identity.auth_time),
+        acr: issue.identity.acr.clone(),
+        amr: (!issue.identity.amr.is_empty()).then(|| issue.identity.amr.clone()),
+        fhir_user: issue.identity.fhir_user.clone(),
+        patient: context.patient.clone(),
+        encounter: context.encounter.clone(),
+        fhir_context: (!context.fhir_context.is_empty()).then(|| serde_json::Value::Array(context.fhir_context.clone())),
+        roles: issue.identity.role_codes.clone(),
+        org: issue.identity.org.clone(),
+        need_patient_banner: context.need_patient_banner,
+        intent: context.intent.clone(),
+        smart_style_url: context.smart_style_url.clone(),
+        tenant: context.tenant.clone(),
+        ..Default::default()
+    };
+    let ring = authority.keys.ring();
+    let access_token = access::mint(&ring, &claims).map_err(signing_failed)?;
+
+    let id_token = if issue.scope.contains(&Scope::OpenId) {
+        let mut id = serde_json::json!({
+            "iss": authority.issuer(),
+            "sub": claims.sub,
+            "aud": issue.client.id,
+            "azp": issue.client.id,
+            "exp": issue.now + authority.config.launch.id_token_lifetime_secs,
+            "iat": issue.now,
+            "auth_time": issue.identity.auth_time,
+            "at_hash": at_hash(&access_token),
+        });
+        if let Some(nonce) = issue.nonce {
+            id["nonce"] = nonce.into();
+        }
+        if let Some(sid) = issue.session_id {
+            id["sid"] = sid.into();
+        }
+        if let Some(acr) = &issue.identity.acr {
+            id["acr"] = acr.clone().into();
+        }
+        if !issue.identity.amr.is_empty() {
+            id["amr"] = issue.identity.amr.clone().into();
+        }
+        if issue.scope.contains(&Scope::FhirUser) || issue.scope.contains(&Scope::OidcClaims("profile")) {
+            if let Some(user) = &issue.identity.fhir_user {
+                id["fhirUser"] = absolute_fhir_user(authority, user).into();
+            }
+        }
+        if issue.scope.contains(&Scope::OidcClaims("profile")) {
+            if let Some(name) = &issue.identity.name {
+                id["name"] = name.clone().into();
+            }
+        }
+        Some(ring.id_token_key().sign("JWT", &id).map_err(signing_failed)?)
+    } else {
+        None
+    };
+
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: lifetime,
+        scope,
+        refresh_token: issue.refresh_token,
+        id_token,
+        context: context.token_parameters(),
+    })
+}
+
+/// OpenID Connect Core §3.1.3.6: the left half of SHA-256 of the access token, base64url.
+fn at_hash(access_token: &str) -> String {
+    let hash = digest(&SHA256, access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&hash.as_ref()[..16])
+}

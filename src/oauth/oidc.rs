@@ -1,0 +1,88 @@
+//! OpenID Connect beyond the ID token: UserInfo (Core §5.3) and RP-initiated logout (RP-Initiated
+//! Logout 1.0), which ends the sign-in session and the `online_access` grants made under it.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Authority;
+use super::error::{Challenge, ErrorCode, OAuthError};
+use super::grants::refresh_token::signin_key;
+use super::grants::revoke_grant;
+use super::introspect::active_access_token;
+use super::issue::{GrantData, absolute_fhir_user};
+use crate::domain::scope::{Scope, ScopeSet};
+use crate::token::jose;
+use crate::token::keys::ID_TOKEN_ALG;
+
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+}
+
+/// UserInfo: the claims of the signed-in user, for a token holding `openid`.
+pub async fn userinfo(authority: &Authority, authorization: Option<&str>) -> Result<Value, OAuthError> {
+    let token = bearer(authorization).ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
+    let claims = active_access_token(authority, token, Some(authority.fhir_base()))
+        .await?
+        .ok_or_else(|| OAuthError::invalid_token("the access token is not active"))?;
+    let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
+    if !scope.contains(&Scope::OpenId) {
+        return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`").with_challenge(Challenge::Bearer));
+    }
+    let mut out = json!({"sub": claims.sub});
+    if let Some(user) = &claims.fhir_user {
+        out["fhirUser"] = absolute_fhir_user(authority, user).into();
+    }
+    if scope.contains(&Scope::OidcClaims("profile")) {
+        if let Some(grant_id) = &claims.grant_id {
+            if let Some(grant) = authority.stores.durable.get_grant(grant_id).await? {
+                if let Ok(data) = serde_json::from_str::<GrantData>(&grant.data) {
+                    if let Some(name) = data.identity.name {
+                        out["name"] = name.into();
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a verified `id_token_hint` says.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdTokenHint {
+    pub sub: String,
+    pub aud: String,
+    #[serde(default)]
+    pub sid: Option<String>,
+}
+
+/// Verifies an ID token we issued (its expiry does not matter for logout).
+pub fn verify_id_token_hint(authority: &Authority, hint: &str) -> Option<IdTokenHint> {
+    let jws = jose::decode(hint, &[ID_TOKEN_ALG]).ok()?;
+    let ring = authority.keys.ring();
+    let key = ring.verifying_key(jws.header.kid.as_deref()?)?;
+    let payload = jws.verify(key).ok()?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    if claims["iss"] != authority.issuer() {
+        return None;
+    }
+    serde_json::from_value(claims).ok()
+}
+
+/// Ends sign-in session `session_id`: it can no longer refresh `online_access` grants, and those
+/// grants (and their access tokens) are revoked now.
+pub async fn end_session(authority: &Authority, session_id: &str) -> Result<usize, OAuthError> {
+    authority.stores.ephemeral.delete(&signin_key(session_id)).await?;
+    let now = authority.clock.now();
+    let grants = authority.stores.durable.grants_of_session(session_id).await?;
+    for grant in &grants {
+        revoke_grant(authority, grant, now).await?;
+    }
+    tracing::info!(session = %session_id, revoked = grants.len(), "sign-in session ended");
+    Ok(grants.len())
+}
+
+/// A `post_logout_redirect_uri` is honoured only when registered for the client.
+pub async fn post_logout_target(authority: &Authority, client_id: &str, uri: &str) -> Result<bool, OAuthError> {
+    Ok(authority.clients.get(client_id).await?.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)))
+}
