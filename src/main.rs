@@ -37,6 +37,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Register a demo EHR launch with a running carebroker (as the EHR client) and print its URL.
+    Launch(LaunchArgs),
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -45,6 +47,42 @@ enum Command {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct LaunchArgs {
+    /// carebroker's URL (default: the configured public URL).
+    #[arg(long)]
+    url: Option<String>,
+    /// The SMART app to open.
+    #[arg(long, default_value = "demo-app")]
+    app: String,
+    /// The patient's NHS number.
+    #[arg(long, default_value = "9434765919")]
+    patient: String,
+    /// The EHR client that registers the launch (client_secret_basic).
+    #[arg(long, default_value = "ehr-demo")]
+    ehr: String,
+    /// File holding the EHR client's secret.
+    #[arg(long, default_value = "certs/test/ehr-demo.secret")]
+    ehr_secret_file: PathBuf,
+    /// The signed-in user as the EHR vouches for them.
+    #[arg(long, default_value = "nurse")]
+    user: String,
+    #[arg(long, default_value = "Nadia Nurse")]
+    user_name: String,
+    #[arg(long, default_value = "Practitioner/pr-nurse-1")]
+    fhir_user: String,
+    #[arg(long, default_value = "R8001")]
+    role: Vec<String>,
+    #[arg(long, default_value = "A9A5A")]
+    org: String,
+    /// Optional encounter id.
+    #[arg(long)]
+    encounter: Option<String>,
+    /// Configuration file (for the default URL).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +107,7 @@ enum KeysAction {
 
 fn load_config(file: Option<&std::path::Path>, extra: Vec<(String, String)>) -> Result<Loaded, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().chain(extra).collect();
-    config::load(file, env).map_err(|problems| {
+    config::load_from(file, Some(config::EMBEDDED_DEFAULT), env).map_err(|problems| {
         eprintln!("carebroker: the configuration has {} problem(s):", problems.len());
         for problem in &problems {
             eprintln!("  {problem}");
@@ -144,6 +182,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Launch(args) => launch_command(args),
         Command::Keys { action, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
                 Ok(loaded) => loaded,
@@ -196,5 +235,64 @@ fn print_keys(file: &KeyFile, now: i64, retention: i64) {
         };
         let state = format!("{:?}", key.state).to_lowercase();
         println!("{:<45} {:<6} {:<9} {:>12} {}", key.kid, key.alg, state, now - key.created_at, until);
+    }
+}
+
+fn launch_command(args: LaunchArgs) -> ExitCode {
+    let url = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => match load_config(args.config.as_deref(), Vec::new()) {
+            Ok(loaded) => loaded.config.issuer().to_owned(),
+            Err(code) => return code,
+        },
+    };
+    let secret = match std::fs::read_to_string(&args.ehr_secret_file) {
+        Ok(s) => s.trim_end().to_owned(),
+        Err(e) => {
+            eprintln!("carebroker: cannot read `{}`: {e}", args.ehr_secret_file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut body = serde_json::json!({
+        "client_id": args.app,
+        "patient": args.patient,
+        "need_patient_banner": true,
+        "user": {"sub": args.user, "name": args.user_name, "fhir_user": args.fhir_user, "role_codes": args.role, "org": args.org},
+    });
+    if let Some(encounter) = args.encounter {
+        body["encounter"] = encounter.into();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carebroker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{url}/launch"))
+            .basic_auth(&args.ehr, Some(&secret))
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let json: serde_json::Value = response.json().await?;
+        Ok::<_, reqwest::Error>((status, json))
+    });
+    match result {
+        Ok((status, json)) if status.is_success() => {
+            println!("{}", json["launch_url"].as_str().unwrap_or_default());
+            eprintln!("launch {} expires in {} s", json["launch"].as_str().unwrap_or_default(), json["expires_in"]);
+            ExitCode::SUCCESS
+        }
+        Ok((status, json)) => {
+            eprintln!("carebroker: launch refused (HTTP {}): {json}", status.as_u16());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("carebroker: cannot reach {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

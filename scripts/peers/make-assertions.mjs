@@ -30,7 +30,10 @@ function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count }) {
     scope,
     client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
   }).toString() + '&client_assertion=';
-  const header = b64url(JSON.stringify({ alg: 'ES384', kid, typ: 'JWT' }));
+  // ES256 for a P-256 key, ES384 for P-384.
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  const [alg, hash] = curve === 'prime256v1' ? ['ES256', 'sha256'] : ['ES384', 'sha384'];
+  const header = b64url(JSON.stringify({ alg, kid, typ: 'JWT' }));
   const lines = [];
   for (let i = 0; i < count; i += 1) {
     const claims = {
@@ -43,7 +46,7 @@ function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count }) {
     };
     const signingInput = `${header}.${b64url(JSON.stringify(claims))}`;
     // JWS wants the raw r||s signature, not DER.
-    const signature = sign('sha384', Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
+    const signature = sign(hash, Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
     // A JWT is made of base64url characters and dots only: safe in a form body as it is.
     lines.push(`${prefix}${signingInput}.${signature.toString('base64url')}\n`);
   }
@@ -74,8 +77,8 @@ if (!isMainThread) {
   }
 
   const keyPem = readFileSync(args.key, 'utf8');
-  if (createPrivateKey(keyPem).asymmetricKeyDetails?.namedCurve !== 'secp384r1') {
-    console.error('--key must be a P-384 (ES384) private key');
+  if (!['secp384r1', 'prime256v1'].includes(createPrivateKey(keyPem).asymmetricKeyDetails?.namedCurve)) {
+    console.error('--key must be a P-256 (ES256) or P-384 (ES384) private key');
     process.exit(2);
   }
   const count = Number(args.count);

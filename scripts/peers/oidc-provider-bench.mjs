@@ -39,6 +39,8 @@ const issuer = `http://127.0.0.1:${port}`;
 const resource = `${issuer}/fhir`; // the access tokens' aud, like carebroker's FHIR base
 const scopes = ['system/CarePlan.rs', 'system/Patient.rs'];
 const clientJwks = JSON.parse(readFileSync(args.jwks, 'utf8'));
+// The client's assertion algorithm: the alg of its (first) key, ES256 or ES384.
+const clientAlg = clientJwks.keys[0].alg ?? (clientJwks.keys[0].crv === 'P-256' ? 'ES256' : 'ES384');
 
 // The provider's own signing key: a fresh ES256 key per run.
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -93,7 +95,7 @@ const configuration = {
   clients: [{
     client_id: args['client-id'],
     token_endpoint_auth_method: 'private_key_jwt',
-    token_endpoint_auth_signing_alg: 'ES384',
+    token_endpoint_auth_signing_alg: clientAlg,
     jwks: clientJwks,
     grant_types: ['client_credentials'],
     response_types: [],
@@ -105,7 +107,7 @@ const configuration = {
   clientAuthMethods: ['private_key_jwt'],
   // ES384 is not in oidc-provider's default list of client assertion algorithms.
   enabledJWA: {
-    clientAuthSigningAlgValues: ['ES384'],
+    clientAuthSigningAlgValues: [clientAlg],
     idTokenSigningAlgValues: ['ES256'],
   },
   clientDefaults: { id_token_signed_response_alg: 'ES256' },

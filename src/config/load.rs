@@ -40,8 +40,23 @@ const ENV_PREFIX: &str = "CAREBROKER__";
 /// Loads `file` (or the embedded defaults when `None`), applies `env` overrides, validates, and
 /// loads client files. Returns every problem found, or the configuration.
 pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, Vec<ConfigProblem>> {
+    load_from(file, None, env)
+}
+
+/// As [`load`], but with `base` TOML text standing in for a file (the embedded default).
+pub fn load_from(
+    file: Option<&Path>,
+    base: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, Vec<ConfigProblem>> {
     let mut problems = Vec::new();
     let mut table = toml::Table::new();
+    if let Some(text) = base.filter(|_| file.is_none()) {
+        match text.parse::<toml::Table>() {
+            Ok(t) => table = t,
+            Err(e) => problems.push(ConfigProblem::new("(embedded default)", format!("not valid TOML: {e}"))),
+        }
+    }
     if let Some(path) = file {
         match std::fs::read_to_string(path) {
             Ok(text) => match text.parse::<toml::Table>() {

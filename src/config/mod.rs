@@ -11,7 +11,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{ConfigProblem, Loaded, load};
+pub use load::{ConfigProblem, Loaded, load, load_from};
+
+/// The embedded development default (`config/dev.toml`), used when `serve` gets no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/dev.toml");
 
 /// A secret value: never printed by `Debug`.
 #[derive(Clone, Deserialize, PartialEq, Eq)]

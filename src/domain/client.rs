@@ -277,7 +277,7 @@ impl ClientMetadata {
                 None => problems.push(FieldProblem::new(format!("grant_types[{i}]"), format!("`{text}` is not a supported grant type"))),
             }
         }
-        if self.grant_types.is_empty() {
+        if self.grant_types.is_empty() && self.ehr_launch.is_none() {
             problems.push(FieldProblem::new("grant_types", "must list at least one grant type"));
         }
         if grant_types.contains(&GrantType::ClientCredentials) && method != Some(AuthMethod::PrivateKeyJwt) {

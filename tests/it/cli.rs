@@ -37,7 +37,7 @@ fn config_check_accepts_the_shipped_reference_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 client(s)"), "the demo backend client loads");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 client(s)"), "the demo clients load");
 }
 
 #[test]
@@ -87,6 +87,7 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let mut child = carebroker()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--public-url", &format!("http://127.0.0.1:{port}")])
         .current_dir(dir.path())
+        .env("CAREBROKER__FHIR__SEED_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev/fhir"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

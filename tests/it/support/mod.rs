@@ -1,8 +1,10 @@
 //! Test support: a `TestApp` builder driving the real router in-process, keys for test clients,
 //! and access to the real Redis and PostgreSQL servers started by `scripts/test.sh`.
 
+pub mod browser;
 pub mod keys;
 pub mod services;
+pub mod smart;
 
 use std::sync::{Arc, OnceLock};
 
@@ -140,6 +142,17 @@ impl TestAppBuilder {
     pub fn with_config(mut self, tweak: impl FnOnce(&mut Config) + 'static) -> Self {
         self.tweaks.push(Box::new(tweak));
         self
+    }
+    /// The development users (nurse, doctor at A9A5A; carer at VNC12; patient 9434765919) and the
+    /// seeded Patients and Practitioners of `config/dev/`.
+    pub fn with_dev_users(self) -> Self {
+        self.with_config(|c| {
+            let dev = carebroker::config::load_from(None, Some(carebroker::config::EMBEDDED_DEFAULT), Vec::<(String, String)>::new())
+                .map(|l| l.config.dev_idp)
+                .unwrap_or_else(|p| panic!("embedded default invalid: {p:?}"));
+            c.dev_idp = dev;
+            c.fhir.seed_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev/fhir"));
+        })
     }
     pub fn with_registration(self) -> Self {
         self.with_config(|c| c.registration.initial_access_token = Some(Secret::new(INITIAL_ACCESS_TOKEN)))

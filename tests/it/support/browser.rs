@@ -1,0 +1,70 @@
+//! A minimal browser for in-process flows: keeps cookies, follows nothing by itself, and helps
+//! fill the pages' forms.
+
+use axum::http::Method;
+
+use super::{Reply, TestApp, form};
+
+#[derive(Debug, Default, Clone)]
+pub struct Browser {
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn remember(&mut self, reply: &Reply) {
+        for value in reply.headers.get_all("set-cookie") {
+            let text = value.to_str().unwrap_or_default();
+            let pair = text.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                self.cookies.retain(|(k, _)| k != name);
+                if !value.is_empty() && !text.to_ascii_lowercase().contains("max-age=0") {
+                    self.cookies.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+
+    pub async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
+        let cookie = self.cookie_header();
+        let reply = app.request(Method::GET, path, &[("cookie", &cookie)], Vec::new()).await;
+        self.remember(&reply);
+        reply
+    }
+
+    pub async fn post(&mut self, app: &TestApp, path: &str, fields: &[(&str, &str)], extra: &[(&str, &str)]) -> Reply {
+        let cookie = self.cookie_header();
+        let mut headers = vec![("cookie", cookie.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+        headers.extend_from_slice(extra);
+        let reply = app.request(Method::POST, path, &headers, form(fields).into_bytes()).await;
+        self.remember(&reply);
+        reply
+    }
+
+    /// GETs the page a redirect points at (relative to the app).
+    pub async fn follow(&mut self, app: &TestApp, reply: &Reply) -> Reply {
+        let location = reply.header("location").unwrap_or_else(|| panic!("no Location: {} {}", reply.status, reply.text())).to_owned();
+        assert!(location.starts_with('/'), "not an in-app redirect: {location}");
+        self.get(app, &location).await
+    }
+}
+
+/// The value of `<input ... name="NAME" value="...">` in a page.
+pub fn hidden_value(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no field {name} in page:\n{html}")) + marker.len();
+    html[start..].split('"').next().unwrap_or_default().to_owned()
+}
+
+/// Query parameters of an absolute redirect.
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+    let url = url::Url::parse(location).unwrap_or_else(|e| panic!("{location}: {e}"));
+    url.query_pairs().into_owned().collect()
+}
