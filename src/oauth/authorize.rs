@@ -256,7 +256,7 @@ fn check_request(
         session_id,
         context,
         needs_patient,
-        skip_consent,
+        skip_consent: skip_consent && !prompt.contains(&"consent"),
         granted_scope: None,
     })
 }

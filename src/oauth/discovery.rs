@@ -12,19 +12,49 @@ use crate::token::keys::ID_TOKEN_ALG;
 
 /// SMART capabilities this server has.
 pub const CAPABILITIES: &[&str] = &[
-    "client-confidential-asymmetric",
-    "client-confidential-symmetric",
+    "launch-ehr",
+    "launch-standalone",
+    "authorize-post",
     "client-public",
+    "client-confidential-symmetric",
+    "client-confidential-asymmetric",
+    "sso-openid-connect",
+    "context-banner",
+    "context-style",
+    "context-ehr-patient",
+    "context-ehr-encounter",
+    "context-standalone-patient",
+    "permission-offline",
+    "permission-online",
+    "permission-patient",
+    "permission-user",
     "permission-v1",
     "permission-v2",
 ];
 
+/// Every scope listed is supported (SMART: servers SHALL support every scope in scopes_supported).
 const SCOPES_SUPPORTED: &[&str] = &[
+    "openid",
+    "fhirUser",
+    "profile",
+    "launch",
+    "launch/patient",
+    "launch/encounter",
+    "offline_access",
+    "online_access",
+    "patient/*.rs",
+    "patient/*.cruds",
+    "patient/*.read",
+    "patient/*.write",
+    "user/*.rs",
+    "user/*.cruds",
+    "user/*.read",
     "system/*.rs",
     "system/*.read",
-    "system/CarePlan.rs",
-    "system/Patient.rs",
 ];
+
+const CLAIMS_SUPPORTED: &[&str] =
+    &["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "sid", "fhirUser", "name"];
 
 fn grant_types() -> Vec<&'static str> {
     ENABLED.iter().map(|g| g.as_str()).collect()
@@ -94,8 +124,16 @@ pub fn authorization_server_metadata(authority: &Authority) -> Value {
 /// OpenID Connect Discovery 1.0 `/.well-known/openid-configuration`: RFC 8414 plus the OIDC
 /// required members.
 pub fn openid_configuration(authority: &Authority) -> Value {
+    let c = &authority.config;
     let mut doc = authorization_server_metadata(authority);
     doc["subject_types_supported"] = json!(["public"]);
     doc["id_token_signing_alg_values_supported"] = json!([ID_TOKEN_ALG.as_str()]);
+    doc["userinfo_endpoint"] = Value::String(c.endpoint("/userinfo"));
+    doc["end_session_endpoint"] = Value::String(c.endpoint("/logout"));
+    doc["claims_supported"] = json!(CLAIMS_SUPPORTED);
+    doc["prompt_values_supported"] = json!(["none", "login", "consent"]);
+    doc["request_parameter_supported"] = Value::Bool(false);
+    doc["request_uri_parameter_supported"] = Value::Bool(false);
+    doc["claims_parameter_supported"] = Value::Bool(false);
     doc
 }
