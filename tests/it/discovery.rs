@@ -81,3 +81,38 @@ async fn every_response_carries_security_headers() {
         assert!(reply.header("x-request-id").is_some(), "{path}");
     }
 }
+
+#[tokio::test]
+async fn smart_capabilities_and_oidc_endpoints_are_advertised() {
+    let app = TestApp::builder().build().await;
+    let smart = app.get("/fhir/.well-known/smart-configuration").await.json();
+    let caps: Vec<&str> = smart["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    for cap in ["launch-ehr", "launch-standalone", "authorize-post", "client-public", "sso-openid-connect", "context-ehr-patient", "context-standalone-patient", "context-banner", "context-style", "permission-offline", "permission-online", "permission-patient", "permission-user"] {
+        assert!(caps.contains(&cap), "{cap} missing");
+    }
+    let grants = smart["grant_types_supported"].as_array().unwrap();
+    for g in ["authorization_code", "client_credentials", "refresh_token"] {
+        assert!(grants.iter().any(|x| x == g), "{g}");
+    }
+    let oidc = app.get("/.well-known/openid-configuration").await.json();
+    for field in ["userinfo_endpoint", "end_session_endpoint"] {
+        assert_absolute(&oidc, field);
+    }
+}
+
+#[tokio::test]
+async fn pages_may_be_framed_only_by_configured_ehr_origins() {
+    let (_, challenge) = crate::support::smart::pkce_pair();
+    let path = crate::support::smart::authorize_path(&challenge, &[("client_id", "nobody")]);
+    let closed = TestApp::builder().build().await;
+    let reply = closed.get(&path).await;
+    assert!(reply.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
+    assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    let open = TestApp::builder().with_config(|c| c.pages.frame_ancestors = vec!["https://ehr.example.nhs.uk".into()]).build().await;
+    let reply = open.get(&path).await;
+    let csp = reply.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors https://ehr.example.nhs.uk"), "{csp}");
+    assert!(!csp.contains("'none'; base-uri") || csp.contains("frame-ancestors https://"), "{csp}");
+    // API responses are never frameable
+    assert!(open.get("/jwks.json").await.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
+}

@@ -94,3 +94,66 @@ async fn a_revocation_on_one_node_is_seen_by_the_other() {
         .await;
     assert_eq!(reply.json(), serde_json::json!({"active": false}));
 }
+
+/// Two nodes with the SMART app, EHR and dev users, sharing Redis and PostgreSQL.
+async fn smart_pair() -> (TestApp, TestApp) {
+    let redis_url = services::redis_url();
+    let postgres_url = services::fresh_postgres_database().await;
+    let prefix = format!("pair-{}:", carebroker::token::random_token(6));
+    let build = || {
+        let (r, p, prefix) = (redis_url.clone(), postgres_url.clone(), prefix.clone());
+        TestApp::builder()
+            .with_client(crate::support::smart::public_app())
+            .with_client(crate::support::smart::trusted_ehr())
+            .with_dev_users()
+            .with_store(StoreChoice::RedisPostgres { redis_url: r, postgres_url: p })
+            .with_config(move |c| c.store.redis_prefix = prefix)
+    };
+    (build().build().await, build().build().await)
+}
+
+#[tokio::test]
+async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other() {
+    use crate::support::smart::*;
+    let (a, b) = smart_pair().await;
+    let launch = register_launch(&a, launch_body()).await;
+    let (verifier, challenge) = pkce_pair();
+    let reply = b.get(&authorize_path(&challenge, &[("launch", &launch), ("scope", "launch openid patient/*.rs offline_access")])).await;
+    let code = code_from(&reply, "st-123");
+    let tokens = exchange(&a, &code, &verifier).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    assert_eq!(tokens.json()["patient"], "9434765919");
+    // and the refresh family lives in PostgreSQL: rotate on b, replay on a revokes it
+    let r1 = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
+    let r2 = b.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r1)], &[]).await;
+    assert_eq!(r2.status, 200, "{}", r2.text());
+    a.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r1)], &[]).await.assert_error(400, "invalid_grant");
+    let r2 = r2.json()["refresh_token"].as_str().unwrap().to_owned();
+    b.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r2)], &[]).await.assert_error(400, "invalid_grant");
+    // the code, used on a, is spent on b too
+    exchange(&b, &code, &verifier).await.assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_browser_session_started_on_one_node_continues_on_the_other() {
+    use crate::support::browser::{Browser, hidden_value};
+    use crate::support::smart::*;
+    let (a, b) = smart_pair().await;
+    let (verifier, challenge) = pkce_pair();
+    let mut browser = Browser::new();
+    let reply = browser.get(&a, &authorize_path(&challenge, &[])).await;
+    let html = browser.follow(&a, &reply).await.text();
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    // sign in on b
+    let reply = browser.post(&b, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "patient"), ("password", "patient")], &[]).await;
+    assert!(reply.header("location").unwrap().starts_with("/authorize/consent"), "{}", reply.text());
+    // consent on a
+    let html = browser.follow(&a, &reply).await.text();
+    let csrf = hidden_value(&html, "csrf");
+    let scopes = ["launch/patient", "openid", "fhirUser", "patient/CarePlan.rs", "offline_access"];
+    let mut form = vec![("csrf", csrf.as_str()), ("req", req.as_str()), ("decision", "allow")];
+    form.extend(scopes.iter().map(|s| ("scope", *s)));
+    let reply = browser.post(&a, "/authorize/consent", &form, &[]).await;
+    let code = code_from(&reply, "st-123");
+    assert_eq!(exchange(&b, &code, &verifier).await.json()["patient"], "9434765919");
+}
