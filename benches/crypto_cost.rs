@@ -31,7 +31,9 @@ fn main() {
         _ => Algorithm::ES256,
     };
     let client = SigningKey::from_pkcs8(alg, &SigningKey::generate_pkcs8(alg).expect("keygen")).expect("key");
-    let server = SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).expect("keygen")).expect("key");
+    let server =
+        SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).expect("keygen"))
+            .expect("key");
     let claims = json!({"iss": "c", "sub": "c", "aud": "http://127.0.0.1:8080/token", "exp": 2_000_000_000u64, "jti": "0123456789abcdef0123456789abcdef"});
     let assertion = client.sign("JWT", &claims).expect("sign");
     let verifying = client.verifying_key().expect("verifying key");

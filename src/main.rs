@@ -38,7 +38,7 @@ enum Command {
         action: ConfigAction,
     },
     /// Register a demo EHR launch with a running carebroker (as the EHR client) and print its URL.
-    Launch(LaunchArgs),
+    Launch(Box<LaunchArgs>),
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Launch(args) => launch_command(args),
+        Command::Launch(args) => launch_command(*args),
         Command::Keys { action, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
                 Ok(loaded) => loaded,
@@ -227,7 +227,7 @@ fn keys_command(config: &config::Config, action: KeysAction) -> ExitCode {
 }
 
 fn print_keys(file: &KeyFile, now: i64, retention: i64) {
-    println!("{:<45} {:<6} {:<9} {:>12} {}", "kid", "alg", "state", "age (s)", "published until");
+    println!("{:<45} {:<6} {:<9} {:>12} published until", "kid", "alg", "state", "age (s)");
     for key in &file.keys {
         let until = match (key.state, key.retired_at) {
             (KeyState::Previous, Some(t)) => format!("{} s from now", (t + retention - now).max(0)),

@@ -22,7 +22,11 @@ pub(super) fn load_clients(config: &Config, problems: &mut Vec<ConfigProblem>) -
         }
     };
     let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
-    let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
     paths.sort();
     let mut clients: Vec<Client> = Vec::new();
     for path in paths {
@@ -34,13 +38,17 @@ pub(super) fn load_clients(config: &Config, problems: &mut Vec<ConfigProblem>) -
         match metadata.validate() {
             Ok(client) => {
                 if clients.iter().any(|c| c.id == client.id) {
-                    problems.push(ConfigProblem::new(format!("{label}: client_id"), format!("`{}` is used by another client file", client.id)));
+                    problems.push(ConfigProblem::new(
+                        format!("{label}: client_id"),
+                        format!("`{}` is used by another client file", client.id),
+                    ));
                 } else {
                     clients.push(client);
                 }
             }
             Err(found) => {
-                problems.extend(found.into_iter().map(|p| ConfigProblem::new(format!("{label}: {}", p.field), p.message)));
+                problems
+                    .extend(found.into_iter().map(|p| ConfigProblem::new(format!("{label}: {}", p.field), p.message)));
             }
         }
     }
@@ -81,13 +89,22 @@ fn read_client_file(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<(C
     let base = path.parent().unwrap_or(Path::new("."));
     if let Some(file) = metadata.client_secret_file.take() {
         if metadata.client_secret_hash.is_some() {
-            problems.push(ConfigProblem::new(format!("{label}: client_secret_file"), "give client_secret_hash or client_secret_file, not both"));
+            problems.push(ConfigProblem::new(
+                format!("{label}: client_secret_file"),
+                "give client_secret_hash or client_secret_file, not both",
+            ));
             return None;
         }
         match std::fs::read_to_string(base.join(&file)) {
-            Ok(secret) => metadata.client_secret_hash = Some(crate::domain::secret::hash_secret(secret.trim_end_matches(['\r', '\n']))),
+            Ok(secret) => {
+                metadata.client_secret_hash =
+                    Some(crate::domain::secret::hash_secret(secret.trim_end_matches(['\r', '\n'])))
+            }
             Err(e) => {
-                problems.push(ConfigProblem::new(format!("{label}: client_secret_file"), format!("cannot read `{file}`: {e}")));
+                problems.push(ConfigProblem::new(
+                    format!("{label}: client_secret_file"),
+                    format!("cannot read `{file}`: {e}"),
+                ));
                 return None;
             }
         }
@@ -103,7 +120,10 @@ fn read_client_file(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<(C
         match parsed {
             Ok(set) => metadata.jwks = Some(set),
             Err(e) => {
-                problems.push(ConfigProblem::new(format!("{label}: jwks_file"), format!("cannot read `{file}` as a JWK Set: {e}")));
+                problems.push(ConfigProblem::new(
+                    format!("{label}: jwks_file"),
+                    format!("cannot read `{file}` as a JWK Set: {e}"),
+                ));
                 return None;
             }
         }

@@ -39,7 +39,10 @@ const ENV_PREFIX: &str = "CAREBROKER__";
 
 /// Loads `file` (or the embedded defaults when `None`), applies `env` overrides, validates, and
 /// loads client files. Returns every problem found, or the configuration.
-pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, Vec<ConfigProblem>> {
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, Vec<ConfigProblem>> {
     load_from(file, None, env)
 }
 
@@ -63,7 +66,9 @@ pub fn load_from(
                 Ok(t) => table = t,
                 Err(e) => problems.push(ConfigProblem::new(path.display().to_string(), format!("not valid TOML: {e}"))),
             },
-            Err(e) => problems.push(ConfigProblem::new(path.display().to_string(), format!("cannot read the file: {e}"))),
+            Err(e) => {
+                problems.push(ConfigProblem::new(path.display().to_string(), format!("cannot read the file: {e}")))
+            }
         }
     }
     apply_env(&mut table, env, &mut problems);
@@ -108,7 +113,11 @@ fn section_into<T: DeserializeOwned>(value: toml::Value, section: &str) -> Resul
 
 /// `CAREBROKER__SECTION__KEY=value`: the double underscore nests, names are lower-cased, and the
 /// value is read as a TOML value when it is one (numbers, booleans, arrays) or as a string.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>, problems: &mut Vec<ConfigProblem>) {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<ConfigProblem>,
+) {
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -134,10 +143,12 @@ fn insert_path(table: &mut toml::Table, parents: &[String], last: &str, value: t
             table.insert(last.to_owned(), value);
             Ok(())
         }
-        Some((first, rest)) => match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
-            toml::Value::Table(inner) => insert_path(inner, rest, last, value),
-            _ => Err(format!("`{first}` is a value, not a section")),
-        },
+        Some((first, rest)) => {
+            match table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
+                toml::Value::Table(inner) => insert_path(inner, rest, last, value),
+                _ => Err(format!("`{first}` is a value, not a section")),
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub use load::{ConfigProblem, Loaded, load, load_from};
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/dev.toml");
 
 /// A secret value: never printed by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -165,7 +165,12 @@ pub struct ClientsConfig {
 
 impl Default for ClientsConfig {
     fn default() -> Self {
-        Self { dir: "config/clients".into(), jwks_cache_default_secs: 300, jwks_cache_max_secs: 3600, jwks_fetch_timeout_secs: 5 }
+        Self {
+            dir: "config/clients".into(),
+            jwks_cache_default_secs: 300,
+            jwks_cache_max_secs: 3600,
+            jwks_fetch_timeout_secs: 5,
+        }
     }
 }
 
@@ -184,9 +189,10 @@ impl Default for RegistrationConfig {
         Self {
             initial_access_token: None,
             initial_access_token_file: None,
-            allowed_scope: "openid fhirUser profile launch launch/patient launch/encounter offline_access online_access \
+            allowed_scope:
+                "openid fhirUser profile launch launch/patient launch/encounter offline_access online_access \
                             patient/*.cruds user/*.cruds system/*.rs"
-                .into(),
+                    .into(),
         }
     }
 }
@@ -270,12 +276,6 @@ pub struct DevUser {
     /// ODS code.
     pub org: Option<String>,
     pub nhs_number: Option<String>,
-}
-
-impl Default for Secret {
-    fn default() -> Self {
-        Self(String::new())
-    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

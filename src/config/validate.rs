@@ -12,7 +12,11 @@ use crate::domain::url_rules::is_loopback_host;
 /// Reads `*_file` secrets into their values; giving both the value and the file is a problem.
 pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
     let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 3] = [
-        ("registration.initial_access_token", &mut config.registration.initial_access_token, &config.registration.initial_access_token_file),
+        (
+            "registration.initial_access_token",
+            &mut config.registration.initial_access_token,
+            &config.registration.initial_access_token_file,
+        ),
         ("store.redis_url", &mut config.store.redis_url, &config.store.redis_url_file),
         ("store.postgres_url", &mut config.store.postgres_url, &config.store.postgres_url_file),
     ];
@@ -24,7 +28,8 @@ pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<Confi
         }
         match std::fs::read_to_string(file) {
             Ok(text) => *value = Some(Secret::new(text.trim_end_matches(['\r', '\n']))),
-            Err(e) => problems.push(ConfigProblem::new(format!("{path}_file"), format!("cannot read `{}`: {e}", file.display()))),
+            Err(e) => problems
+                .push(ConfigProblem::new(format!("{path}_file"), format!("cannot read `{}`: {e}", file.display()))),
         }
     }
 }
@@ -53,7 +58,9 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
                         );
                     }
                 }
-                "http" => push("server.public_url", "plain http is allowed only on loopback addresses; use https".into()),
+                "http" => {
+                    push("server.public_url", "plain http is allowed only on loopback addresses; use https".into())
+                }
                 other => push("server.public_url", format!("scheme `{other}` is not http or https")),
             }
         }
@@ -122,7 +129,9 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     match sessions.cookie_same_site.as_str() {
         "lax" | "strict" => {}
         "none" if https => {}
-        "none" => push("sessions.cookie_same_site", "`none` needs an https public URL (the cookie must be Secure)".into()),
+        "none" => {
+            push("sessions.cookie_same_site", "`none` needs an https public URL (the cookie must be Secure)".into())
+        }
         other => push("sessions.cookie_same_site", format!("`{other}` is not lax, strict or none")),
     }
     let launch = &config.launch;
@@ -151,7 +160,10 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
             push(&at, "needs a username and a password".into());
         }
         if !crate::domain::identity::is_fhir_user_reference(&user.fhir_user) {
-            push(&format!("{at}.fhir_user"), format!("`{}` is not Practitioner/…, Patient/…, RelatedPerson/… or Person/…", user.fhir_user));
+            push(
+                &format!("{at}.fhir_user"),
+                format!("`{}` is not Practitioner/…, Patient/…, RelatedPerson/… or Person/…", user.fhir_user),
+            );
         }
         if let Some(nhs) = &user.nhs_number {
             if let Err(e) = crate::domain::nhs_number::NhsNumber::parse(nhs) {
@@ -169,10 +181,14 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     }
     for (i, origin) in config.pages.frame_ancestors.iter().enumerate() {
         let ok = url::Url::parse(origin).is_ok_and(|u| {
-            u.origin().ascii_serialization() == origin.trim_end_matches('/') && (u.scheme() == "https" || is_loopback_host(u.host()))
+            u.origin().ascii_serialization() == origin.trim_end_matches('/')
+                && (u.scheme() == "https" || is_loopback_host(u.host()))
         });
         if !ok {
-            push(&format!("pages.frame_ancestors[{i}]"), format!("`{origin}` is not an https origin such as https://ehr.example.nhs.uk"));
+            push(
+                &format!("pages.frame_ancestors[{i}]"),
+                format!("`{origin}` is not an https origin such as https://ehr.example.nhs.uk"),
+            );
         }
     }
     if !matches!(config.log.format.as_str(), "text" | "json") {

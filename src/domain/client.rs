@@ -273,8 +273,13 @@ impl ClientMetadata {
         for (i, text) in self.grant_types.iter().enumerate() {
             match GrantType::parse(text) {
                 Some(g) if !grant_types.contains(&g) => grant_types.push(g),
-                Some(_) => problems.push(FieldProblem::new(format!("grant_types[{i}]"), format!("`{text}` is listed twice"))),
-                None => problems.push(FieldProblem::new(format!("grant_types[{i}]"), format!("`{text}` is not a supported grant type"))),
+                Some(_) => {
+                    problems.push(FieldProblem::new(format!("grant_types[{i}]"), format!("`{text}` is listed twice")))
+                }
+                None => problems.push(FieldProblem::new(
+                    format!("grant_types[{i}]"),
+                    format!("`{text}` is not a supported grant type"),
+                )),
             }
         }
         if self.grant_types.is_empty() && self.ehr_launch.is_none() {
@@ -322,8 +327,12 @@ impl ClientMetadata {
             }
         };
         let system_scopes = scope.resources().any(|r| r.context == ScopeContext::System);
-        if system_scopes && !grant_types.contains(&GrantType::ClientCredentials) && !grant_types.contains(&GrantType::TokenExchange) {
-            problems.push(FieldProblem::new("scope", "system/ scopes need the client_credentials or token-exchange grant"));
+        if system_scopes
+            && !grant_types.contains(&GrantType::ClientCredentials)
+            && !grant_types.contains(&GrantType::TokenExchange)
+        {
+            problems
+                .push(FieldProblem::new("scope", "system/ scopes need the client_credentials or token-exchange grant"));
         }
 
         for (field, value) in [
@@ -367,7 +376,10 @@ impl ClientMetadata {
         match method {
             AuthMethod::None => {
                 if self.client_secret_hash.is_some() || has_keys {
-                    problems.push(FieldProblem::new("token_endpoint_auth_method", "a public client (none) has no secret and no keys"));
+                    problems.push(FieldProblem::new(
+                        "token_endpoint_auth_method",
+                        "a public client (none) has no secret and no keys",
+                    ));
                     return None;
                 }
                 Some(ClientAuth::None)
@@ -379,7 +391,10 @@ impl ClientMetadata {
                 match &self.client_secret_hash {
                     Some(hash) if is_secret_hash(hash) => Some(ClientAuth::Secret { method, hash: hash.clone() }),
                     Some(_) => {
-                        problems.push(FieldProblem::new("client_secret_hash", "is not a `sha256$…` or `pbkdf2-sha256$…` hash"));
+                        problems.push(FieldProblem::new(
+                            "client_secret_hash",
+                            "is not a `sha256$…` or `pbkdf2-sha256$…` hash",
+                        ));
                         None
                     }
                     None => {
@@ -401,7 +416,9 @@ impl ClientMetadata {
                         problems.push(FieldProblem::new("jwks", "a private_key_jwt client needs jwks or jwks_uri"));
                         None
                     }
-                    (Some(set), None) => check_jwks(set, problems).then(|| ClientAuth::PrivateKeyJwt(KeySource::Jwks(set.clone()))),
+                    (Some(set), None) => {
+                        check_jwks(set, problems).then(|| ClientAuth::PrivateKeyJwt(KeySource::Jwks(set.clone())))
+                    }
                     (None, Some(uri)) => match check_https_or_loopback(uri) {
                         Ok(url) => Some(ClientAuth::PrivateKeyJwt(KeySource::JwksUri(url))),
                         Err(why) => {
@@ -451,7 +468,10 @@ fn check_jwks(set: &JwkSet, problems: &mut Vec<FieldProblem>) -> bool {
             _ => false,
         };
         if !members_ok {
-            problems.push(FieldProblem::new(&field, "must be an RSA key (`n`, `e`) or an EC key on P-256 or P-384 (`crv`, `x`, `y`)"));
+            problems.push(FieldProblem::new(
+                &field,
+                "must be an RSA key (`n`, `e`) or an EC key on P-256 or P-384 (`crv`, `x`, `y`)",
+            ));
         }
     }
     problems.len() == before

@@ -64,7 +64,9 @@ pub struct EhrLaunch {
 pub fn check_fhir_context_item(item: &Value) -> Result<(), String> {
     let Value::Object(fields) = item else { return Err("each fhirContext item is a JSON object".into()) };
     let reference = fields.get("reference").and_then(Value::as_str);
-    let has_target = reference.is_some() || fields.get("canonical").is_some_and(Value::is_string) || fields.get("identifier").is_some_and(Value::is_object);
+    let has_target = reference.is_some()
+        || fields.get("canonical").is_some_and(Value::is_string)
+        || fields.get("identifier").is_some_and(Value::is_object);
     if !has_target {
         return Err("a fhirContext item needs `reference`, `canonical` or `identifier`".into());
     }
@@ -100,8 +102,14 @@ mod tests {
     #[test]
     fn fhir_context_items_follow_the_2_2_object_form() {
         assert!(check_fhir_context_item(&json!({"reference": "CarePlan/123"})).is_ok());
-        assert!(check_fhir_context_item(&json!({"reference": "Questionnaire/q1", "role": "https://example.org/role"})).is_ok());
-        assert!(check_fhir_context_item(&json!({"canonical": "http://x/Questionnaire/q|1", "type": "Questionnaire"})).is_ok());
+        assert!(
+            check_fhir_context_item(&json!({"reference": "Questionnaire/q1", "role": "https://example.org/role"}))
+                .is_ok()
+        );
+        assert!(
+            check_fhir_context_item(&json!({"canonical": "http://x/Questionnaire/q|1", "type": "Questionnaire"}))
+                .is_ok()
+        );
         assert!(check_fhir_context_item(&json!("CarePlan/123")).is_err(), "2.0 string form refused");
         assert!(check_fhir_context_item(&json!({"reference": "http://abs/CarePlan/1"})).is_err());
         assert!(check_fhir_context_item(&json!({"role": "x"})).is_err());

@@ -169,7 +169,10 @@ pub enum Scope {
     /// `launch`: the app takes part in an EHR launch.
     Launch,
     /// `launch/patient`, `launch/encounter`, `launch/<type>[?role=uri]`.
-    LaunchContext { resource: String, role: Option<String> },
+    LaunchContext {
+        resource: String,
+        role: Option<String>,
+    },
     OpenId,
     FhirUser,
     /// OpenID Connect standard claim scopes: `profile`, `email`, `phone`, `address`.
@@ -255,7 +258,8 @@ fn parse_resource_scope(context: ScopeContext, rest: &str) -> Result<ResourceSco
         Some((b, q)) => (b, Some(q)),
         None => (rest, None),
     };
-    let (resource, perms) = body.split_once('.').ok_or("a resource scope needs `.` and permissions, as in `patient/CarePlan.rs`")?;
+    let (resource, perms) =
+        body.split_once('.').ok_or("a resource scope needs `.` and permissions, as in `patient/CarePlan.rs`")?;
     let resource = match resource {
         "*" => None,
         name if is_resource_type_name(name) => Some(name.to_owned()),
@@ -266,7 +270,8 @@ fn parse_resource_scope(context: ScopeContext, rest: &str) -> Result<ResourceSco
         "write" => (Permissions(13), ScopeSyntax::V1),
         "*" => (Permissions::ALL, ScopeSyntax::V1),
         other => (
-            Permissions::parse_v2(other).ok_or("permissions must be `read`, `write`, `*` or letters of `cruds` in that order")?,
+            Permissions::parse_v2(other)
+                .ok_or("permissions must be `read`, `write`, `*` or letters of `cruds` in that order")?,
             ScopeSyntax::V2,
         ),
     };
@@ -375,9 +380,10 @@ impl ScopeSet {
                     let parts: Vec<ResourceScope> =
                         allowed_resources.iter().filter_map(|a| requested.intersect(a)).collect();
                     for (i, part) in parts.iter().enumerate() {
-                        let redundant = parts.iter().enumerate().any(|(j, other)| {
-                            j != i && other.covers(part) && (!part.covers(other) || j < i)
-                        });
+                        let redundant = parts
+                            .iter()
+                            .enumerate()
+                            .any(|(j, other)| j != i && other.covers(part) && (!part.covers(other) || j < i));
                         if !redundant {
                             granted.insert(Scope::Resource(part.clone()));
                         }
@@ -499,7 +505,10 @@ mod tests {
     #[test]
     fn narrowing_respects_granular_restrictions() {
         let allowed = set("patient/Observation.rs?category=laboratory");
-        assert_eq!(set("patient/Observation.rs").narrow_to(&allowed).to_string(), "patient/Observation.rs?category=laboratory");
+        assert_eq!(
+            set("patient/Observation.rs").narrow_to(&allowed).to_string(),
+            "patient/Observation.rs?category=laboratory"
+        );
         assert_eq!(
             set("patient/Observation.r?category=laboratory&code=x").narrow_to(&allowed).to_string(),
             "patient/Observation.r?category=laboratory&code=x"

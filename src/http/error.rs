@@ -37,7 +37,8 @@ impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let err = self.0;
         let status = status_of(&err);
-        let mut response = (status, Json(json!({"error": err.code.as_str(), "error_description": err.description}))).into_response();
+        let mut response =
+            (status, Json(json!({"error": err.code.as_str(), "error_description": err.description}))).into_response();
         let challenge = match err.challenge {
             Some(Challenge::Basic) => Some(format!("Basic realm=\"carebroker\", error=\"{}\"", err.code.as_str())),
             Some(Challenge::Bearer) => Some(format!(

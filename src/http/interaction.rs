@@ -53,12 +53,22 @@ pub(super) fn policy(authority: &Authority, client: Option<&Client>) -> PagePoli
 
 fn session_failure(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "session store failure");
-    pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "Sorry, there is a problem with the service", "Try again later.", &PagePolicy::default())
+    pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sorry, there is a problem with the service",
+        "Try again later.",
+        &PagePolicy::default(),
+    )
 }
 
 fn oauth_failure(err: OAuthError) -> Response {
     tracing::warn!(error = %err, "authorization could not continue");
-    pages::error_page(StatusCode::SERVICE_UNAVAILABLE, "Sorry, there is a problem with the service", "Try again later.", &PagePolicy::default())
+    pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sorry, there is a problem with the service",
+        "Try again later.",
+        &PagePolicy::default(),
+    )
 }
 
 /// The signed-in user of this browser, if their sign-in session is still alive.
@@ -66,7 +76,7 @@ pub(super) async fn current_user(authority: &Authority, session: &Session) -> Re
     let Some(user) = session.get::<SessionUser>(USER_KEY).await.map_err(session_failure)? else { return Ok(None) };
     let now = authority.clock.now();
     let expired = user.signed_in_at + authority.config.sessions.absolute_timeout_secs <= now;
-    let alive = authority.stores.ephemeral.get(&signin_key(&user.session_id)).await.map_err(|e| session_failure(e))?.is_some();
+    let alive = authority.stores.ephemeral.get(&signin_key(&user.session_id)).await.map_err(session_failure)?.is_some();
     if expired || !alive {
         session.remove_value(USER_KEY).await.map_err(session_failure)?;
         return Ok(None);
@@ -85,8 +95,20 @@ pub(super) async fn csrf_token(session: &Session) -> Result<String, Response> {
 }
 
 /// Checks a submitted form: same-origin (when the browser says), and the session's CSRF token.
-pub(super) async fn check_form(authority: &Authority, session: &Session, headers: &HeaderMap, form: &FormFields) -> Result<(), Response> {
-    let refuse = || pages::error_page(StatusCode::FORBIDDEN, "This form cannot be accepted", "The form did not come from this service, or your session has ended.", &PagePolicy::default());
+pub(super) async fn check_form(
+    authority: &Authority,
+    session: &Session,
+    headers: &HeaderMap,
+    form: &FormFields,
+) -> Result<(), Response> {
+    let refuse = || {
+        pages::error_page(
+            StatusCode::FORBIDDEN,
+            "This form cannot be accepted",
+            "The form did not come from this service, or your session has ended.",
+            &PagePolicy::default(),
+        )
+    };
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let ours = url::Url::parse(authority.issuer()).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
         if origin != ours {
@@ -132,9 +154,20 @@ fn redirect(location: &str, status: StatusCode) -> Response {
 }
 
 /// Turns an outcome into a response: an error page, a redirect, or the next page.
-async fn respond(authority: &Authority, session: &Session, outcome: Outcome, client: Option<&Client>, status: StatusCode) -> Response {
+async fn respond(
+    authority: &Authority,
+    session: &Session,
+    outcome: Outcome,
+    client: Option<&Client>,
+    status: StatusCode,
+) -> Response {
     match outcome {
-        Outcome::ErrorPage { message } => pages::error_page(StatusCode::BAD_REQUEST, "This app's request cannot be accepted", &message, &policy(authority, client)),
+        Outcome::ErrorPage { message } => pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This app's request cannot be accepted",
+            &message,
+            &policy(authority, client),
+        ),
         Outcome::Redirect { location } => redirect(&location, status),
         Outcome::Interact { pending_id, step } => {
             if let Err(e) = session.insert(&pending_marker(&pending_id), true).await {
@@ -151,7 +184,11 @@ async fn respond(authority: &Authority, session: &Session, outcome: Outcome, cli
 }
 
 /// The pending authorization `id`, if this browser started it.
-async fn owned_pending(authority: &Authority, session: &Session, id: Option<&str>) -> Result<(Pending, std::sync::Arc<Client>), Response> {
+async fn owned_pending(
+    authority: &Authority,
+    session: &Session,
+    id: Option<&str>,
+) -> Result<(Pending, std::sync::Arc<Client>), Response> {
     let gone = || {
         pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -168,11 +205,23 @@ async fn owned_pending(authority: &Authority, session: &Session, id: Option<&str
     authorize::load_pending(authority, id).await.map_err(oauth_failure)?.ok_or_else(gone)
 }
 
-async fn start(state: &AppState, session: &Session, params: Result<Params, OAuthError>, status: StatusCode) -> Response {
+async fn start(
+    state: &AppState,
+    session: &Session,
+    params: Result<Params, OAuthError>,
+    status: StatusCode,
+) -> Response {
     let authority = &state.authority;
     let params = match params {
         Ok(p) => p,
-        Err(e) => return pages::error_page(StatusCode::BAD_REQUEST, "This app's request cannot be accepted", &e.description, &policy(authority, None)),
+        Err(e) => {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "This app's request cannot be accepted",
+                &e.description,
+                &policy(authority, None),
+            );
+        }
     };
     let launch = match params.get("launch") {
         Some(id) => match take_launch(authority.stores.ephemeral.as_ref(), id).await {
@@ -186,7 +235,8 @@ async fn start(state: &AppState, session: &Session, params: Result<Params, OAuth
         Ok(user) => user,
         Err(response) => return response,
     };
-    let view = SessionView { identity: user.as_ref().map(|u| u.identity.clone()), session_id: user.map(|u| u.session_id) };
+    let view =
+        SessionView { identity: user.as_ref().map(|u| u.identity.clone()), session_id: user.map(|u| u.session_id) };
     let client = match params.get("client_id") {
         Some(id) => authority.clients.get(id).await.ok().flatten(),
         None => None,
@@ -204,7 +254,12 @@ pub async fn authorize_get(State(state): State<AppState>, session: Session, RawQ
 }
 
 /// `POST /authorize` (SMART `authorize-post`).
-pub async fn authorize_post(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     start(&state, &session, Params::from_form(ct, &body), StatusCode::SEE_OTHER).await
 }
@@ -228,10 +283,20 @@ pub async fn sign_in_page(State(state): State<AppState>, session: Session, Query
 }
 
 /// `POST /signin`: the development identity provider.
-pub async fn sign_in_submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn sign_in_submit(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authority = &state.authority;
     let Some(form) = FormFields::parse(&headers, &body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "This form cannot be accepted", "The form was not sent as a form.", &PagePolicy::default());
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This form cannot be accepted",
+            "The form was not sent as a form.",
+            &PagePolicy::default(),
+        );
     };
     if let Err(response) = check_form(authority, &session, &headers, &form).await {
         return response;
@@ -242,10 +307,21 @@ pub async fn sign_in_submit(State(state): State<AppState>, session: Session, hea
     };
     let now = authority.clock.now();
     let username = form.get("username").unwrap_or_default();
-    let Some(identity) = crate::federation::dev::authenticate(&authority.config.dev_idp, username, form.get("password").unwrap_or_default(), now) else {
+    let Some(identity) = crate::federation::dev::authenticate(
+        &authority.config.dev_idp,
+        username,
+        form.get("password").unwrap_or_default(),
+        now,
+    ) else {
         tracing::info!(username = %username, "development sign-in failed");
         let csrf = csrf_token(&session).await.unwrap_or_default();
-        return pages::sign_in(&csrf, &pending.id, &client.name, Some("Enter a correct username and password."), &policy(authority, Some(&client)));
+        return pages::sign_in(
+            &csrf,
+            &pending.id,
+            &client.name,
+            Some("Enter a correct username and password."),
+            &policy(authority, Some(&client)),
+        );
     };
     match establish_session(authority, &session, identity.clone()).await {
         Ok(session_id) => match authorize::signed_in(authority, pending, &client, identity, session_id).await {
@@ -258,11 +334,15 @@ pub async fn sign_in_submit(State(state): State<AppState>, session: Session, hea
 
 /// Signs `identity` in to this browser: a new session id (no fixation), a registered sign-in
 /// session for `online_access`, and a fresh CSRF token.
-pub(super) async fn establish_session(authority: &Authority, session: &Session, identity: Identity) -> Result<String, Response> {
+pub(super) async fn establish_session(
+    authority: &Authority,
+    session: &Session,
+    identity: Identity,
+) -> Result<String, Response> {
     session.cycle_id().await.map_err(session_failure)?;
     let session_id = random_token(16);
     let ttl = std::time::Duration::from_secs(authority.config.sessions.absolute_timeout_secs.unsigned_abs());
-    authority.stores.ephemeral.put(&signin_key(&session_id), b"1", ttl).await.map_err(|e| session_failure(e))?;
+    authority.stores.ephemeral.put(&signin_key(&session_id), b"1", ttl).await.map_err(session_failure)?;
     let user = SessionUser { identity, session_id: session_id.clone(), signed_in_at: authority.clock.now() };
     session.insert(USER_KEY, &user).await.map_err(session_failure)?;
     session.insert(CSRF_KEY, random_token(24)).await.map_err(session_failure)?;
@@ -289,10 +369,20 @@ pub async fn picker_page(State(state): State<AppState>, session: Session, Query(
 }
 
 /// `POST /authorize/patient`.
-pub async fn picker_submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn picker_submit(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authority = &state.authority;
     let Some(form) = FormFields::parse(&headers, &body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "This form cannot be accepted", "The form was not sent as a form.", &PagePolicy::default());
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This form cannot be accepted",
+            "The form was not sent as a form.",
+            &PagePolicy::default(),
+        );
     };
     if let Err(response) = check_form(authority, &session, &headers, &form).await {
         return response;
@@ -308,7 +398,9 @@ pub async fn picker_submit(State(state): State<AppState>, session: Session, head
     };
     let allowed: Vec<String> = patients.iter().map(|p| p.id.clone()).collect();
     let pending_id = pending.id.clone();
-    match authorize::patient_chosen(authority, pending, &client, form.get("patient").unwrap_or_default(), &allowed).await {
+    match authorize::patient_chosen(authority, pending, &client, form.get("patient").unwrap_or_default(), &allowed)
+        .await
+    {
         Ok(Ok(outcome)) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
         Ok(Err(message)) => {
             let csrf = csrf_token(&session).await.unwrap_or_default();
@@ -333,10 +425,20 @@ pub async fn consent_get(State(state): State<AppState>, session: Session, Query(
 }
 
 /// `POST /authorize/consent`: `decision` = `allow` (with the ticked `scope`s) or `deny`.
-pub async fn consent_submit(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn consent_submit(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let authority = &state.authority;
     let Some(form) = FormFields::parse(&headers, &body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "This form cannot be accepted", "The form was not sent as a form.", &PagePolicy::default());
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This form cannot be accepted",
+            "The form was not sent as a form.",
+            &PagePolicy::default(),
+        );
     };
     if let Err(response) = check_form(authority, &session, &headers, &form).await {
         return response;
@@ -348,7 +450,14 @@ pub async fn consent_submit(State(state): State<AppState>, session: Session, hea
     let allow = match form.get("decision") {
         Some("allow") => true,
         Some("deny") => false,
-        _ => return pages::error_page(StatusCode::BAD_REQUEST, "Choose allow or deny", "The form did not say whether you allow access.", &policy(authority, Some(&client))),
+        _ => {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "Choose allow or deny",
+                "The form did not say whether you allow access.",
+                &policy(authority, Some(&client)),
+            );
+        }
     };
     match authorize::consent_given(authority, pending, &client, allow, &form.all("scope")).await {
         Ok(outcome) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,

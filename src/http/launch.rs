@@ -41,7 +41,8 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
     for name in AUTH_MEMBERS {
         if let Some(value) = fields.remove(name) {
             let Some(text) = value.as_str() else {
-                return ErrorResponse(OAuthError::invalid_request(format!("`{name}` must be a string"))).into_response();
+                return ErrorResponse(OAuthError::invalid_request(format!("`{name}` must be a string")))
+                    .into_response();
             };
             pairs.push((if name == "client_id_ehr" { "client_id" } else { name }, text.to_owned()));
         }
@@ -59,7 +60,9 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     let request: LaunchRequest = match serde_json::from_value(Value::Object(fields)) {
         Ok(r) => r,
-        Err(e) => return ErrorResponse(OAuthError::invalid_request(format!("the launch is not valid: {e}"))).into_response(),
+        Err(e) => {
+            return ErrorResponse(OAuthError::invalid_request(format!("the launch is not valid: {e}"))).into_response();
+        }
     };
     let app = match authority.clients.get(&request.client_id).await {
         Ok(app) => app,

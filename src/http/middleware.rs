@@ -36,7 +36,8 @@ pub async fn security_headers(https: bool, request: Request, next: Next) -> Resp
         }
     }
     if https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
     response
 }

@@ -23,10 +23,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_sessions::cookie::SameSite;
-use tower_sessions::{Expiry, SessionManagerLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::clock::Clock;
 use crate::config::{Config, Loaded};
@@ -115,13 +115,14 @@ pub fn app(state: AppState) -> Router {
         "strict" => SameSite::Strict,
         _ => SameSite::Lax,
     };
-    let sessions = SessionManagerLayer::new(session_store::EphemeralSessionStore::new(state.authority.stores.ephemeral.clone()))
-        .with_name(if https_cookie { "__Host-carebroker" } else { "carebroker_session" })
-        .with_secure(https_cookie)
-        .with_http_only(true)
-        .with_same_site(same_site)
-        .with_path("/")
-        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(config.sessions.idle_timeout_secs)));
+    let sessions =
+        SessionManagerLayer::new(session_store::EphemeralSessionStore::new(state.authority.stores.ephemeral.clone()))
+            .with_name(if https_cookie { "__Host-carebroker" } else { "carebroker_session" })
+            .with_secure(https_cookie)
+            .with_http_only(true)
+            .with_same_site(same_site)
+            .with_path("/")
+            .with_expiry(Expiry::OnInactivity(time::Duration::seconds(config.sessions.idle_timeout_secs)));
     let pages_router = Router::new()
         .route("/authorize", get(interaction::authorize_get).post(interaction::authorize_post))
         .route("/signin", get(interaction::sign_in_page).post(interaction::sign_in_submit))
@@ -183,7 +184,8 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
 /// Binds and serves until SIGTERM or ctrl-c, then drains in-flight requests.
 pub async fn serve(state: AppState) -> Result<(), StartError> {
     let addr = state.authority.config.server.listen.clone();
-    let listener = TcpListener::bind(&addr).await.map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
+    let listener =
+        TcpListener::bind(&addr).await.map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
     serve_on(state, listener, shutdown_signal()).await
 }
 

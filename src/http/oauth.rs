@@ -15,7 +15,7 @@ use crate::oauth::register::{RegistrationError, register};
 use crate::oauth::revoke::{RevocationRequest, revoke};
 use crate::oauth::token_endpoint::{TokenRequest, exchange_token};
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -66,9 +66,13 @@ pub async fn registration(State(state): State<AppState>, headers: HeaderMap, bod
     .await;
     match result {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
-        Err(RegistrationError::Disabled) => {
-            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "error_description": "dynamic registration is disabled"}))).into_response()
+        Err(RegistrationError::Disabled) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "error_description": "dynamic registration is disabled"})),
+        )
+            .into_response(),
+        Err(RegistrationError::Unauthorized(err) | RegistrationError::Rejected(err)) => {
+            ErrorResponse(err).into_response()
         }
-        Err(RegistrationError::Unauthorized(err) | RegistrationError::Rejected(err)) => ErrorResponse(err).into_response(),
     }
 }

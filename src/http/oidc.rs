@@ -25,7 +25,8 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
 /// signed out at once; without one they are asked first (a logout link alone is not trusted).
 pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuery(query): RawQuery) -> Response {
     let authority = &state.authority;
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let hint = get("id_token_hint").and_then(|h| oidc::verify_id_token_hint(authority, h));
     let Some(hint) = hint else {
@@ -51,7 +52,12 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
                 }
                 response
             }
-            Ok(false) => pages::error_page(StatusCode::BAD_REQUEST, "You have signed out", "The app asked to be sent to an address it has not registered, so you stay here.", &policy(authority, None)),
+            Ok(false) => pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "You have signed out",
+                "The app asked to be sent to an address it has not registered, so you stay here.",
+                &policy(authority, None),
+            ),
             Err(e) => ErrorResponse(e).into_response(),
         },
         None => pages::signed_out(&policy(authority, None)),
@@ -61,7 +67,12 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
 /// `POST /logout`: the confirmation form.
 pub async fn logout_post(State(state): State<AppState>, session: Session, headers: HeaderMap, body: Bytes) -> Response {
     let Some(form) = FormFields::parse(&headers, &body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "This form cannot be accepted", "The form was not sent as a form.", &policy(&state.authority, None));
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This form cannot be accepted",
+            "The form was not sent as a form.",
+            &policy(&state.authority, None),
+        );
     };
     if let Err(response) = check_form(&state.authority, &session, &headers, &form).await {
         return response;

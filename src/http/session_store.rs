@@ -53,7 +53,9 @@ impl SessionStore for EphemeralSessionStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self.store.get(&key(id)).await.map_err(backend)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| session_store::Error::Decode(e.to_string())),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| session_store::Error::Decode(e.to_string()))
+            }
             None => Ok(None),
         }
     }

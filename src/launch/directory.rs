@@ -22,7 +22,8 @@ pub fn display_name(patient: &Value) -> String {
     if let Some(text) = name["text"].as_str() {
         return text.to_owned();
     }
-    let given: Vec<&str> = name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let given: Vec<&str> =
+        name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let family = name["family"].as_str().unwrap_or_default();
     let full = format!("{} {family}", given.join(" "));
     if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }

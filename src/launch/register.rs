@@ -97,7 +97,10 @@ pub async fn register_launch(
 }
 
 fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -> Result<EhrLaunch, LaunchError> {
-    let trust = ehr.ehr_launch.as_ref().ok_or_else(|| LaunchError::NotTrusted("this client may not register launches".into()))?;
+    let trust = ehr
+        .ehr_launch
+        .as_ref()
+        .ok_or_else(|| LaunchError::NotTrusted("this client may not register launches".into()))?;
     let app = app.ok_or_else(|| LaunchError::Invalid(format!("app `{}` is not registered", request.client_id)))?;
     if !trust.may_open(&app.id) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not open `{}`", app.id)));
@@ -121,14 +124,19 @@ fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -
     }
     if let Some(reference) = &user.fhir_user {
         if !is_fhir_user_reference(reference) {
-            return Err(LaunchError::Invalid("user.fhir_user must be Practitioner/…, Patient/…, RelatedPerson/… or Person/…".into()));
+            return Err(LaunchError::Invalid(
+                "user.fhir_user must be Practitioner/…, Patient/…, RelatedPerson/… or Person/…".into(),
+            ));
         }
     }
     if !trust.may_assert_subject(&user.sub) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for user `{}`", user.sub)));
     }
     if !trust.may_assert_org(&user.org) {
-        return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for users of organisation `{}`", user.org)));
+        return Err(LaunchError::NotAllowed(format!(
+            "this EHR may not vouch for users of organisation `{}`",
+            user.org
+        )));
     }
     if let Some(role) = user.role_codes.iter().find(|r| !trust.may_assert_role(r)) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for role `{role}`")));

@@ -130,7 +130,9 @@ pub async fn begin(
 ) -> Result<Outcome, OAuthError> {
     // 1. Who to answer: failures here are shown, never redirected.
     let Some(client_id) = params.get("client_id") else {
-        return Ok(Outcome::ErrorPage { message: "The request does not say which app is asking (no client_id).".into() });
+        return Ok(Outcome::ErrorPage {
+            message: "The request does not say which app is asking (no client_id).".into(),
+        });
     };
     let Some(client) = authority.clients.get(client_id).await? else {
         return Ok(Outcome::ErrorPage { message: format!("The app `{client_id}` is not registered here.") });
@@ -140,7 +142,10 @@ pub async fn begin(
     };
     if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
         return Ok(Outcome::ErrorPage {
-            message: format!("The redirect_uri is not one registered for `{}`, so carebroker will not send you there.", client.name),
+            message: format!(
+                "The redirect_uri is not one registered for `{}`, so carebroker will not send you there.",
+                client.name
+            ),
         });
     }
     let state = params.get("state");
@@ -163,7 +168,12 @@ fn check_request(
     let invalid = OAuthError::invalid_request;
     match params.get("response_type") {
         Some("code") => {}
-        Some(other) => return Err(OAuthError::new(ErrorCode::UnsupportedResponseType, format!("response_type `{other}` is not supported; use `code`"))),
+        Some(other) => {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                format!("response_type `{other}` is not supported; use `code`"),
+            ));
+        }
         None => return Err(invalid("missing `response_type`")),
     }
     if params.get("response_mode").is_some_and(|m| m != "query") {
@@ -176,10 +186,15 @@ fn check_request(
         return Err(OAuthError::unauthorized_client("this client may not use the authorization code flow"));
     }
     let state = params.get("state").ok_or_else(|| invalid("missing `state`"))?;
-    let challenge = params.get("code_challenge").ok_or_else(|| invalid("missing `code_challenge` (PKCE S256 is required)"))?;
+    let challenge =
+        params.get("code_challenge").ok_or_else(|| invalid("missing `code_challenge` (PKCE S256 is required)"))?;
     match params.get("code_challenge_method") {
         Some("S256") => {}
-        Some(other) => return Err(OAuthError::invalid_request(format!("code_challenge_method `{other}` is not supported; use S256"))),
+        Some(other) => {
+            return Err(OAuthError::invalid_request(format!(
+                "code_challenge_method `{other}` is not supported; use S256"
+            )));
+        }
         None => return Err(invalid("missing `code_challenge_method` (PKCE S256 is required)")),
     }
     if !pkce::is_valid_s256_challenge(challenge) {
@@ -192,13 +207,16 @@ fn check_request(
         (aud, resource) => {
             for value in [aud, resource].into_iter().flatten() {
                 if !names_us(value) {
-                    return Err(OAuthError::invalid_request(format!("`{value}` is not a FHIR server of this authorization server")));
+                    return Err(OAuthError::invalid_request(format!(
+                        "`{value}` is not a FHIR server of this authorization server"
+                    )));
                 }
             }
         }
     }
 
-    let requested = ScopeSet::parse(params.get("scope").unwrap_or_default()).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    let requested = ScopeSet::parse(params.get("scope").unwrap_or_default())
+        .map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     if requested.resources().any(|r| r.context == ScopeContext::System) {
         return Err(OAuthError::invalid_scope("system/ scopes are for backend services, not user authorization"));
     }
@@ -222,7 +240,12 @@ fn check_request(
         return Err(invalid("prompt=none cannot be combined with other prompt values"));
     }
     let max_age = match params.get("max_age") {
-        Some(text) => Some(text.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| invalid("`max_age` must be a non-negative integer"))?),
+        Some(text) => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| invalid("`max_age` must be a non-negative integer"))?,
+        ),
         None => None,
     };
     let needs_patient = scope.contains(&Scope::LaunchContext { resource: "patient".into(), role: None })
@@ -289,7 +312,9 @@ async fn advance(authority: &Authority, client: &Client, mut pending: Pending) -
     };
     let next = match next {
         Some(step) => Some(step),
-        None if pending.granted_scope.is_none() && !pending.skip_consent => Some(interact(&pending, Step::Consent, ErrorCode::ConsentRequired)),
+        None if pending.granted_scope.is_none() && !pending.skip_consent => {
+            Some(interact(&pending, Step::Consent, ErrorCode::ConsentRequired))
+        }
         None => None,
     };
     match next {
@@ -333,12 +358,16 @@ async fn issue_code(authority: &Authority, client: &Client, pending: Pending) ->
     }
     authority.stores.ephemeral.put(&code_key(&code), &bytes, Duration::from_secs(lifetime)).await?;
     tracing::info!(client_id = %client.id, subject = %record.identity.platform_subject(), "authorization code issued");
-    let location = with_query(&pending.redirect_uri, &[("code", &code), ("state", &pending.state), ("iss", authority.issuer())]);
+    let location =
+        with_query(&pending.redirect_uri, &[("code", &code), ("state", &pending.state), ("iss", authority.issuer())]);
     Ok(Outcome::Redirect { location })
 }
 
 /// Loads a pending authorization and its client.
-pub async fn load_pending(authority: &Authority, pending_id: &str) -> Result<Option<(Pending, Arc<Client>)>, OAuthError> {
+pub async fn load_pending(
+    authority: &Authority,
+    pending_id: &str,
+) -> Result<Option<(Pending, Arc<Client>)>, OAuthError> {
     let Some(bytes) = authority.stores.ephemeral.get(&pending_key(pending_id)).await? else { return Ok(None) };
     let pending: Pending = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
     let Some(client) = authority.clients.get(&pending.client_id).await? else { return Ok(None) };
@@ -346,7 +375,13 @@ pub async fn load_pending(authority: &Authority, pending_id: &str) -> Result<Opt
 }
 
 /// After sign-in: the user is `identity` in session `session_id`.
-pub async fn signed_in(authority: &Authority, mut pending: Pending, client: &Client, identity: Identity, session_id: String) -> Result<Outcome, OAuthError> {
+pub async fn signed_in(
+    authority: &Authority,
+    mut pending: Pending,
+    client: &Client,
+    identity: Identity,
+    session_id: String,
+) -> Result<Outcome, OAuthError> {
     pending.identity = Some(identity);
     pending.session_id = Some(session_id);
     pending.needs_login = false;
@@ -354,7 +389,13 @@ pub async fn signed_in(authority: &Authority, mut pending: Pending, client: &Cli
 }
 
 /// After the patient picker: `patient` must be one of `allowed`.
-pub async fn patient_chosen(authority: &Authority, mut pending: Pending, client: &Client, patient: &str, allowed: &[String]) -> Result<Result<Outcome, String>, OAuthError> {
+pub async fn patient_chosen(
+    authority: &Authority,
+    mut pending: Pending,
+    client: &Client,
+    patient: &str,
+    allowed: &[String],
+) -> Result<Result<Outcome, String>, OAuthError> {
     if !allowed.iter().any(|p| p == patient) {
         return Ok(Err("Choose one of the patients listed.".into()));
     }
@@ -363,13 +404,25 @@ pub async fn patient_chosen(authority: &Authority, mut pending: Pending, client:
 }
 
 /// The consent decision: `allow` with the scopes left ticked, or `deny`.
-pub async fn consent_given(authority: &Authority, mut pending: Pending, client: &Client, allow: bool, ticked: &[String]) -> Result<Outcome, OAuthError> {
+pub async fn consent_given(
+    authority: &Authority,
+    mut pending: Pending,
+    client: &Client,
+    allow: bool,
+    ticked: &[String],
+) -> Result<Outcome, OAuthError> {
     let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
     let chosen: ScopeSet = offered.iter().filter(|s| ticked.iter().any(|t| *t == s.to_string())).cloned().collect();
     if !allow || chosen.is_empty() {
         authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
-        let description = if allow { "the user allowed none of the requested access" } else { "the user denied access" };
-        return Ok(error_redirect(authority, &pending.redirect_uri, Some(&pending.state), &OAuthError::new(ErrorCode::AccessDenied, description)));
+        let description =
+            if allow { "the user allowed none of the requested access" } else { "the user denied access" };
+        return Ok(error_redirect(
+            authority,
+            &pending.redirect_uri,
+            Some(&pending.state),
+            &OAuthError::new(ErrorCode::AccessDenied, description),
+        ));
     }
     pending.granted_scope = Some(chosen.to_string());
     advance(authority, client, pending).await

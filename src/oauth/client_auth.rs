@@ -84,12 +84,19 @@ fn presented<'a>(creds: ClientCredentials<'a>) -> Result<Presented<'a>, OAuthErr
 
 /// True when the request identifies a client in any way (header, secret, assertion, client_id).
 pub fn identifies_client(creds: ClientCredentials<'_>) -> bool {
-    let basic = creds.authorization.is_some_and(|h| h.trim().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
-    basic || ["client_id", "client_secret", "client_assertion", "client_assertion_type"].iter().any(|p| creds.params.contains(p))
+    let basic =
+        creds.authorization.is_some_and(|h| h.trim().get(..6).is_some_and(|s| s.eq_ignore_ascii_case("basic ")));
+    basic
+        || ["client_id", "client_secret", "client_assertion", "client_assertion_type"]
+            .iter()
+            .any(|p| creds.params.contains(p))
 }
 
 /// Authenticates the client of a request.
-pub async fn authenticate_client(authority: &Authority, creds: ClientCredentials<'_>) -> Result<AuthenticatedClient, OAuthError> {
+pub async fn authenticate_client(
+    authority: &Authority,
+    creds: ClientCredentials<'_>,
+) -> Result<AuthenticatedClient, OAuthError> {
     let client_id_param = creds.params.get("client_id");
     match presented(creds)? {
         Presented::Basic { id, secret } => {
@@ -98,7 +105,8 @@ pub async fn authenticate_client(authority: &Authority, creds: ClientCredentials
                 return Err(fail("`client_id` does not match the Basic credentials"));
             }
             let client = authority.clients.get(&id).await?.ok_or_else(|| fail("unknown client or wrong secret"))?;
-            check_secret(&client, AuthMethod::ClientSecretBasic, &secret).map_err(|()| fail("unknown client or wrong secret"))?;
+            check_secret(&client, AuthMethod::ClientSecretBasic, &secret)
+                .map_err(|()| fail("unknown client or wrong secret"))?;
             Ok(AuthenticatedClient { client, method: AuthMethod::ClientSecretBasic })
         }
         Presented::Post { id, secret } => {
@@ -109,7 +117,9 @@ pub async fn authenticate_client(authority: &Authority, creds: ClientCredentials
         }
         Presented::Assertion { assertion, kind } => {
             if kind != JWT_BEARER_ASSERTION {
-                return Err(OAuthError::invalid_client(format!("`client_assertion_type` must be `{JWT_BEARER_ASSERTION}`")));
+                return Err(OAuthError::invalid_client(format!(
+                    "`client_assertion_type` must be `{JWT_BEARER_ASSERTION}`"
+                )));
             }
             if assertion.is_empty() {
                 return Err(OAuthError::invalid_client("missing `client_assertion`"));
@@ -118,7 +128,8 @@ pub async fn authenticate_client(authority: &Authority, creds: ClientCredentials
             Ok(AuthenticatedClient { client, method: AuthMethod::PrivateKeyJwt })
         }
         Presented::Public { id } => {
-            let client = authority.clients.get(id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+            let client =
+                authority.clients.get(id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
             if !client.is_public() {
                 return Err(OAuthError::invalid_client("this client must authenticate"));
             }
@@ -131,7 +142,8 @@ fn check_secret(client: &Client, method: AuthMethod, secret: &str) -> Result<(),
     match &client.auth {
         ClientAuth::Secret { method: registered, hash } if *registered == method => {
             // SMART clients send the raw secret; RFC 6749 §2.3.1 clients form-encode it first.
-            let decoded: String = form_urlencoded::parse(format!("s={secret}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
+            let decoded: String =
+                form_urlencoded::parse(format!("s={secret}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
             if verify_secret(secret, hash) || (decoded != secret && verify_secret(&decoded, hash)) {
                 Ok(())
             } else {
@@ -168,8 +180,8 @@ pub async fn verify_client_assertion(
         return Err(fail("the header `typ` must be `JWT`".into()));
     }
     let kid = jws.header.kid.clone().filter(|k| !k.is_empty()).ok_or_else(|| fail("the header has no `kid`".into()))?;
-    let unverified: AssertionClaims =
-        serde_json::from_slice(jws.unverified_payload()).map_err(|_| fail("the claims are not a JSON object".into()))?;
+    let unverified: AssertionClaims = serde_json::from_slice(jws.unverified_payload())
+        .map_err(|_| fail("the claims are not a JSON object".into()))?;
     let iss = unverified.iss.clone().ok_or_else(|| fail("missing `iss`".into()))?;
     if unverified.sub.as_deref() != Some(iss.as_str()) {
         return Err(fail("`sub` must equal `iss`".into()));
@@ -190,7 +202,8 @@ pub async fn verify_client_assertion(
     }
     let key = authority.client_keys.resolve(&client, &kid, jws.algorithm).await.map_err(|e| fail(e.to_string()))?;
     let payload = jws.verify(&key).map_err(|e| fail(e.to_string()))?;
-    let claims: AssertionClaims = serde_json::from_slice(&payload).map_err(|_| fail("the claims are not valid".into()))?;
+    let claims: AssertionClaims =
+        serde_json::from_slice(&payload).map_err(|_| fail("the claims are not valid".into()))?;
 
     let token_url = authority.token_endpoint();
     let audience_ok = match &claims.aud {
@@ -217,7 +230,10 @@ pub async fn verify_client_assertion(
     if claims.iat.is_some_and(|iat| iat > now + skew) {
         return Err(fail("`iat` is in the future".into()));
     }
-    let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| fail("missing or oversized `jti`".into()))?;
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or_else(|| fail("missing or oversized `jti`".into()))?;
     let ttl = Duration::from_secs(u64::try_from(exp + skew - now + 1).unwrap_or(1));
     let fresh = authority.stores.ephemeral.put_if_absent(&format!("assertion-jti:{iss}:{jti}"), b"1", ttl).await?;
     if !fresh {

@@ -73,7 +73,9 @@ impl ClientKeys {
     /// The single key of `client` with `kid` that can verify `alg`.
     pub async fn resolve(&self, client: &Client, kid: &str, alg: Algorithm) -> Result<VerifyingKey, KeyLookupError> {
         match &client.auth {
-            ClientAuth::PrivateKeyJwt(KeySource::Jwks(set)) => self.choose(&format!("client:{}", client.id), set, kid, alg),
+            ClientAuth::PrivateKeyJwt(KeySource::Jwks(set)) => {
+                self.choose(&format!("client:{}", client.id), set, kid, alg)
+            }
             ClientAuth::PrivateKeyJwt(KeySource::JwksUri(url)) => {
                 let (set, fresh) = self.remote_set(url, false).await?;
                 match self.choose(url.as_str(), &set, kid, alg) {
@@ -104,7 +106,8 @@ impl ClientKeys {
         if let Some(key) = self.parsed.lock().get(&cache_key) {
             return Ok(key.clone());
         }
-        let key = VerifyingKey::from_jwk(jwk, alg).map_err(|e| KeyLookupError::Unusable(kid.to_owned(), e.to_string()))?;
+        let key =
+            VerifyingKey::from_jwk(jwk, alg).map_err(|e| KeyLookupError::Unusable(kid.to_owned(), e.to_string()))?;
         let mut parsed = self.parsed.lock();
         if parsed.len() > 10_000 {
             parsed.clear();
@@ -118,7 +121,8 @@ impl ClientKeys {
     async fn remote_set(&self, url: &Url, refetch: bool) -> Result<(Arc<JwkSet>, bool), KeyLookupError> {
         let now = self.clock.now_millis();
         if let Some(cached) = self.fetched.lock().get(url) {
-            let fresh_enough = now < cached.expires_at_ms && (!refetch || now - cached.fetched_at_ms < REFETCH_INTERVAL_MS);
+            let fresh_enough =
+                now < cached.expires_at_ms && (!refetch || now - cached.fetched_at_ms < REFETCH_INTERVAL_MS);
             if fresh_enough {
                 return Ok((cached.set.clone(), false));
             }
@@ -127,7 +131,8 @@ impl ClientKeys {
         let set = Arc::new(set);
         let mut fetched = self.fetched.lock();
         if ttl_ms > 0 {
-            fetched.insert(url.clone(), FetchedSet { set: set.clone(), fetched_at_ms: now, expires_at_ms: now + ttl_ms });
+            fetched
+                .insert(url.clone(), FetchedSet { set: set.clone(), fetched_at_ms: now, expires_at_ms: now + ttl_ms });
         } else {
             fetched.remove(url);
         }
@@ -136,7 +141,13 @@ impl ClientKeys {
 
     async fn fetch(&self, url: &Url) -> Result<(JwkSet, i64), KeyLookupError> {
         let fail = |why: String| KeyLookupError::Fetch(why);
-        let response = self.http.get(url.clone()).header("accept", "application/json").send().await.map_err(|e| fail(e.to_string()))?;
+        let response = self
+            .http
+            .get(url.clone())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status().as_u16())));
         }

@@ -53,8 +53,22 @@ const SCOPES_SUPPORTED: &[&str] = &[
     "system/*.read",
 ];
 
-const CLAIMS_SUPPORTED: &[&str] =
-    &["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "at_hash", "sid", "fhirUser", "name"];
+const CLAIMS_SUPPORTED: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "acr",
+    "amr",
+    "azp",
+    "at_hash",
+    "sid",
+    "fhirUser",
+    "name",
+];
 
 fn grant_types() -> Vec<&'static str> {
     ENABLED.iter().map(|g| g.as_str()).collect()

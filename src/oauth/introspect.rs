@@ -33,7 +33,11 @@ fn bearer(header: Option<&str>) -> Option<&str> {
 }
 
 /// Verifies an access token of ours and checks it is not revoked; `None` when it is not active.
-pub async fn active_access_token(authority: &Authority, token: &str, audience: Option<&str>) -> Result<Option<AccessTokenClaims>, OAuthError> {
+pub async fn active_access_token(
+    authority: &Authority,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<Option<AccessTokenClaims>, OAuthError> {
     let now = authority.clock.now();
     let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), audience, now) else {
         return Ok(None);
@@ -58,15 +62,17 @@ pub async fn introspect(authority: &Authority, request: IntrospectionRequest<'_>
             .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         if !introspection_scope.as_ref().is_some_and(|s| scopes.contains(s)) {
-            return Err(OAuthError::new(ErrorCode::InsufficientScope, format!(
-                "the bearer token lacks the `{}` scope",
-                authority.config.introspection.scope
-            ))
+            return Err(OAuthError::new(
+                ErrorCode::InsufficientScope,
+                format!("the bearer token lacks the `{}` scope", authority.config.introspection.scope),
+            )
             .with_challenge(super::error::Challenge::Bearer));
         }
         Caller::Privileged
     } else {
-        let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+        let client =
+            authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params })
+                .await?;
         if client.client.is_public() {
             return Err(OAuthError::invalid_client("introspection needs an authenticated client"));
         }

@@ -52,7 +52,12 @@ pub fn wants_refresh(scope: &ScopeSet) -> bool {
 }
 
 /// Creates and stores a new refresh token of `grant_id`.
-pub async fn new_refresh_token(authority: &Authority, grant_id: &str, expires_at: i64, now: i64) -> Result<String, OAuthError> {
+pub async fn new_refresh_token(
+    authority: &Authority,
+    grant_id: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<String, OAuthError> {
     let token = random_token(32);
     authority.stores.durable.insert_refresh_token(&token_hash(&token), grant_id, expires_at, now).await?;
     Ok(token)
@@ -91,7 +96,8 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
         fhir_user: issue.identity.fhir_user.clone(),
         patient: context.patient.clone(),
         encounter: context.encounter.clone(),
-        fhir_context: (!context.fhir_context.is_empty()).then(|| serde_json::Value::Array(context.fhir_context.clone())),
+        fhir_context: (!context.fhir_context.is_empty())
+            .then(|| serde_json::Value::Array(context.fhir_context.clone())),
         roles: issue.identity.role_codes.clone(),
         org: issue.identity.org.clone(),
         need_patient_banner: context.need_patient_banner,

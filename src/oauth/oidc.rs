@@ -27,7 +27,8 @@ pub async fn userinfo(authority: &Authority, authorization: Option<&str>) -> Res
         .ok_or_else(|| OAuthError::invalid_token("the access token is not active"))?;
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
     if !scope.contains(&Scope::OpenId) {
-        return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`").with_challenge(Challenge::Bearer));
+        return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`")
+            .with_challenge(Challenge::Bearer));
     }
     let mut out = json!({"sub": claims.sub});
     if let Some(user) = &claims.fhir_user {

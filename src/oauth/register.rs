@@ -94,7 +94,9 @@ pub async fn register(
         .map(|(_, token)| token.trim());
     let authorized = presented.is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())));
     if !authorized {
-        return Err(RegistrationError::Unauthorized(OAuthError::invalid_token("a valid initial access token is required")));
+        return Err(RegistrationError::Unauthorized(OAuthError::invalid_token(
+            "a valid initial access token is required",
+        )));
     }
     let is_json = content_type
         .and_then(|ct| ct.split(';').next())
@@ -102,15 +104,19 @@ pub async fn register(
     if !is_json {
         return Err(OAuthError::invalid_request("the body must be application/json").into());
     }
-    let request: RegistrationRequest =
-        serde_json::from_slice(body).map_err(|e| metadata_error(format!("the body is not valid client metadata: {e}")))?;
+    let request: RegistrationRequest = serde_json::from_slice(body)
+        .map_err(|e| metadata_error(format!("the body is not valid client metadata: {e}")))?;
 
     let now = authority.clock.now();
     let (metadata, secret) = to_metadata(authority, request, now)?;
     let client = authority.clients.register(metadata, now).await.map_err(|e| match e {
         RegisterClientError::Invalid(problems) => {
             let first = &problems[0];
-            let code = if first.field.starts_with("redirect_uris") { ErrorCode::InvalidRedirectUri } else { ErrorCode::InvalidClientMetadata };
+            let code = if first.field.starts_with("redirect_uris") {
+                ErrorCode::InvalidRedirectUri
+            } else {
+                ErrorCode::InvalidClientMetadata
+            };
             let all: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.message)).collect();
             RegistrationError::Rejected(OAuthError::new(code, all.join("; ")))
         }
@@ -127,7 +133,11 @@ pub async fn register(
         client_name: m.client_name.clone(),
         token_endpoint_auth_method: m.token_endpoint_auth_method.clone(),
         grant_types: m.grant_types.clone(),
-        response_types: if client.allows_grant(GrantType::AuthorizationCode) { vec!["code".into()] } else { Vec::new() },
+        response_types: if client.allows_grant(GrantType::AuthorizationCode) {
+            vec!["code".into()]
+        } else {
+            Vec::new()
+        },
         redirect_uris: m.redirect_uris.clone(),
         scope: m.scope.clone(),
         jwks: m.jwks.clone(),
@@ -154,7 +164,8 @@ fn to_metadata(
     }
 
     let allowed = ScopeSet::parse(&authority.config.registration.allowed_scope).unwrap_or_default();
-    let requested = ScopeSet::parse(request.scope.as_deref().unwrap_or_default()).map_err(|e| metadata_error(e.to_string()))?;
+    let requested =
+        ScopeSet::parse(request.scope.as_deref().unwrap_or_default()).map_err(|e| metadata_error(e.to_string()))?;
     let system_grant = grant_types
         .iter()
         .any(|g| g == GrantType::ClientCredentials.as_str() || g == GrantType::TokenExchange.as_str());
@@ -174,12 +185,15 @@ fn to_metadata(
         for (i, jwk) in set.keys.iter().enumerate() {
             let usable = Algorithm::ALL.iter().any(|alg| VerifyingKey::from_jwk(jwk, *alg).is_ok());
             if !usable {
-                return Err(metadata_error(format!("jwks.keys[{i}] is not a usable RSA (2048+ bits) or P-256/P-384 key")));
+                return Err(metadata_error(format!(
+                    "jwks.keys[{i}] is not a usable RSA (2048+ bits) or P-256/P-384 key"
+                )));
             }
         }
     }
 
-    let secret = matches!(method, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost).then(|| random_token(32));
+    let secret =
+        matches!(method, AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost).then(|| random_token(32));
     let metadata = ClientMetadata {
         client_id: random_token(16),
         client_name: request.client_name,

@@ -25,7 +25,9 @@ pub enum Revoked {
 
 pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Result<Revoked, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
-    let client = authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params }).await?;
+    let client =
+        authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params })
+            .await?;
     let token = params.require("token")?;
     // RFC 7009 §2.1: an unknown token_type_hint is ignored and the search extended.
     let now = authority.clock.now();

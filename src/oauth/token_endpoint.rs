@@ -38,7 +38,10 @@ pub struct TokenResponse {
 }
 
 /// The public client a refresh token belongs to; confidential clients must authenticate.
-async fn public_client_of_refresh_token(authority: &Authority, params: &Params) -> Result<AuthenticatedClient, OAuthError> {
+async fn public_client_of_refresh_token(
+    authority: &Authority,
+    params: &Params,
+) -> Result<AuthenticatedClient, OAuthError> {
     let unidentified = || OAuthError::invalid_client("the client did not identify itself");
     let token = params.get("refresh_token").ok_or_else(unidentified)?;
     let durable = &authority.stores.durable;
@@ -68,14 +71,15 @@ pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) ->
     };
 
     let grant_name = params.require("grant_type")?;
-    let grant = GrantType::parse(grant_name)
-        .filter(|g| grants::ENABLED.contains(g))
-        .ok_or_else(|| OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant type `{grant_name}` is not supported")))?;
+    let grant = GrantType::parse(grant_name).filter(|g| grants::ENABLED.contains(g)).ok_or_else(|| {
+        OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant type `{grant_name}` is not supported"))
+    })?;
     if !client.client.allows_grant(grant) {
         return Err(OAuthError::unauthorized_client(format!("this client may not use the `{grant_name}` grant")));
     }
 
-    let requested_scope = params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
+    let requested_scope =
+        params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     let now = authority.clock.now();
     grants::dispatch(grant, GrantRequest { authority, client: &client, params: &params, requested_scope, now }).await
 }

@@ -84,9 +84,14 @@ pub struct GrantRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshTokenUse {
     /// The token was live and is now used up (exactly one caller sees this).
-    Fresh { grant_id: String, expires_at: i64 },
+    Fresh {
+        grant_id: String,
+        expires_at: i64,
+    },
     /// The token had been used before: a replay.
-    Reused { grant_id: String },
+    Reused {
+        grant_id: String,
+    },
     Unknown,
 }
 
@@ -99,7 +104,13 @@ pub trait GrantStore: Send + Sync + Debug {
     async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Live grants made under a sign-in session (for logout).
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError>;
-    async fn insert_refresh_token(&self, token_hash: &str, grant_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError>;
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &str,
+        grant_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Atomically uses a refresh token up.
     async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError>;
     /// The grant a refresh token belongs to, without using it.
@@ -121,7 +132,13 @@ pub struct StoredResource {
 #[async_trait]
 pub trait ResourceStore: Send + Sync + Debug {
     /// Stores version 1 unless the resource exists; true when it was created.
-    async fn create_resource_if_absent(&self, resource_type: &str, id: &str, data: &str, now: i64) -> Result<bool, StoreError>;
+    async fn create_resource_if_absent(
+        &self,
+        resource_type: &str,
+        id: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
     /// Up to `limit` resources of a type, by id.
     async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError>;

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row as _};
 
-use super::{ClientStore, GrantRecord, GrantStore, RefreshTokenUse, ResourceStore, RevocationStore, StoreError, StoredResource};
+use super::{
+    ClientStore, GrantRecord, GrantStore, RefreshTokenUse, ResourceStore, RevocationStore, StoreError, StoredResource,
+};
 use crate::domain::client::ClientMetadata;
 
 /// Numbered schema migrations; never edit a released one, add the next.
@@ -155,7 +157,9 @@ impl ClientStore for SqlStore {
             None => Ok(None),
             Some(row) => {
                 let json: String = row.try_get(0).map_err(unavailable)?;
-                serde_json::from_str(&json).map(Some).map_err(|e| StoreError::Corrupt(format!("client `{client_id}`: {e}")))
+                serde_json::from_str(&json)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt(format!("client `{client_id}`: {e}")))
             }
         }
     }
@@ -268,15 +272,23 @@ impl GrantStore for SqlStore {
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(unavailable)).collect()
     }
 
-    async fn insert_refresh_token(&self, token_hash: &str, grant_id: &str, expires_at: i64, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(grant_id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &str,
+        grant_id: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(grant_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 
@@ -325,7 +337,13 @@ fn resource_from_row(row: &sqlx::any::AnyRow) -> Result<StoredResource, StoreErr
 
 #[async_trait]
 impl ResourceStore for SqlStore {
-    async fn create_resource_if_absent(&self, resource_type: &str, id: &str, data: &str, now: i64) -> Result<bool, StoreError> {
+    async fn create_resource_if_absent(
+        &self,
+        resource_type: &str,
+        id: &str,
+        data: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let created = sqlx::query(
             "INSERT INTO resources (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)
@@ -355,12 +373,14 @@ impl ResourceStore for SqlStore {
     }
 
     async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
-        let row = sqlx::query("SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 AND id = $2")
-            .bind(resource_type)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let row = sqlx::query(
+            "SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 AND id = $2",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         row.as_ref().map(resource_from_row).transpose()
     }
 

@@ -125,7 +125,13 @@ pub fn decode<'a>(token: &'a str, allowed: &[Algorithm]) -> Result<UnverifiedJws
     let algorithm = Algorithm::parse(&header.alg)
         .filter(|a| allowed.contains(a))
         .ok_or_else(|| JoseError::AlgorithmNotAllowed(header.alg.clone()))?;
-    Ok(UnverifiedJws { header, algorithm, signing_input: &token[..h.len() + 1 + p.len()], payload: b64(p)?, signature: b64(s)? })
+    Ok(UnverifiedJws {
+        header,
+        algorithm,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload: b64(p)?,
+        signature: b64(s)?,
+    })
 }
 
 impl UnverifiedJws<'_> {
@@ -159,7 +165,8 @@ impl std::fmt::Debug for VerifyingKey {
 }
 
 fn member(jwk: &Jwk, value: &Option<String>, name: &str) -> Result<Vec<u8>, JoseError> {
-    let text = value.as_deref().ok_or_else(|| JoseError::UnusableKey(format!("the {} key has no `{name}`", jwk.kty)))?;
+    let text =
+        value.as_deref().ok_or_else(|| JoseError::UnusableKey(format!("the {} key has no `{name}`", jwk.kty)))?;
     URL_SAFE_NO_PAD.decode(text).map_err(|_| JoseError::UnusableKey(format!("`{name}` is not base64url")))
 }
 
@@ -231,12 +238,16 @@ impl SigningKey {
     pub fn generate_pkcs8(algorithm: Algorithm) -> Result<Vec<u8>, JoseError> {
         use aws_lc_rs::encoding::AsDer;
         match algorithm {
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map(|d| d.as_ref().to_vec())
-                .map_err(|_| JoseError::SigningFailed),
-            Algorithm::ES384 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
-                .map(|d| d.as_ref().to_vec())
-                .map_err(|_| JoseError::SigningFailed),
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                    .map(|d| d.as_ref().to_vec())
+                    .map_err(|_| JoseError::SigningFailed)
+            }
+            Algorithm::ES384 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                    .map(|d| d.as_ref().to_vec())
+                    .map_err(|_| JoseError::SigningFailed)
+            }
             _ => RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .and_then(|k| k.as_der())
                 .map(|d| d.as_ref().to_vec())
@@ -248,8 +259,12 @@ impl SigningKey {
     pub fn from_pkcs8(algorithm: Algorithm, der: &[u8]) -> Result<Self, JoseError> {
         let reject = |e: aws_lc_rs::error::KeyRejected| JoseError::UnusableKey(e.to_string());
         let inner = match algorithm {
-            Algorithm::ES256 => SigningInner::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(reject)?),
-            Algorithm::ES384 => SigningInner::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, der).map_err(reject)?),
+            Algorithm::ES256 => SigningInner::Ec(
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(reject)?,
+            ),
+            Algorithm::ES384 => SigningInner::Ec(
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, der).map_err(reject)?,
+            ),
             _ => SigningInner::Rsa(RsaKeyPair::from_pkcs8(der).map_err(reject)?),
         };
         let mut key = Self { kid: String::new(), algorithm, inner, rng: SystemRandom::new() };
@@ -296,7 +311,9 @@ impl SigningKey {
 
     fn sign_bytes(&self, message: &[u8]) -> Result<Vec<u8>, JoseError> {
         match &self.inner {
-            SigningInner::Ec(pair) => pair.sign(&self.rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| JoseError::SigningFailed),
+            SigningInner::Ec(pair) => {
+                pair.sign(&self.rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| JoseError::SigningFailed)
+            }
             SigningInner::Rsa(pair) => {
                 let padding: &'static dyn signature::RsaEncoding = match self.algorithm {
                     Algorithm::RS384 => &signature::RSA_PKCS1_SHA384,
@@ -343,7 +360,9 @@ pub fn pkcs8_from_pem(pem: &str) -> Result<Vec<u8>, JoseError> {
     if body.is_empty() {
         return Err(JoseError::UnusableKey("no PKCS#8 `BEGIN PRIVATE KEY` block".into()));
     }
-    base64::engine::general_purpose::STANDARD.decode(body).map_err(|_| JoseError::UnusableKey("the PEM body is not base64".into()))
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|_| JoseError::UnusableKey("the PEM body is not base64".into()))
 }
 
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members in lexicographic order.

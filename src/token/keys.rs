@@ -67,7 +67,14 @@ pub struct KeyFile {
 fn new_key(alg: Algorithm, state: KeyState, now: i64) -> Result<StoredKey, KeyError> {
     let der = SigningKey::generate_pkcs8(alg)?;
     let kid = SigningKey::from_pkcs8(alg, &der)?.kid;
-    Ok(StoredKey { alg: alg.as_str().to_owned(), kid, state, created_at: now, retired_at: None, pkcs8: STANDARD.encode(der) })
+    Ok(StoredKey {
+        alg: alg.as_str().to_owned(),
+        kid,
+        state,
+        created_at: now,
+        retired_at: None,
+        pkcs8: STANDARD.encode(der),
+    })
 }
 
 impl KeyFile {
@@ -93,7 +100,8 @@ impl KeyFile {
         };
         fs::create_dir_all(dir).map_err(io(dir))?;
         let tmp = dir.join(format!(".{KEY_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| KeyError::Invalid { path: tmp.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| KeyError::Invalid { path: tmp.clone(), reason: e.to_string() })?;
         {
             let mut options = fs::OpenOptions::new();
             options.write(true).create(true).truncate(true);
@@ -127,14 +135,24 @@ impl KeyFile {
     /// Rotates every chain: `current` becomes `previous` (retired now), `next` becomes `current`,
     /// a new `next` is made, and previous keys whose tokens have all expired are dropped. Refuses
     /// while a next key has been published for less than `min_published_secs`, unless `force`.
-    pub fn rotate(&mut self, now: i64, retention_secs: i64, min_published_secs: i64, force: bool) -> Result<(), KeyError> {
+    pub fn rotate(
+        &mut self,
+        now: i64,
+        retention_secs: i64,
+        min_published_secs: i64,
+        force: bool,
+    ) -> Result<(), KeyError> {
         self.ensure(now)?;
         if !force {
             for alg in CHAINS {
                 if let Some(next) = self.chain(alg).find(|k| k.state == KeyState::Next) {
                     let age = now - next.created_at;
                     if age < min_published_secs {
-                        return Err(KeyError::TooSoon { alg: alg.as_str(), age_secs: age, min_secs: min_published_secs });
+                        return Err(KeyError::TooSoon {
+                            alg: alg.as_str(),
+                            age_secs: age,
+                            min_secs: min_published_secs,
+                        });
                     }
                 }
             }
@@ -207,14 +225,21 @@ impl KeyRing {
             if key.state == KeyState::Current {
                 let slot = if signing.algorithm == ACCESS_TOKEN_ALG { &mut access } else { &mut id };
                 if slot.replace(Arc::new(signing)).is_some() {
-                    return Err(KeyError::Invalid { path: path.clone(), reason: format!("two current {} keys", key.alg) });
+                    return Err(KeyError::Invalid {
+                        path: path.clone(),
+                        reason: format!("two current {} keys", key.alg),
+                    });
                 }
             }
         }
-        let missing = |alg: Algorithm| KeyError::Invalid { path: path.clone(), reason: format!("no current {} key", alg.as_str()) };
+        let missing = |alg: Algorithm| KeyError::Invalid {
+            path: path.clone(),
+            reason: format!("no current {} key", alg.as_str()),
+        };
         let access = access.ok_or_else(|| missing(ACCESS_TOKEN_ALG))?;
         let id = id.ok_or_else(|| missing(ID_TOKEN_ALG))?;
-        let jwks_json = serde_json::to_string(&jwks).map_err(|e| KeyError::Invalid { path, reason: e.to_string() })?.into();
+        let jwks_json =
+            serde_json::to_string(&jwks).map_err(|e| KeyError::Invalid { path, reason: e.to_string() })?.into();
         Ok(Self { access, id, verifying, jwks, jwks_json, next_expiry })
     }
 

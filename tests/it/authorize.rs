@@ -78,7 +78,12 @@ async fn a_client_without_the_code_grant_is_unauthorized() {
 }
 
 /// Walks sign-in, picker and consent; returns the browser and the final reply.
-async fn standalone(app: &TestApp, challenge: &str, username: &str, overrides: &[(&str, &str)]) -> (Browser, crate::support::Reply) {
+async fn standalone(
+    app: &TestApp,
+    challenge: &str,
+    username: &str,
+    overrides: &[(&str, &str)],
+) -> (Browser, crate::support::Reply) {
     let mut browser = Browser::new();
     let reply = browser.get(app, &authorize_path(challenge, overrides)).await;
     assert_eq!(reply.status, 303, "{}", reply.text());
@@ -87,7 +92,9 @@ async fn standalone(app: &TestApp, challenge: &str, username: &str, overrides: &
     assert_eq!(page.status, 200);
     let html = page.text();
     let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
-    let reply = browser.post(app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", username), ("password", username)], &[]).await;
+    let reply = browser
+        .post(app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", username), ("password", username)], &[])
+        .await;
     (browser, reply)
 }
 
@@ -96,7 +103,8 @@ async fn standalone_launch_signs_in_picks_a_patient_and_asks_consent() {
     let app = smart_app().await;
     let (verifier, challenge) = pkce_pair();
     let weird_state = "state with spaces & ünïcode/+=";
-    let (mut browser, reply) = standalone(&app, &challenge, "nurse", &[("state", weird_state), ("nonce", "n-42")]).await;
+    let (mut browser, reply) =
+        standalone(&app, &challenge, "nurse", &[("state", weird_state), ("nonce", "n-42")]).await;
     assert!(reply.header("location").unwrap().starts_with("/authorize/patient?req="), "{}", reply.text());
 
     let page = browser.follow(&app, &reply).await;
@@ -105,9 +113,13 @@ async fn standalone_launch_signs_in_picks_a_patient_and_asks_consent() {
     assert!(!html.contains("9449306621"), "another organisation's patient is not listed");
     let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
     // a patient not offered is refused and the picker shown again
-    let refused = browser.post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", "9449306621")], &[]).await;
+    let refused = browser
+        .post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", "9449306621")], &[])
+        .await;
     assert_eq!(refused.status, 400);
-    let reply = browser.post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", "9000000009")], &[]).await;
+    let reply = browser
+        .post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", "9000000009")], &[])
+        .await;
     assert!(reply.header("location").unwrap().starts_with("/authorize/consent?req="));
 
     let page = browser.follow(&app, &reply).await;
@@ -120,7 +132,15 @@ async fn standalone_launch_signs_in_picks_a_patient_and_asks_consent() {
         .post(
             &app,
             "/authorize/consent",
-            &[("csrf", &csrf), ("req", &req), ("scope", "launch/patient"), ("scope", "openid"), ("scope", "patient/CarePlan.rs"), ("scope", "offline_access"), ("decision", "allow")],
+            &[
+                ("csrf", &csrf),
+                ("req", &req),
+                ("scope", "launch/patient"),
+                ("scope", "openid"),
+                ("scope", "patient/CarePlan.rs"),
+                ("scope", "offline_access"),
+                ("decision", "allow"),
+            ],
             &[],
         )
         .await;
@@ -163,22 +183,34 @@ async fn wrong_passwords_forms_without_csrf_and_foreign_origins_are_refused() {
     let html = browser.follow(&app, &reply).await.text();
     let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
 
-    let wrong = browser.post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "guess")], &[]).await;
+    let wrong = browser
+        .post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "guess")], &[])
+        .await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.text().contains("There is a problem") && wrong.header("location").is_none());
 
-    let no_csrf = browser.post(&app, "/signin", &[("req", &req), ("username", "nurse"), ("password", "nurse")], &[]).await;
+    let no_csrf =
+        browser.post(&app, "/signin", &[("req", &req), ("username", "nurse"), ("password", "nurse")], &[]).await;
     assert_eq!(no_csrf.status, 403);
-    let forged = browser.post(&app, "/signin", &[("csrf", "forged"), ("req", &req), ("username", "nurse"), ("password", "nurse")], &[]).await;
+    let forged = browser
+        .post(&app, "/signin", &[("csrf", "forged"), ("req", &req), ("username", "nurse"), ("password", "nurse")], &[])
+        .await;
     assert_eq!(forged.status, 403);
     let cross_site = browser
-        .post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "nurse")], &[("origin", "https://evil.example")])
+        .post(
+            &app,
+            "/signin",
+            &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "nurse")],
+            &[("origin", "https://evil.example")],
+        )
         .await;
     assert_eq!(cross_site.status, 403);
 
     // another browser cannot continue this authorization, even with the right fields
     let mut other = Browser::new();
-    let stolen = other.post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "nurse")], &[]).await;
+    let stolen = other
+        .post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "nurse"), ("password", "nurse")], &[])
+        .await;
     assert!(stolen.status == 403 || stolen.status == 400, "{}", stolen.status);
     assert!(stolen.header("location").is_none());
     let page = other.get(&app, &format!("/signin?req={req}")).await;
@@ -227,7 +259,12 @@ async fn authorize_accepts_post_and_resource_as_a_synonym_of_aud() {
     let path = authorize_path(&challenge, &[("aud", ""), ("resource", FHIR_BASE)]);
     let query = path.trim_start_matches("/authorize?");
     let reply = app
-        .request(axum::http::Method::POST, "/authorize", &[("content-type", "application/x-www-form-urlencoded")], query.as_bytes().to_vec())
+        .request(
+            axum::http::Method::POST,
+            "/authorize",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            query.as_bytes().to_vec(),
+        )
         .await;
     assert_eq!(reply.status, 303, "{}", reply.text());
     assert!(reply.header("location").unwrap().starts_with("/signin?req="));

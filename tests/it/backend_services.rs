@@ -93,7 +93,9 @@ async fn client_lifetime_is_capped_at_300_seconds() {
 async fn scope_errors_are_invalid_scope() {
     let key = ClientKey::generate(Algorithm::ES384);
     let app = app_with(&key).await;
-    for scope in [None, Some("patient/CarePlan.rs"), Some("openid"), Some("system/Condition.rs"), Some("system/CarePlan.xyz")] {
+    for scope in
+        [None, Some("patient/CarePlan.rs"), Some("openid"), Some("system/Condition.rs"), Some("system/CarePlan.xyz")]
+    {
         let assertion = key.assertion("backend", app.now());
         let mut form = backend_form(&assertion, scope.unwrap_or_default());
         if scope.is_none() {
@@ -111,14 +113,21 @@ async fn malformed_requests_are_invalid_request() {
     let body = crate::support::form(&backend_form(&assertion, "system/CarePlan.rs"));
 
     // not a form body
-    let reply = app.request(axum::http::Method::POST, "/token", &[("content-type", "application/json")], body.clone().into_bytes()).await;
+    let reply = app
+        .request(axum::http::Method::POST, "/token", &[("content-type", "application/json")], body.clone().into_bytes())
+        .await;
     reply.assert_error(400, "invalid_request");
     assert_eq!(reply.header("cache-control"), Some("no-store"), "errors are no-store too");
     // a repeated parameter
     let doubled = format!("{body}&scope=system/Patient.rs");
-    app.request(axum::http::Method::POST, "/token", &[("content-type", "application/x-www-form-urlencoded")], doubled.into_bytes())
-        .await
-        .assert_error(400, "invalid_request");
+    app.request(
+        axum::http::Method::POST,
+        "/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        doubled.into_bytes(),
+    )
+    .await
+    .assert_error(400, "invalid_request");
     // no grant_type
     let assertion = key.assertion("backend", app.now());
     let mut form = backend_form(&assertion, "system/CarePlan.rs");
@@ -143,7 +152,8 @@ async fn unknown_and_unallowed_grants() {
         scope: "patient/*.rs".into(),
         ..Default::default()
     };
-    let app = TestApp::builder().with_client(backend_client("backend", &key, SCOPE)).with_client(user_app).build().await;
+    let app =
+        TestApp::builder().with_client(backend_client("backend", &key, SCOPE)).with_client(user_app).build().await;
 
     let assertion = key.assertion("backend", app.now());
     let mut form = backend_form(&assertion, "system/CarePlan.rs");
@@ -151,7 +161,9 @@ async fn unknown_and_unallowed_grants() {
     app.post_form("/token", &form, &[]).await.assert_error(400, "unsupported_grant_type");
 
     let assertion = key.assertion("user-app", app.now());
-    app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[]).await.assert_error(400, "unauthorized_client");
+    app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[])
+        .await
+        .assert_error(400, "unauthorized_client");
 }
 
 /// Each case mutates a valid assertion; all must fail with `invalid_client` and issue nothing.
@@ -176,21 +188,61 @@ async fn every_bad_assertion_is_invalid_client() {
         ("alg none", unsigned(json!({"alg": "none", "kid": kid, "typ": "JWT"}), ClientKey::claims("backend", now))),
         ("alg HS256", unsigned(json!({"alg": "HS256", "kid": kid, "typ": "JWT"}), ClientKey::claims("backend", now))),
         ("no kid", key.sign_with_header(&json!({"alg": "ES384", "typ": "JWT"}), &ClientKey::claims("backend", now))),
-        ("unknown kid", key.sign_with_header(&json!({"alg": "ES384", "kid": "nope", "typ": "JWT"}), &ClientKey::claims("backend", now))),
+        (
+            "unknown kid",
+            key.sign_with_header(
+                &json!({"alg": "ES384", "kid": "nope", "typ": "JWT"}),
+                &ClientKey::claims("backend", now),
+            ),
+        ),
         ("no typ", key.sign_with_header(&json!({"alg": "ES384", "kid": kid}), &ClientKey::claims("backend", now))),
-        ("wrong typ", key.sign_with_header(&json!({"alg": "ES384", "kid": kid, "typ": "at+jwt"}), &ClientKey::claims("backend", now))),
-        ("signed by another key", other.sign_with_header(&json!({"alg": "ES384", "kid": kid, "typ": "JWT"}), &ClientKey::claims("backend", now))),
+        (
+            "wrong typ",
+            key.sign_with_header(
+                &json!({"alg": "ES384", "kid": kid, "typ": "at+jwt"}),
+                &ClientKey::claims("backend", now),
+            ),
+        ),
+        (
+            "signed by another key",
+            other.sign_with_header(
+                &json!({"alg": "ES384", "kid": kid, "typ": "JWT"}),
+                &ClientKey::claims("backend", now),
+            ),
+        ),
         ("iss differs from sub", key.sign(&claims(&|c| c["sub"] = json!("someone-else")))),
-        ("unknown client", key.sign(&claims(&|c| { c["iss"] = json!("stranger"); c["sub"] = json!("stranger"); }))),
+        (
+            "unknown client",
+            key.sign(&claims(&|c| {
+                c["iss"] = json!("stranger");
+                c["sub"] = json!("stranger");
+            })),
+        ),
         ("wrong audience", key.sign(&claims(&|c| c["aud"] = json!("https://elsewhere.example/token")))),
         ("issuer as audience", key.sign(&claims(&|c| c["aud"] = json!(ISSUER)))),
         ("expired", key.sign(&claims(&|c| c["exp"] = json!(now - 31)))),
         ("exp too far ahead", key.sign(&claims(&|c| c["exp"] = json!(now + 301)))),
-        ("no exp", key.sign(&claims(&|c| { c.as_object_mut().unwrap().remove("exp"); }))),
+        (
+            "no exp",
+            key.sign(&claims(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+        ),
         ("not yet valid", key.sign(&claims(&|c| c["nbf"] = json!(now + 120)))),
         ("issued in the future", key.sign(&claims(&|c| c["iat"] = json!(now + 120)))),
-        ("no jti", key.sign(&claims(&|c| { c.as_object_mut().unwrap().remove("jti"); }))),
-        ("jku not registered", key.sign_with_header(&json!({"alg": "ES384", "kid": kid, "typ": "JWT", "jku": "https://evil.example/jwks"}), &ClientKey::claims("backend", now))),
+        (
+            "no jti",
+            key.sign(&claims(&|c| {
+                c.as_object_mut().unwrap().remove("jti");
+            })),
+        ),
+        (
+            "jku not registered",
+            key.sign_with_header(
+                &json!({"alg": "ES384", "kid": kid, "typ": "JWT", "jku": "https://evil.example/jwks"}),
+                &ClientKey::claims("backend", now),
+            ),
+        ),
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (name, assertion) in cases {
@@ -218,7 +270,9 @@ async fn the_assertion_lifetime_boundary_is_exact() {
     assert_eq!(reply.status, 200, "exp = now + 300 is accepted: {}", reply.text());
     let mut over = ClientKey::claims("backend", now);
     over["exp"] = json!(now + 301);
-    app.post_form("/token", &backend_form(&key.sign(&over), "system/CarePlan.rs"), &[]).await.assert_error(401, "invalid_client");
+    app.post_form("/token", &backend_form(&key.sign(&over), "system/CarePlan.rs"), &[])
+        .await
+        .assert_error(401, "invalid_client");
 }
 
 #[tokio::test]
@@ -230,7 +284,9 @@ async fn a_jti_is_accepted_once_and_a_rejected_assertion_does_not_burn_it() {
 
     // a forged assertion carrying the jti is refused and does not consume it
     let forged = other.sign_with_header(&json!({"alg": "ES384", "kid": key.kid(), "typ": "JWT"}), &claims);
-    app.post_form("/token", &backend_form(&forged, "system/CarePlan.rs"), &[]).await.assert_error(401, "invalid_client");
+    app.post_form("/token", &backend_form(&forged, "system/CarePlan.rs"), &[])
+        .await
+        .assert_error(401, "invalid_client");
 
     let assertion = key.sign(&claims);
     let first = app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[]).await;
@@ -251,7 +307,8 @@ async fn a_kid_shared_by_two_keys_is_ambiguous() {
     let mut client = backend_client("backend", &key, SCOPE);
     client.jwks = Some(jwks);
     let app = TestApp::builder().with_client(client).build().await;
-    let reply = app.post_form("/token", &backend_form(&key.assertion("backend", app.now()), "system/CarePlan.rs"), &[]).await;
+    let reply =
+        app.post_form("/token", &backend_form(&key.assertion("backend", app.now()), "system/CarePlan.rs"), &[]).await;
     reply.assert_error(401, "invalid_client");
     assert!(reply.json()["error_description"].as_str().unwrap().contains("more than one"));
 }
@@ -263,5 +320,7 @@ async fn a_moved_clock_expires_nothing_it_should_not() {
     let app = TestApp::builder().with_client(backend_client("backend", &key, SCOPE)).with_clock(T0).build().await;
     let assertion = key.assertion("backend", T0);
     app.clock.advance(400);
-    app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[]).await.assert_error(401, "invalid_client");
+    app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[])
+        .await
+        .assert_error(401, "invalid_client");
 }

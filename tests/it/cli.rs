@@ -24,7 +24,13 @@ fn config_check_prints_every_problem_and_exits_non_zero() {
     let out = carebroker().args(["config", "check"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for path in ["server.public_url", "server.listen", "tokens.access_token_lifetime_secs", "store.redis_url", "store.postgres_url"] {
+    for path in [
+        "server.public_url",
+        "server.listen",
+        "tokens.access_token_lifetime_secs",
+        "store.redis_url",
+        "store.postgres_url",
+    ] {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
 }
@@ -42,7 +48,12 @@ fn config_check_accepts_the_shipped_reference_file() {
 
 #[test]
 fn environment_overrides_reach_config_check() {
-    let out = carebroker().args(["config", "check"]).env("CAREBROKER__SERVER__PUBLIC_URL", "ftp://x").env("CAREBROKER__CLIENTS__DIR", "/nonexistent").output().unwrap();
+    let out = carebroker()
+        .args(["config", "check"])
+        .env("CAREBROKER__SERVER__PUBLIC_URL", "ftp://x")
+        .env("CAREBROKER__CLIENTS__DIR", "/nonexistent")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url"));
 }
@@ -52,7 +63,12 @@ fn keys_generate_rotate_list() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     let run = |args: &[&str]| {
-        carebroker().args(args).env("CAREBROKER__KEYS__DIR", &keys).env("CAREBROKER__CLIENTS__DIR", "/nonexistent").output().unwrap()
+        carebroker()
+            .args(args)
+            .env("CAREBROKER__KEYS__DIR", &keys)
+            .env("CAREBROKER__CLIENTS__DIR", "/nonexistent")
+            .output()
+            .unwrap()
     };
     let out = run(&["keys", "generate"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -130,7 +146,8 @@ fn the_demo_client_key_matches_its_published_jwks() {
     let der = carebroker::token::jose::pkcs8_from_pem(&pem).unwrap();
     let key = carebroker::token::jose::SigningKey::from_pkcs8(carebroker::token::jose::Algorithm::ES384, &der).unwrap();
     let jwks: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{root}/certs/test/backend-demo.jwks.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{root}/certs/test/backend-demo.jwks.json")).unwrap())
+            .unwrap();
     assert_eq!(jwks["keys"][0]["kid"], key.kid, "RFC 7638 thumbprints agree between Python and carebroker");
     assert_eq!(jwks["keys"][0]["x"], key.public_jwk().x.unwrap());
 }

@@ -38,14 +38,21 @@ async fn basic_and_post_secrets_authenticate() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json(), serde_json::json!({"active": false}));
 
-    let reply = app.post_form("/introspect", &[("token", "x"), ("client_id", "post-app"), ("client_secret", "post-secret")], &[]).await;
+    let reply = app
+        .post_form("/introspect", &[("token", "x"), ("client_id", "post-app"), ("client_secret", "post-secret")], &[])
+        .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
 
 #[tokio::test]
 async fn a_wrong_basic_secret_is_401_with_a_basic_challenge() {
     let app = app().await;
-    for auth in [basic("basic-app", "wrong"), basic("nobody", "basic-secret"), "Basic !!!".to_owned(), basic("post-app", "post-secret")] {
+    for auth in [
+        basic("basic-app", "wrong"),
+        basic("nobody", "basic-secret"),
+        "Basic !!!".to_owned(),
+        basic("post-app", "post-secret"),
+    ] {
         let reply = app.post_form("/token", &[("grant_type", "client_credentials")], &[("authorization", &auth)]).await;
         reply.assert_error(401, "invalid_client");
         assert!(reply.header("www-authenticate").is_some_and(|h| h.starts_with("Basic")), "{auth}");
@@ -56,7 +63,8 @@ async fn a_wrong_basic_secret_is_401_with_a_basic_challenge() {
 async fn a_wrong_post_secret_or_method_is_invalid_client() {
     let app = app().await;
     for (id, secret) in [("post-app", "wrong"), ("basic-app", "basic-secret"), ("nobody", "x")] {
-        let reply = app.post_form("/introspect", &[("token", "x"), ("client_id", id), ("client_secret", secret)], &[]).await;
+        let reply =
+            app.post_form("/introspect", &[("token", "x"), ("client_id", id), ("client_secret", secret)], &[]).await;
         reply.assert_error(401, "invalid_client");
         assert!(reply.header("www-authenticate").is_none(), "no Basic challenge when the header was not used");
     }
@@ -74,7 +82,9 @@ async fn basic_client_id_must_match_the_form() {
 #[tokio::test]
 async fn confidential_clients_must_authenticate_and_unknown_clients_are_refused() {
     let app = app().await;
-    app.post_form("/revoke", &[("token", "x"), ("client_id", "basic-app")], &[]).await.assert_error(401, "invalid_client");
+    app.post_form("/revoke", &[("token", "x"), ("client_id", "basic-app")], &[])
+        .await
+        .assert_error(401, "invalid_client");
     app.post_form("/revoke", &[("token", "x"), ("client_id", "who")], &[]).await.assert_error(401, "invalid_client");
     app.post_form("/revoke", &[("token", "x")], &[]).await.assert_error(401, "invalid_client");
     // a public client may revoke (its own tokens) by naming itself
@@ -87,9 +97,13 @@ async fn a_private_key_jwt_client_cannot_use_a_secret() {
     let key = ClientKey::generate(Algorithm::ES256);
     let app = TestApp::builder().with_client(backend_client("backend", &key, "system/*.rs")).build().await;
     let auth = basic("backend", "anything");
-    app.post_form("/token", &[("grant_type", "client_credentials"), ("scope", "system/CarePlan.rs")], &[("authorization", &auth)])
-        .await
-        .assert_error(401, "invalid_client");
+    app.post_form(
+        "/token",
+        &[("grant_type", "client_credentials"), ("scope", "system/CarePlan.rs")],
+        &[("authorization", &auth)],
+    )
+    .await
+    .assert_error(401, "invalid_client");
     // but its assertion works
     let assertion = key.assertion("backend", app.now());
     assert_eq!(app.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[]).await.status, 200);

@@ -13,14 +13,26 @@ fn assert_absolute(doc: &Value, field: &str) {
 async fn smart_configuration_has_every_field_and_is_cors_open() {
     let app = TestApp::builder().with_registration().build().await;
     let reply = app
-        .request(axum::http::Method::GET, "/fhir/.well-known/smart-configuration", &[("origin", "https://app.example")], Vec::new())
+        .request(
+            axum::http::Method::GET,
+            "/fhir/.well-known/smart-configuration",
+            &[("origin", "https://app.example")],
+            Vec::new(),
+        )
         .await;
     assert_eq!(reply.status, 200);
     assert!(reply.header("content-type").is_some_and(|c| c.starts_with("application/json")));
     assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
     let doc = reply.json();
     assert_eq!(doc["issuer"], ISSUER);
-    for field in ["jwks_uri", "authorization_endpoint", "token_endpoint", "introspection_endpoint", "revocation_endpoint", "registration_endpoint"] {
+    for field in [
+        "jwks_uri",
+        "authorization_endpoint",
+        "token_endpoint",
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "registration_endpoint",
+    ] {
         assert_absolute(&doc, field);
     }
     assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
@@ -77,7 +89,10 @@ async fn every_response_carries_security_headers() {
         let reply = app.get(path).await;
         assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
         assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
-        assert!(reply.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")), "{path}");
+        assert!(
+            reply.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")),
+            "{path}"
+        );
         assert!(reply.header("x-request-id").is_some(), "{path}");
     }
 }
@@ -87,7 +102,21 @@ async fn smart_capabilities_and_oidc_endpoints_are_advertised() {
     let app = TestApp::builder().build().await;
     let smart = app.get("/fhir/.well-known/smart-configuration").await.json();
     let caps: Vec<&str> = smart["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-    for cap in ["launch-ehr", "launch-standalone", "authorize-post", "client-public", "sso-openid-connect", "context-ehr-patient", "context-standalone-patient", "context-banner", "context-style", "permission-offline", "permission-online", "permission-patient", "permission-user"] {
+    for cap in [
+        "launch-ehr",
+        "launch-standalone",
+        "authorize-post",
+        "client-public",
+        "sso-openid-connect",
+        "context-ehr-patient",
+        "context-standalone-patient",
+        "context-banner",
+        "context-style",
+        "permission-offline",
+        "permission-online",
+        "permission-patient",
+        "permission-user",
+    ] {
         assert!(caps.contains(&cap), "{cap} missing");
     }
     let grants = smart["grant_types_supported"].as_array().unwrap();
@@ -108,7 +137,10 @@ async fn pages_may_be_framed_only_by_configured_ehr_origins() {
     let reply = closed.get(&path).await;
     assert!(reply.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
     assert_eq!(reply.header("x-frame-options"), Some("DENY"));
-    let open = TestApp::builder().with_config(|c| c.pages.frame_ancestors = vec!["https://ehr.example.nhs.uk".into()]).build().await;
+    let open = TestApp::builder()
+        .with_config(|c| c.pages.frame_ancestors = vec!["https://ehr.example.nhs.uk".into()])
+        .build()
+        .await;
     let reply = open.get(&path).await;
     let csp = reply.header("content-security-policy").unwrap();
     assert!(csp.contains("frame-ancestors https://ehr.example.nhs.uk"), "{csp}");

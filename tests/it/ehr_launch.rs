@@ -22,7 +22,10 @@ async fn an_ehr_launch_opens_the_app_with_its_context_and_no_password() {
 
     let (verifier, challenge) = pkce_pair();
     let reply = app
-        .get(&authorize_path(&challenge, &[("launch", launch), ("scope", "launch openid fhirUser patient/*.rs online_access"), ("aud", &q["iss"])]))
+        .get(&authorize_path(
+            &challenge,
+            &[("launch", launch), ("scope", "launch openid fhirUser patient/*.rs online_access"), ("aud", &q["iss"])],
+        ))
         .await;
     assert_eq!(reply.status, 302, "no sign-in, no consent: straight back to the app");
     let code = code_from(&reply, "st-123");
@@ -68,7 +71,9 @@ async fn a_launch_is_single_use_short_lived_and_bound_to_its_app() {
     assert_eq!(error_from(&second, Some("st-123")), "invalid_request", "single use");
 
     let launch = register_launch(&app, launch_body()).await;
-    let other = app.get(&authorize_path(&challenge, &[("launch", &launch), ("scope", scope), ("client_id", "other-app")])).await;
+    let other = app
+        .get(&authorize_path(&challenge, &[("launch", &launch), ("scope", scope), ("client_id", "other-app")]))
+        .await;
     assert_eq!(error_from(&other, Some("st-123")), "invalid_request", "bound to the app it was registered for");
 
     let launch = register_launch(&app, launch_body()).await;
@@ -109,7 +114,11 @@ async fn launch_registration_refuses_what_the_ehr_may_not_vouch_for() {
     ];
     for (body, status, code) in cases {
         let reply = post_launch(&app, &body).await;
-        assert_eq!((reply.status.as_u16(), reply.json()["error"].as_str().unwrap().to_owned()), (status, code.to_owned()), "{body}");
+        assert_eq!(
+            (reply.status.as_u16(), reply.json()["error"].as_str().unwrap().to_owned()),
+            (status, code.to_owned()),
+            "{body}"
+        );
         assert!(reply.json().get("launch").is_none());
     }
 }
@@ -142,9 +151,16 @@ async fn only_an_authenticated_trusted_ehr_may_register_launches() {
         .await;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("other:other-secret"));
     let reply = untrusted
-        .request(axum::http::Method::POST, "/launch", &[("content-type", "application/json"), ("authorization", &basic)], body.clone())
+        .request(
+            axum::http::Method::POST,
+            "/launch",
+            &[("content-type", "application/json"), ("authorization", &basic)],
+            body.clone(),
+        )
         .await;
     reply.assert_error(403, "unauthorized_client");
     // not JSON
-    post(vec![("content-type", "text/plain".into()), ("authorization", ehr_basic())], body).await.assert_error(400, "invalid_request");
+    post(vec![("content-type", "text/plain".into()), ("authorization", ehr_basic())], body)
+        .await
+        .assert_error(400, "invalid_request");
 }

@@ -39,7 +39,11 @@ async fn introspect_as(app: &TestApp, key: &ClientKey, client_id: &str, token: &
     let reply = app
         .post_form(
             "/introspect",
-            &[("token", token), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)],
+            &[
+                ("token", token),
+                ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
             &[],
         )
         .await;
@@ -109,7 +113,11 @@ async fn introspection_refuses_anonymous_and_public_callers_and_needs_a_token() 
     s.app.post_form("/introspect", &[("token", "x")], &[]).await.assert_error(401, "invalid_client");
     let assertion = s.auditor.assertion("auditor", s.app.now());
     s.app
-        .post_form("/introspect", &[("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)], &[])
+        .post_form(
+            "/introspect",
+            &[("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)],
+            &[],
+        )
         .await
         .assert_error(400, "invalid_request");
 }
@@ -123,7 +131,12 @@ async fn a_revoked_token_is_inactive_from_that_moment() {
         .app
         .post_form(
             "/revoke",
-            &[("token", &live), ("token_type_hint", "access_token"), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)],
+            &[
+                ("token", &live),
+                ("token_type_hint", "access_token"),
+                ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
             &[],
         )
         .await;
@@ -136,26 +149,40 @@ async fn a_revoked_token_is_inactive_from_that_moment() {
 async fn revocation_answers_200_for_unknown_and_foreign_tokens_and_changes_nothing() {
     let s = setup().await;
     let theirs = token(&s.app, &s.other, "other", "system/CarePlan.rs").await;
-    for (token, hint) in [("unknown", "refresh_token"), (theirs.as_str(), "access_token"), (theirs.as_str(), "made_up_hint")] {
+    for (token, hint) in
+        [("unknown", "refresh_token"), (theirs.as_str(), "access_token"), (theirs.as_str(), "made_up_hint")]
+    {
         let assertion = s.backend.assertion("backend", s.app.now());
         let reply = s
             .app
             .post_form(
                 "/revoke",
-                &[("token", token), ("token_type_hint", hint), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)],
+                &[
+                    ("token", token),
+                    ("token_type_hint", hint),
+                    ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                    ("client_assertion", &assertion),
+                ],
                 &[],
             )
             .await;
         assert_eq!(reply.status, 200);
     }
-    assert_eq!(introspect_as(&s.app, &s.auditor, "auditor", &theirs).await["active"], true, "another client cannot revoke it");
+    assert_eq!(
+        introspect_as(&s.app, &s.auditor, "auditor", &theirs).await["active"],
+        true,
+        "another client cannot revoke it"
+    );
 }
 
 #[tokio::test]
 async fn revocation_needs_client_authentication_and_a_token() {
     let s = setup().await;
     s.app.post_form("/revoke", &[("token", "x")], &[]).await.assert_error(401, "invalid_client");
-    s.app.post_form("/revoke", &[("client_id", "web"), ("client_secret", "web-secret")], &[]).await.assert_error(400, "invalid_request");
+    s.app
+        .post_form("/revoke", &[("client_id", "web"), ("client_secret", "web-secret")], &[])
+        .await
+        .assert_error(400, "invalid_request");
     s.app
         .request(axum::http::Method::POST, "/revoke", &[("content-type", "text/plain")], b"token=x".to_vec())
         .await
@@ -168,9 +195,17 @@ async fn revocations_survive_a_restart() {
     let live = token(&s.app, &s.backend, "backend", "system/CarePlan.rs").await;
     let assertion = s.backend.assertion("backend", s.app.now());
     s.app
-        .post_form("/revoke", &[("token", &live), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)], &[])
+        .post_form(
+            "/revoke",
+            &[
+                ("token", &live),
+                ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
+            &[],
+        )
         .await;
-    let dir = std::sync::Arc::try_unwrap(s.app.dir).ok().expect("sole owner of the folder");
+    let dir = std::sync::Arc::try_unwrap(s.app.dir).unwrap_or_else(|_| panic!("sole owner of the folder"));
     let restarted = TestApp::builder()
         .with_dir(dir)
         .with_client(backend_client("auditor", &s.auditor, "system/*.rs __introspect"))

@@ -49,13 +49,17 @@ async fn a_symmetric_client_is_issued_a_secret_once() {
     assert_eq!(body["grant_types"], json!(["authorization_code"]));
     assert_eq!(body["response_types"], json!(["code"]));
     assert_eq!(body["client_secret_expires_at"], 0);
-    assert_eq!(body["scope"], "openid fhirUser patient/*.rs", "narrowed to the registration policy (no system/ for a user app)");
+    assert_eq!(
+        body["scope"], "openid fhirUser patient/*.rs",
+        "narrowed to the registration policy (no system/ for a user app)"
+    );
     let id = body["client_id"].as_str().unwrap();
     let secret = body["client_secret"].as_str().unwrap();
     assert!(secret.len() >= 43);
 
     // The secret authenticates the client; only its hash is stored.
-    let reply = app.post_form("/introspect", &[("token", "x"), ("client_id", id), ("client_secret", "wrong")], &[]).await;
+    let reply =
+        app.post_form("/introspect", &[("token", "x"), ("client_id", id), ("client_secret", "wrong")], &[]).await;
     reply.assert_error(401, "invalid_client");
     use base64::Engine as _;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")));
@@ -80,7 +84,7 @@ async fn a_registered_backend_service_is_durable_and_gets_tokens() {
     assert!(body.get("client_secret").is_none());
     let id = body["client_id"].as_str().unwrap().to_owned();
 
-    let dir = std::sync::Arc::try_unwrap(app.dir).ok().expect("sole owner");
+    let dir = std::sync::Arc::try_unwrap(app.dir).unwrap_or_else(|_| panic!("sole owner"));
     let restarted = TestApp::builder().with_dir(dir).build().await;
     let assertion = key.assertion(&id, restarted.now());
     let reply = restarted.post_form("/token", &backend_form(&assertion, "system/CarePlan.rs"), &[]).await;
@@ -96,10 +100,22 @@ async fn invalid_metadata_is_refused_with_the_rfc_7591_code_and_nothing_is_store
         (json!({"redirect_uris": ["http://evil.example/cb"]}), "invalid_redirect_uri"),
         (json!({"redirect_uris": ["https://a.example/cb#frag"]}), "invalid_redirect_uri"),
         (json!({"redirect_uris": []}), "invalid_redirect_uri"),
-        (json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "tls_client_auth"}), "invalid_client_metadata"),
-        (json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "private_key_jwt"}), "invalid_client_metadata"),
-        (json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "client_secret_basic"}), "invalid_client_metadata"),
-        (json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [private]}}), "invalid_client_metadata"),
+        (
+            json!({"redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "tls_client_auth"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "private_key_jwt"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"grant_types": ["client_credentials"], "response_types": [], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [private]}}),
+            "invalid_client_metadata",
+        ),
         (json!({"redirect_uris": ["https://a.example/cb"], "response_types": ["token"]}), "invalid_client_metadata"),
         (json!({"redirect_uris": ["https://a.example/cb"], "scope": "patient/Foo.zz"}), "invalid_client_metadata"),
         (json!({"redirect_uris": "https://a.example/cb"}), "invalid_client_metadata"),
@@ -115,7 +131,10 @@ async fn invalid_metadata_is_refused_with_the_rfc_7591_code_and_nothing_is_store
         .request(
             axum::http::Method::POST,
             "/register",
-            &[("content-type", "application/x-www-form-urlencoded"), ("authorization", &format!("Bearer {INITIAL_ACCESS_TOKEN}"))],
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &format!("Bearer {INITIAL_ACCESS_TOKEN}")),
+            ],
             b"redirect_uris=https://a.example/cb".to_vec(),
         )
         .await;

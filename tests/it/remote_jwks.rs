@@ -107,7 +107,10 @@ async fn a_rotated_client_key_is_found_by_one_refetch() {
 async fn jku_must_be_the_registered_jwks_uri() {
     let (app, _served, key, url) = setup(None).await;
     let now = app.now();
-    let good = key.sign_with_header(&json!({"alg": "ES384", "kid": key.kid(), "typ": "JWT", "jku": url}), &ClientKey::claims("remote", now));
+    let good = key.sign_with_header(
+        &json!({"alg": "ES384", "kid": key.kid(), "typ": "JWT", "jku": url}),
+        &ClientKey::claims("remote", now),
+    );
     assert_eq!(token_status(&app, &good).await, 200);
     let bad = key.sign_with_header(
         &json!({"alg": "ES384", "kid": key.kid(), "typ": "JWT", "jku": format!("{url}?x=1")}),

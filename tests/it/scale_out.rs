@@ -78,19 +78,37 @@ async fn a_revocation_on_one_node_is_seen_by_the_other() {
     };
     let one = build("shared-revocation:").build().await;
     let two = build("shared-revocation:").build().await;
-    let token = one.post_form("/token", &backend_form(&key.assertion("backend", one.now()), "system/CarePlan.rs"), &[]).await.json()
-        ["access_token"]
+    let token = one
+        .post_form("/token", &backend_form(&key.assertion("backend", one.now()), "system/CarePlan.rs"), &[])
+        .await
+        .json()["access_token"]
         .as_str()
         .unwrap()
         .to_owned();
     let assertion = key.assertion("backend", one.now());
     let reply = one
-        .post_form("/revoke", &[("token", &token), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)], &[])
+        .post_form(
+            "/revoke",
+            &[
+                ("token", &token),
+                ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
+            &[],
+        )
         .await;
     assert_eq!(reply.status, 200);
     let assertion = auditor.assertion("auditor", two.now());
     let reply = two
-        .post_form("/introspect", &[("token", &token), ("client_assertion_type", crate::support::keys::ASSERTION_TYPE), ("client_assertion", &assertion)], &[])
+        .post_form(
+            "/introspect",
+            &[
+                ("token", &token),
+                ("client_assertion_type", crate::support::keys::ASSERTION_TYPE),
+                ("client_assertion", &assertion),
+            ],
+            &[],
+        )
         .await;
     assert_eq!(reply.json(), serde_json::json!({"active": false}));
 }
@@ -118,7 +136,12 @@ async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other() {
     let (a, b) = smart_pair().await;
     let launch = register_launch(&a, launch_body()).await;
     let (verifier, challenge) = pkce_pair();
-    let reply = b.get(&authorize_path(&challenge, &[("launch", &launch), ("scope", "launch openid patient/*.rs offline_access")])).await;
+    let reply = b
+        .get(&authorize_path(
+            &challenge,
+            &[("launch", &launch), ("scope", "launch openid patient/*.rs offline_access")],
+        ))
+        .await;
     let code = code_from(&reply, "st-123");
     let tokens = exchange(&a, &code, &verifier).await;
     assert_eq!(tokens.status, 200, "{}", tokens.text());
@@ -127,9 +150,13 @@ async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other() {
     let r1 = tokens.json()["refresh_token"].as_str().unwrap().to_owned();
     let r2 = b.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r1)], &[]).await;
     assert_eq!(r2.status, 200, "{}", r2.text());
-    a.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r1)], &[]).await.assert_error(400, "invalid_grant");
+    a.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r1)], &[])
+        .await
+        .assert_error(400, "invalid_grant");
     let r2 = r2.json()["refresh_token"].as_str().unwrap().to_owned();
-    b.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r2)], &[]).await.assert_error(400, "invalid_grant");
+    b.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", &r2)], &[])
+        .await
+        .assert_error(400, "invalid_grant");
     // the code, used on a, is spent on b too
     exchange(&b, &code, &verifier).await.assert_error(400, "invalid_grant");
 }
@@ -145,7 +172,9 @@ async fn a_browser_session_started_on_one_node_continues_on_the_other() {
     let html = browser.follow(&a, &reply).await.text();
     let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
     // sign in on b
-    let reply = browser.post(&b, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "patient"), ("password", "patient")], &[]).await;
+    let reply = browser
+        .post(&b, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "patient"), ("password", "patient")], &[])
+        .await;
     assert!(reply.header("location").unwrap().starts_with("/authorize/consent"), "{}", reply.text());
     // consent on a
     let html = browser.follow(&a, &reply).await.text();

@@ -47,8 +47,13 @@ async fn code_exchange_refuses_every_mismatch() {
         vec![("code_verifier", "short")],
     ];
     for overrides in cases {
-        let mut form: Vec<(&str, &str)> =
-            vec![("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", APP_REDIRECT), ("code_verifier", &verifier), ("client_id", APP)];
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", APP),
+        ];
         for (k, v) in &overrides {
             form.retain(|(name, _)| name != k);
             if !v.is_empty() {
@@ -67,9 +72,19 @@ async fn code_exchange_refuses_every_mismatch() {
         }
         app.post_form("/token", &form, &[]).await.assert_error(400, "invalid_grant");
     }
-    app.post_form("/token", &[("grant_type", "authorization_code"), ("code", "made-up"), ("redirect_uri", APP_REDIRECT), ("code_verifier", &verifier), ("client_id", APP)], &[])
-        .await
-        .assert_error(400, "invalid_grant");
+    app.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "made-up"),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", APP),
+        ],
+        &[],
+    )
+    .await
+    .assert_error(400, "invalid_grant");
     let _ = (code, verifier);
 }
 
@@ -92,7 +107,13 @@ async fn a_code_expires_after_sixty_seconds_and_belongs_to_its_client() {
     let (code, verifier) = code_for(&app, "launch patient/*.rs").await;
     app.post_form(
         "/token",
-        &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", APP_REDIRECT), ("code_verifier", &verifier), ("client_id", "other-app")],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", &verifier),
+            ("client_id", "other-app"),
+        ],
         &[],
     )
     .await
@@ -185,10 +206,15 @@ async fn online_access_ends_with_the_sign_in_session() {
     let (verifier, challenge) = pkce_pair();
     // a standalone patient sign-in with online_access
     let mut browser = Browser::new();
-    let reply = browser.get(&app, &authorize_path(&challenge, &[("scope", "openid fhirUser patient/*.rs online_access")])).await;
+    let reply = browser
+        .get(&app, &authorize_path(&challenge, &[("scope", "openid fhirUser patient/*.rs online_access")]))
+        .await;
     let html = browser.follow(&app, &reply).await.text();
-    let (csrf, req) = (crate::support::browser::hidden_value(&html, "csrf"), crate::support::browser::hidden_value(&html, "req"));
-    let reply = browser.post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "patient"), ("password", "patient")], &[]).await;
+    let (csrf, req) =
+        (crate::support::browser::hidden_value(&html, "csrf"), crate::support::browser::hidden_value(&html, "req"));
+    let reply = browser
+        .post(&app, "/signin", &[("csrf", &csrf), ("req", &req), ("username", "patient"), ("password", "patient")], &[])
+        .await;
     let html = browser.follow(&app, &reply).await.text();
     let csrf = crate::support::browser::hidden_value(&html, "csrf");
     let scopes = ["openid", "fhirUser", "patient/*.rs", "online_access"];
@@ -205,7 +231,12 @@ async fn online_access_ends_with_the_sign_in_session() {
     // RP-initiated logout with the ID token ends the session and its online grants
     let hint = t["id_token"].as_str().unwrap();
     let logout = browser
-        .get(&app, &format!("/logout?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Fviewer.example%2Fbye&state=s1"))
+        .get(
+            &app,
+            &format!(
+                "/logout?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Fviewer.example%2Fbye&state=s1"
+            ),
+        )
         .await;
     assert_eq!(logout.status, 302, "{}", logout.text());
     assert_eq!(logout.header("location"), Some("https://viewer.example/bye?state=s1"));
@@ -224,7 +255,9 @@ async fn logout_without_a_hint_asks_first_and_refuses_unregistered_targets() {
     assert!(page.text().contains("Sign out?") && page.header("location").is_none());
     let t = tokens_for(&app, "launch openid patient/*.rs").await;
     let hint = t["id_token"].as_str().unwrap();
-    let reply = browser.get(&app, &format!("/logout?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F")).await;
+    let reply = browser
+        .get(&app, &format!("/logout?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Fevil.example%2F"))
+        .await;
     assert_eq!(reply.status, 400);
     assert!(reply.header("location").is_none());
 }
@@ -248,7 +281,10 @@ async fn the_id_token_is_rs256_from_the_discovery_issuer_and_userinfo_agrees() {
     let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == header["kid"]).unwrap();
     let jwk: carebroker::domain::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
     let key = carebroker::token::jose::VerifyingKey::from_jwk(&jwk, carebroker::token::jose::Algorithm::RS256).unwrap();
-    carebroker::token::jose::decode(t["id_token"].as_str().unwrap(), &[carebroker::token::jose::Algorithm::RS256]).unwrap().verify(&key).unwrap();
+    carebroker::token::jose::decode(t["id_token"].as_str().unwrap(), &[carebroker::token::jose::Algorithm::RS256])
+        .unwrap()
+        .verify(&key)
+        .unwrap();
 
     let bearer = format!("Bearer {}", t["access_token"].as_str().unwrap());
     let info = app.request(axum::http::Method::GET, "/userinfo", &[("authorization", &bearer)], Vec::new()).await;
@@ -258,15 +294,25 @@ async fn the_id_token_is_rs256_from_the_discovery_issuer_and_userinfo_agrees() {
 
     let no_openid = tokens_for(&app, "launch patient/*.rs").await;
     let bearer = format!("Bearer {}", no_openid["access_token"].as_str().unwrap());
-    app.request(axum::http::Method::GET, "/userinfo", &[("authorization", &bearer)], Vec::new()).await.assert_error(403, "insufficient_scope");
-    app.request(axum::http::Method::GET, "/userinfo", &[("authorization", "Bearer junk")], Vec::new()).await.assert_error(401, "invalid_token");
+    app.request(axum::http::Method::GET, "/userinfo", &[("authorization", &bearer)], Vec::new())
+        .await
+        .assert_error(403, "insufficient_scope");
+    app.request(axum::http::Method::GET, "/userinfo", &[("authorization", "Bearer junk")], Vec::new())
+        .await
+        .assert_error(401, "invalid_token");
 }
 
 #[tokio::test]
 async fn the_token_endpoint_answers_cors_for_public_client_origins_only() {
     let app = smart_app().await;
     let (code, verifier) = code_for(&app, "launch patient/*.rs").await;
-    let body = crate::support::form(&[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", APP_REDIRECT), ("code_verifier", &verifier), ("client_id", APP)]);
+    let body = crate::support::form(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", APP_REDIRECT),
+        ("code_verifier", &verifier),
+        ("client_id", APP),
+    ]);
     let reply = app
         .request(
             axum::http::Method::POST,

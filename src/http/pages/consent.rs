@@ -50,7 +50,10 @@ pub fn describe(scope: &Scope) -> String {
             let limit = if r.params.is_empty() {
                 String::new()
             } else {
-                format!(" (only where {})", r.params.iter().map(|(k, v)| format!("{k} is {v}")).collect::<Vec<_>>().join(" and "))
+                format!(
+                    " (only where {})",
+                    r.params.iter().map(|(k, v)| format!("{k} is {v}")).collect::<Vec<_>>().join(" and ")
+                )
             };
             let verbs = permission_words(r.permissions);
             let mut sentence = format!("{verbs} {} {whose}{limit}", resource_words(r.resource.as_deref()));
@@ -60,7 +63,9 @@ pub fn describe(scope: &Scope) -> String {
             sentence
         }
         Scope::Launch => "Open with the patient and context of your record system".to_owned(),
-        Scope::LaunchContext { resource, .. } if resource == "patient" => "Know which patient you have chosen".to_owned(),
+        Scope::LaunchContext { resource, .. } if resource == "patient" => {
+            "Know which patient you have chosen".to_owned()
+        }
         Scope::LaunchContext { resource, .. } => format!("Know which {resource} you are working on"),
         Scope::OpenId => "Confirm who you are".to_owned(),
         Scope::FhirUser => "Know your role record (as a member of staff, carer or patient)".to_owned(),
@@ -107,7 +112,10 @@ mod tests {
         let d = |s: &str| describe(&Scope::parse(s).unwrap());
         assert_eq!(d("patient/CarePlan.rs"), "See and search care plans of the patient you choose");
         assert_eq!(d("user/*.cruds"), "See, search, create, change and delete all kinds of record you have access to");
-        assert_eq!(d("patient/Observation.rs?category=laboratory"), "See and search Observation records of the patient you choose (only where category is laboratory)");
+        assert_eq!(
+            d("patient/Observation.rs?category=laboratory"),
+            "See and search Observation records of the patient you choose (only where category is laboratory)"
+        );
         assert_eq!(d("launch/patient"), "Know which patient you have chosen");
     }
 }

@@ -126,7 +126,12 @@ pub fn patient_picker(
         format!("<div class=\"nhsuk-error-summary\" role=\"alert\" tabindex=\"-1\"><h2 class=\"nhsuk-error-summary__title\">There is a problem</h2><p>{}</p></div>", escape(e))
     });
     if patients.is_empty() {
-        return error_page(StatusCode::FORBIDDEN, "No patients to choose from", "You have no patients you can open here.", policy);
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "No patients to choose from",
+            "You have no patients you can open here.",
+            policy,
+        );
     }
     let mut items = String::new();
     for (i, p) in patients.iter().enumerate() {

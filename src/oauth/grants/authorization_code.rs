@@ -26,7 +26,9 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             let grant_id = String::from_utf8_lossy(&grant_id).into_owned();
             super::revoke_grant(authority, &grant_id, now).await?;
             tracing::warn!(client_id = %client.client.id, grant_id = %grant_id, "authorization code reused; its grant is revoked");
-            return Err(OAuthError::invalid_grant("the authorization code was already used; the tokens it issued are revoked"));
+            return Err(OAuthError::invalid_grant(
+                "the authorization code was already used; the tokens it issued are revoked",
+            ));
         }
         return Err(OAuthError::invalid_grant("the authorization code is unknown or expired"));
     };
@@ -42,7 +44,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     if params.get("redirect_uri") != Some(record.redirect_uri.as_str()) {
         return Err(OAuthError::invalid_grant("`redirect_uri` does not match the authorization request"));
     }
-    let verifier = params.get("code_verifier").ok_or_else(|| OAuthError::invalid_grant("missing `code_verifier` (PKCE)"))?;
+    let verifier =
+        params.get("code_verifier").ok_or_else(|| OAuthError::invalid_grant("missing `code_verifier` (PKCE)"))?;
     if !pkce::verify(verifier, &record.code_challenge) {
         return Err(OAuthError::invalid_grant("`code_verifier` does not match the code challenge"));
     }
@@ -51,7 +54,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let online = !scope.contains(&Scope::OfflineAccess) && scope.contains(&Scope::OnlineAccess);
     let refresh = issue::wants_refresh(&scope) && client.client.allows_grant(GrantType::RefreshToken);
     let config = &authority.config;
-    let grant_expires = if online { now + config.sessions.absolute_timeout_secs } else { now + config.launch.offline_grant_lifetime_secs };
+    let grant_expires = if online {
+        now + config.sessions.absolute_timeout_secs
+    } else {
+        now + config.launch.offline_grant_lifetime_secs
+    };
     let data = GrantData { identity: record.identity.clone(), context: record.context.clone(), online };
     authority
         .stores
@@ -68,7 +75,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             revoked_at: None,
         })
         .await?;
-    let refresh_token = if refresh { Some(issue::new_refresh_token(authority, &record.grant_id, grant_expires, now).await?) } else { None };
+    let refresh_token = if refresh {
+        Some(issue::new_refresh_token(authority, &record.grant_id, grant_expires, now).await?)
+    } else {
+        None
+    };
     let response = issue::issue_tokens(
         authority,
         Issue {

@@ -20,7 +20,9 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     }
     let requested = requested_scope.ok_or_else(|| OAuthError::invalid_scope("`scope` is required"))?;
     if let Some(bad) = requested.iter().find(|s| !is_system_scope(s)) {
-        return Err(OAuthError::invalid_scope(format!("`{bad}` cannot be granted to a backend service; use system/ scopes")));
+        return Err(OAuthError::invalid_scope(format!(
+            "`{bad}` cannot be granted to a backend service; use system/ scopes"
+        )));
     }
     let granted = requested.narrow_to(&client.client.scope);
     if granted.is_empty() {

@@ -14,7 +14,8 @@ use crate::domain::client::GrantType;
 use crate::domain::scope::ScopeSet;
 
 /// Grant types with a handler.
-pub const ENABLED: &[GrantType] = &[GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
+pub const ENABLED: &[GrantType] =
+    &[GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
 
 /// What a grant handler gets.
 #[derive(Debug)]
@@ -33,7 +34,10 @@ pub async fn dispatch(grant: GrantType, request: GrantRequest<'_>) -> Result<Tok
         GrantType::AuthorizationCode => authorization_code::grant(request).await,
         GrantType::RefreshToken => refresh_token::grant(request).await,
         GrantType::ClientCredentials => client_credentials::grant(request).await,
-        other => Err(OAuthError::new(ErrorCode::UnsupportedGrantType, format!("grant type `{}` is not supported", other.as_str()))),
+        other => Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant type `{}` is not supported", other.as_str()),
+        )),
     }
 }
 
@@ -41,7 +45,9 @@ pub async fn dispatch(grant: GrantType, request: GrantRequest<'_>) -> Result<Tok
 /// inactive from now on (the revocation outlives the longest access token).
 pub async fn revoke_grant(authority: &Authority, grant_id: &str, now: i64) -> Result<(), OAuthError> {
     authority.stores.durable.revoke_grant(grant_id, now).await?;
-    let until = now + i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + authority.config.tokens.clock_skew_secs;
+    let until = now
+        + i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS)
+        + authority.config.tokens.clock_skew_secs;
     authority.stores.durable.revoke(grant_id, until).await?;
     Ok(())
 }

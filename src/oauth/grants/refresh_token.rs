@@ -29,7 +29,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         }
         RefreshTokenUse::Fresh { grant_id, expires_at } => (grant_id, expires_at),
     };
-    let grant = durable.get_grant(&grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
+    let grant =
+        durable.get_grant(&grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
     if grant.client_id != client.client.id {
         // Presented by the wrong client: the token is now spent, so the real client's next use is
         // seen as a replay and the grant ends. That is the safe outcome of a leaked token.
@@ -57,7 +58,12 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let scope = match requested_scope {
         None => original,
         Some(requested) if requested.is_within(&original) => requested,
-        Some(_) => return Err(OAuthError::new(ErrorCode::InvalidScope, "a refresh may keep or narrow the scope, never widen it")),
+        Some(_) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                "a refresh may keep or narrow the scope, never widen it",
+            ));
+        }
     };
     let refresh_token = Some(issue::new_refresh_token(authority, &grant.id, grant.expires_at, now).await?);
     let response = issue::issue_tokens(

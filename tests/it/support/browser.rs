@@ -50,7 +50,10 @@ impl Browser {
 
     /// GETs the page a redirect points at (relative to the app).
     pub async fn follow(&mut self, app: &TestApp, reply: &Reply) -> Reply {
-        let location = reply.header("location").unwrap_or_else(|| panic!("no Location: {} {}", reply.status, reply.text())).to_owned();
+        let location = reply
+            .header("location")
+            .unwrap_or_else(|| panic!("no Location: {} {}", reply.status, reply.text()))
+            .to_owned();
         assert!(location.starts_with('/'), "not an in-app redirect: {location}");
         self.get(app, &location).await
     }

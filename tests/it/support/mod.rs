@@ -37,6 +37,8 @@ fn shared_key_file() -> &'static KeyFile {
     })
 }
 
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
 pub enum StoreChoice {
     Embedded,
     RedisPostgres { redis_url: String, postgres_url: String },
@@ -46,7 +48,7 @@ pub struct TestAppBuilder {
     clients: Vec<ClientMetadata>,
     clock_at: i64,
     store: StoreChoice,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config)>>,
+    tweaks: Vec<ConfigTweak>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -68,7 +70,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -82,14 +85,23 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "status; body: {}", self.text());
         let body = self.json();
         assert_eq!(body["error"], code, "error code; body: {body}");
-        assert!(body.get("access_token").is_none() && body.get("refresh_token").is_none(), "a token was issued: {body}");
+        assert!(
+            body.get("access_token").is_none() && body.get("refresh_token").is_none(),
+            "a token was issued: {body}"
+        );
         self
     }
 }
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
-        TestAppBuilder { clients: Vec::new(), clock_at: T0, store: StoreChoice::Embedded, tweaks: Vec::new(), dir: None }
+        TestAppBuilder {
+            clients: Vec::new(),
+            clock_at: T0,
+            store: StoreChoice::Embedded,
+            tweaks: Vec::new(),
+            dir: None,
+        }
     }
 
     pub async fn request(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
@@ -97,7 +109,8 @@ impl TestApp {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let response = self.router.clone().oneshot(builder.body(Body::from(body)).expect("request")).await.expect("infallible");
+        let response =
+            self.router.clone().oneshot(builder.body(Body::from(body)).expect("request")).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
@@ -147,9 +160,13 @@ impl TestAppBuilder {
     /// seeded Patients and Practitioners of `config/dev/`.
     pub fn with_dev_users(self) -> Self {
         self.with_config(|c| {
-            let dev = carebroker::config::load_from(None, Some(carebroker::config::EMBEDDED_DEFAULT), Vec::<(String, String)>::new())
-                .map(|l| l.config.dev_idp)
-                .unwrap_or_else(|p| panic!("embedded default invalid: {p:?}"));
+            let dev = carebroker::config::load_from(
+                None,
+                Some(carebroker::config::EMBEDDED_DEFAULT),
+                Vec::<(String, String)>::new(),
+            )
+            .map(|l| l.config.dev_idp)
+            .unwrap_or_else(|p| panic!("embedded default invalid: {p:?}"));
             c.dev_idp = dev;
             c.fhir.seed_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev/fhir"));
         })
@@ -185,8 +202,11 @@ impl TestAppBuilder {
         if !KeyFile::path(&config.keys.dir).exists() {
             shared_key_file().save(&config.keys.dir).expect("save keys");
         }
-        let clients: Vec<Client> =
-            self.clients.iter().map(|m| m.validate().unwrap_or_else(|p| panic!("test client invalid: {p:?}"))).collect();
+        let clients: Vec<Client> = self
+            .clients
+            .iter()
+            .map(|m| m.validate().unwrap_or_else(|p| panic!("test client invalid: {p:?}")))
+            .collect();
         let clock = Arc::new(FixedClock::at(self.clock_at));
         let state = AppState::build(Loaded { config, clients }, clock.clone()).await.expect("app state");
         let router = carebroker::app(state.clone());

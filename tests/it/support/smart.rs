@@ -21,7 +21,8 @@ pub fn public_app() -> ClientMetadata {
         launch_uri: Some("https://viewer.example/launch".into()),
         post_logout_redirect_uris: vec!["https://viewer.example/bye".into()],
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.cruds user/*.rs".into(),
+        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.cruds user/*.rs"
+            .into(),
         ..Default::default()
     }
 }
@@ -88,8 +89,13 @@ pub async fn register_launch(app: &TestApp, body: Value) -> String {
 
 pub async fn post_launch(app: &TestApp, body: &Value) -> Reply {
     let auth = ehr_basic();
-    app.request(axum::http::Method::POST, "/launch", &[("content-type", "application/json"), ("authorization", &auth)], body.to_string().into_bytes())
-        .await
+    app.request(
+        axum::http::Method::POST,
+        "/launch",
+        &[("content-type", "application/json"), ("authorization", &auth)],
+        body.to_string().into_bytes(),
+    )
+    .await
 }
 
 pub fn launch_body() -> Value {
@@ -120,7 +126,7 @@ pub fn code_from(reply: &Reply, state: &str) -> String {
 pub fn error_from(reply: &Reply, state: Option<&str>) -> String {
     let location = reply.header("location").unwrap_or_else(|| panic!("no redirect: {} {}", reply.status, reply.text()));
     let q = query_of(location);
-    assert!(q.get("code").is_none(), "an error redirect carries no code: {location}");
+    assert!(!q.contains_key("code"), "an error redirect carries no code: {location}");
     assert_eq!(q.get("state").map(String::as_str), state, "{location}");
     assert_eq!(q.get("iss").map(String::as_str), Some(super::ISSUER));
     assert!(q.contains_key("error_description"));
@@ -130,17 +136,18 @@ pub fn error_from(reply: &Reply, state: Option<&str>) -> String {
 pub async fn exchange(app: &TestApp, code: &str, verifier: &str) -> Reply {
     app.post_form(
         "/token",
-        &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", APP_REDIRECT), ("code_verifier", verifier), ("client_id", APP)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", APP_REDIRECT),
+            ("code_verifier", verifier),
+            ("client_id", APP),
+        ],
         &[],
     )
     .await
 }
 
 pub async fn smart_app() -> TestApp {
-    TestApp::builder()
-        .with_client(public_app())
-        .with_client(trusted_ehr())
-        .with_dev_users()
-        .build()
-        .await
+    TestApp::builder().with_client(public_app()).with_client(trusted_ehr()).with_dev_users().build().await
 }
