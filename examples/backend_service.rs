@@ -47,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let url = smart["introspection_endpoint"].as_str().ok_or("no introspection_endpoint")?;
         let body: Value = http
             .post(url)
-            .form(&[("token", access_token.as_str()), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &assertion(&token_url)?)])
+            .form(&[
+                ("token", access_token.as_str()),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &assertion(&token_url)?),
+            ])
             .send()?
             .json()?;
         println!("introspection {label}: {body}");
@@ -57,7 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let revoke_url = smart["revocation_endpoint"].as_str().ok_or("no revocation_endpoint")?;
     let status = http
         .post(revoke_url)
-        .form(&[("token", access_token.as_str()), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &assertion(&token_url)?)])
+        .form(&[
+            ("token", access_token.as_str()),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &assertion(&token_url)?),
+        ])
         .send()?
         .status();
     println!("revocation: HTTP {}", status.as_u16());

@@ -30,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }))
         .send()?
         .json()?;
-    let launch_url = url::Url::parse(launch["launch_url"].as_str().ok_or_else(|| format!("launch refused: {launch}"))?)?;
+    let launch_url =
+        url::Url::parse(launch["launch_url"].as_str().ok_or_else(|| format!("launch refused: {launch}"))?)?;
     println!("EHR opens {launch_url}");
 
     // 2. The app reads iss and launch, discovers the server, and authorizes.
@@ -77,9 +78,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. Refresh (rotates the refresh token; the context stays).
     let refreshed: Value = http
         .post(token_url)
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().ok_or("no refresh_token")?)])
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().ok_or("no refresh_token")?),
+        ])
         .send()?
         .json()?;
-    println!("refreshed: patient {} new refresh token {}", refreshed["patient"], refreshed["refresh_token"] != tokens["refresh_token"]);
+    println!(
+        "refreshed: patient {} new refresh token {}",
+        refreshed["patient"],
+        refreshed["refresh_token"] != tokens["refresh_token"]
+    );
     Ok(())
 }

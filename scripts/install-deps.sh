@@ -5,7 +5,7 @@ what=${1:-run}
 packages=(pkg-config)
 case "$what" in
   run) ;;
-  test) packages+=(redis-server postgresql) ;;
+  test) packages+=(redis-server postgresql chromium nodejs) ;;
   bench) packages+=(wrk nodejs) ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac

@@ -136,6 +136,7 @@ pub fn app(state: AppState) -> Router {
         .merge(token_bearing)
         .merge(pages_router)
         .route("/static/nhs.css", get(stylesheet))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))

@@ -74,8 +74,9 @@ fn grant_types() -> Vec<&'static str> {
     ENABLED.iter().map(|g| g.as_str()).collect()
 }
 
-fn auth_methods() -> Vec<&'static str> {
-    AuthMethod::ALL.iter().filter(|m| **m != AuthMethod::None).map(|m| m.as_str()).collect()
+/// Client authentication methods; `none` (public clients) where the endpoint accepts them.
+fn auth_methods(public: bool) -> Vec<&'static str> {
+    AuthMethod::ALL.iter().filter(|m| public || **m != AuthMethod::None).map(|m| m.as_str()).collect()
 }
 
 fn signing_algs() -> Vec<&'static str> {
@@ -97,7 +98,7 @@ pub fn smart_configuration(authority: &Authority) -> Value {
         "authorization_endpoint": c.endpoint("/authorize"),
         "token_endpoint": authority.token_endpoint(),
         "grant_types_supported": grant_types(),
-        "token_endpoint_auth_methods_supported": auth_methods(),
+        "token_endpoint_auth_methods_supported": auth_methods(true),
         "token_endpoint_auth_signing_alg_values_supported": signing_algs(),
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
@@ -122,12 +123,12 @@ pub fn authorization_server_metadata(authority: &Authority) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": grant_types(),
-        "token_endpoint_auth_methods_supported": auth_methods(),
+        "token_endpoint_auth_methods_supported": auth_methods(true),
         "token_endpoint_auth_signing_alg_values_supported": signing_algs(),
         "introspection_endpoint": c.endpoint("/introspect"),
-        "introspection_endpoint_auth_methods_supported": auth_methods(),
+        "introspection_endpoint_auth_methods_supported": auth_methods(false),
         "revocation_endpoint": c.endpoint("/revoke"),
-        "revocation_endpoint_auth_methods_supported": auth_methods(),
+        "revocation_endpoint_auth_methods_supported": auth_methods(true),
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });

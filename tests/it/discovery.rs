@@ -145,6 +145,8 @@ async fn pages_may_be_framed_only_by_configured_ehr_origins() {
     let csp = reply.header("content-security-policy").unwrap();
     assert!(csp.contains("frame-ancestors https://ehr.example.nhs.uk"), "{csp}");
     assert!(!csp.contains("'none'; base-uri") || csp.contains("frame-ancestors https://"), "{csp}");
+    // pages keep the Origin on form posts (no-referrer would make browsers send `Origin: null`)
+    assert_eq!(reply.header("referrer-policy"), Some("same-origin"));
     // API responses are never frameable
     assert!(open.get("/jwks.json").await.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));
 }

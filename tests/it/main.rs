@@ -2,6 +2,7 @@
 
 mod authorize;
 mod backend_services;
+mod browser;
 mod cli;
 mod client_auth;
 mod discovery;

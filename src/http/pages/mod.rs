@@ -71,6 +71,9 @@ pub fn page(status: StatusCode, title: &str, body: &str, policy: &PagePolicy) ->
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // `no-referrer` would make browsers send `Origin: null` on form posts, which the CSRF check
+    // rightly refuses; `same-origin` keeps the Origin and still sends nothing to other sites.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     response
 }
 
