@@ -294,24 +294,25 @@ impl GrantStore for SqlStore {
 
     async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
         // INVARIANT: one UPDATE with the `used_at IS NULL` guard is the single atomic step; of
-        // concurrent callers exactly one sees rows_affected = 1.
-        let won = sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL")
-            .bind(token_hash)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected()
-            == 1;
-        let row = sqlx::query("SELECT grant_id, expires_at FROM refresh_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        let Some(row) = row else { return Ok(RefreshTokenUse::Unknown) };
-        let grant_id: String = row.try_get(0).map_err(unavailable)?;
-        let expires_at: i64 = row.try_get(1).map_err(unavailable)?;
-        Ok(if won { RefreshTokenUse::Fresh { grant_id, expires_at } } else { RefreshTokenUse::Reused { grant_id } })
+        // concurrent callers exactly one gets the row back.
+        let won = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING grant_id, expires_at",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = won {
+            return Ok(RefreshTokenUse::Fresh {
+                grant_id: row.try_get(0).map_err(unavailable)?,
+                expires_at: row.try_get(1).map_err(unavailable)?,
+            });
+        }
+        Ok(match self.refresh_token_grant(token_hash).await? {
+            Some(grant_id) => RefreshTokenUse::Reused { grant_id },
+            None => RefreshTokenUse::Unknown,
+        })
     }
 
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
