@@ -4,6 +4,7 @@
 //!
 //! Dependency direction: `main -> http -> oauth -> token, store -> domain, clock, config`.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -12,6 +13,8 @@ pub mod fhir;
 pub mod http;
 pub mod launch;
 pub mod oauth;
+pub mod pds;
+pub mod policy;
 pub mod store;
 pub mod token;
 

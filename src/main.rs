@@ -39,6 +39,14 @@ enum Command {
     },
     /// Register a demo EHR launch with a running carebroker (as the EHR client) and print its URL.
     Launch(Box<LaunchArgs>),
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        /// Configuration file naming the store.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -83,6 +91,13 @@ struct LaunchArgs {
     /// Configuration file (for the default URL).
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Walk the hash chain; exit non-zero and name the first record that was edited, deleted or
+    /// moved.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +198,13 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Launch(args) => launch_command(*args),
+        Command::Audit { action: AuditAction::Verify, config } => {
+            let loaded = match load_config(config.as_deref(), Vec::new()) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            audit_verify(&loaded.config)
+        }
         Command::Keys { action, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
                 Ok(loaded) => loaded,
@@ -295,4 +317,37 @@ fn launch_command(args: LaunchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn audit_verify(config: &config::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("carebroker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stores = match carebroker::store::open(&config.store, Arc::new(SystemClock)).await {
+            Ok(stores) => stores,
+            Err(e) => {
+                eprintln!("carebroker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match carebroker::audit::verify(stores.durable.as_ref()).await {
+            Ok(carebroker::audit::Verification::Intact { records, head }) => {
+                println!("audit log intact: {records} record(s), head {head}");
+                ExitCode::SUCCESS
+            }
+            Ok(carebroker::audit::Verification::Broken { seq, reason }) => {
+                eprintln!("audit log TAMPERED at record {seq}: {reason}");
+                ExitCode::from(3)
+            }
+            Err(e) => {
+                eprintln!("carebroker: cannot read the audit log: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -89,6 +89,8 @@ pub fn load_from(
             "dev_idp" => section_into(value, &path).map(|v| config.dev_idp = v),
             "fhir" => section_into(value, &path).map(|v| config.fhir = v),
             "pages" => section_into(value, &path).map(|v| config.pages = v),
+            "pds" => section_into(value, &path).map(|v| config.pds = v),
+            "availability" => section_into(value, &path).map(|v| config.availability = v),
             "log" => section_into(value, &path).map(|v| config.log = v),
             _ => Err(ConfigProblem::new(path, "unknown section")),
         };

@@ -52,6 +52,8 @@ pub struct Config {
     pub dev_idp: DevIdpConfig,
     pub fhir: FhirConfig,
     pub pages: PagesConfig,
+    pub pds: PdsConfig,
+    pub availability: AvailabilityConfig,
     pub log: LogConfig,
 }
 
@@ -290,6 +292,54 @@ pub struct FhirConfig {
 pub struct PagesConfig {
     /// EHR origins allowed to frame carebroker's pages (`frame-ancestors`); none by default.
     pub frame_ancestors: Vec<String>,
+}
+
+/// The NHS Personal Demographics Service FHIR API, checked when a patient is opened.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdsConfig {
+    pub enabled: bool,
+    /// e.g. `https://int.api.service.nhs.uk/personal-demographics/FHIR/R4`.
+    pub base_url: String,
+    /// Bearer token for PDS (not needed for the sandbox).
+    pub access_token: Option<Secret>,
+    pub access_token_file: Option<PathBuf>,
+    /// `NHSD-End-User-Organisation-ODS` header, for multi-organisation apps.
+    pub end_user_org_ods: Option<String>,
+    /// How long a PDS answer is reused.
+    pub cache_secs: u64,
+    pub timeout_secs: u64,
+    /// `fail_closed` (refuse to open the patient) or `fail_open` (serve local data, flagged).
+    pub on_unavailable: String,
+}
+
+impl Default for PdsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            base_url: String::new(),
+            access_token: None,
+            access_token_file: None,
+            end_user_org_ods: None,
+            cache_secs: 300,
+            timeout_secs: 5,
+            on_unavailable: "fail_closed".into(),
+        }
+    }
+}
+
+/// The "does a care plan exist?" check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AvailabilityConfig {
+    /// Where a caller sends a user to open the plan; `{nhs_number}` is replaced.
+    pub launch_url_template: String,
+}
+
+impl Default for AvailabilityConfig {
+    fn default() -> Self {
+        Self { launch_url_template: "http://127.0.0.1:8765/launch?patient={nhs_number}".into() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,8 @@ use crate::domain::url_rules::is_loopback_host;
 
 /// Reads `*_file` secrets into their values; giving both the value and the file is a problem.
 pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
-    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 3] = [
+    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 4] = [
+        ("pds.access_token", &mut config.pds.access_token, &config.pds.access_token_file),
         (
             "registration.initial_access_token",
             &mut config.registration.initial_access_token,
@@ -190,6 +191,21 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
                 format!("`{origin}` is not an https origin such as https://ehr.example.nhs.uk"),
             );
         }
+    }
+    let pds = &config.pds;
+    if pds.enabled {
+        if let Err(why) = crate::domain::url_rules::check_https_or_loopback(&pds.base_url) {
+            push("pds.base_url", why);
+        }
+        if pds.timeout_secs == 0 {
+            push("pds.timeout_secs", "must be more than zero".into());
+        }
+    }
+    if !matches!(pds.on_unavailable.as_str(), "fail_closed" | "fail_open") {
+        push("pds.on_unavailable", format!("`{}` is not fail_closed or fail_open", pds.on_unavailable));
+    }
+    if !config.availability.launch_url_template.contains("{nhs_number}") {
+        push("availability.launch_url_template", "must contain {nhs_number}".into());
     }
     if !matches!(config.log.format.as_str(), "text" | "json") {
         push("log.format", format!("`{}` is not `text` or `json`", config.log.format));

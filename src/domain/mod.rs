@@ -1,5 +1,6 @@
 //! Plain data with no I/O: the scope grammar, clients, JWKs, NHS numbers and URL rules.
 
+pub mod audit;
 pub mod client;
 pub mod identity;
 pub mod jwk;

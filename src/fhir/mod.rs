@@ -1,3 +1,121 @@
-//! The thin FHIR API. For now: loading seed resources (development Patients and Practitioners).
+//! The thin FHIR R4 care-plan API at `{public_url}/fhir`: CarePlan (read, vread, history, search,
+//! create, update with versioning), Patient (read and search, verified with PDS), Practitioner
+//! and RelatedPerson (read, so every `fhirUser` resolves), AuditEvent (search, for auditors), the
+//! availability check and the CapabilityStatement. Every interaction passes the guard and is
+//! audited, denies included.
 
+pub mod availability;
+pub mod capability;
+pub mod careplan;
+pub mod guard;
+pub mod outcome;
+pub mod patient;
+pub mod resources;
+pub mod search;
 pub mod seed;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, AuditKind, AuditLog, AuditOutcome};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::pds::PdsClient;
+use crate::policy::AccessPolicy;
+use crate::store::Stores;
+use crate::token::KeyManager;
+use guard::Caller;
+use outcome::FhirError;
+
+/// A successful FHIR answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FhirResponse {
+    pub status: u16,
+    pub body: Value,
+    /// `ETag: W/"{version}"`.
+    pub version: Option<i64>,
+    /// Unix milliseconds, for `Last-Modified`.
+    pub last_modified: Option<i64>,
+    pub location: Option<String>,
+}
+
+impl FhirResponse {
+    pub fn ok(body: Value) -> Self {
+        Self { status: 200, body, version: None, last_modified: None, location: None }
+    }
+}
+
+/// Everything the FHIR API needs.
+#[derive(Debug)]
+pub struct FhirApi {
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub stores: Stores,
+    pub keys: Arc<KeyManager>,
+    pub pds: Option<PdsClient>,
+    pub audit: Arc<AuditLog>,
+    pub policy: ArcSwap<Box<dyn AccessPolicy>>,
+    pub issuer: String,
+    pub fhir_base: String,
+}
+
+impl FhirApi {
+    pub fn new(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        stores: Stores,
+        keys: Arc<KeyManager>,
+        audit: Arc<AuditLog>,
+        policy: Box<dyn AccessPolicy>,
+    ) -> Result<Self, reqwest::Error> {
+        let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
+        Ok(Self {
+            issuer: config.issuer().to_owned(),
+            fhir_base: config.fhir_base(),
+            config,
+            clock,
+            stores,
+            keys,
+            pds,
+            audit,
+            policy: ArcSwap::from_pointee(policy),
+        })
+    }
+
+    /// Records the outcome of an interaction and passes the result on. A success that cannot be
+    /// audited is turned into an error: nothing is disclosed unaudited.
+    pub(crate) async fn audited(
+        &self,
+        caller: &Caller,
+        kind: AuditKind,
+        target: (&str, Option<&str>),
+        patient: Option<&str>,
+        result: Result<FhirResponse, FhirError>,
+    ) -> Result<FhirResponse, FhirError> {
+        let outcome = match &result {
+            Ok(_) => AuditOutcome::Success,
+            Err(
+                FhirError::InsufficientScope(_)
+                | FhirError::Denied { .. }
+                | FhirError::Hidden(_)
+                | FhirError::NoToken
+                | FhirError::InvalidToken(_),
+            ) => AuditOutcome::Denied,
+            Err(_) => AuditOutcome::Failed,
+        };
+        let version = result.as_ref().ok().and_then(|r| r.version);
+        let mut event =
+            AuditEvent::new(kind, outcome, caller.actor()).target(target.0, target.1, version).patient(patient);
+        match &result {
+            Err(FhirError::Hidden(reason)) => event = event.detail(reason.clone()),
+            Err(e) => {
+                event = event.detail(e.outcome()["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned())
+            }
+            Ok(_) => {}
+        }
+        self.audit.record(&event).await?;
+        result
+    }
+}

@@ -18,7 +18,7 @@ pub enum SeedError {
     Store(#[from] StoreError),
 }
 
-/// Loads every `*.json` in `dir`; returns how many resources were new.
+/// Loads every `*.json` in `dir` (`now` in Unix milliseconds); returns how many were new.
 pub async fn seed_folder(store: &dyn ResourceStore, dir: &Path, now: i64) -> Result<usize, SeedError> {
     let file_error = |path: &Path, reason: String| SeedError::File { path: path.display().to_string(), reason };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -46,7 +46,10 @@ pub async fn seed_folder(store: &dyn ResourceStore, dir: &Path, now: i64) -> Res
             if let Some(obj) = resource.as_object_mut() {
                 obj.remove("meta");
             }
-            if store.create_resource_if_absent(&kind, &id, &resource.to_string(), now).await? {
+            let data = resource.to_string();
+            let index = super::resources::index_of(&kind, &resource);
+            let write = crate::store::ResourceWrite { resource_type: &kind, id: &id, data: &data, index: &index, now };
+            if store.create_resource_if_absent(write).await? {
                 created += 1;
             }
         }

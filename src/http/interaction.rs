@@ -12,6 +12,7 @@ use tower_sessions::Session;
 
 use super::AppState;
 use super::pages::{self, PagePolicy, consent::consent as consent_page};
+use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::client::Client;
 use crate::domain::identity::Identity;
 use crate::domain::scope::ScopeSet;
@@ -314,6 +315,17 @@ pub async fn sign_in_submit(
         now,
     ) else {
         tracing::info!(username = %username, "development sign-in failed");
+        let actor = Actor {
+            subject: Some(format!("dev:{username}")),
+            client_id: Some(client.id.clone()),
+            ..Default::default()
+        };
+        authority
+            .audit
+            .record_or_log(
+                &AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail("wrong username or password"),
+            )
+            .await;
         let csrf = csrf_token(&session).await.unwrap_or_default();
         return pages::sign_in(
             &csrf,
@@ -347,6 +359,21 @@ pub(super) async fn establish_session(
     session.insert(USER_KEY, &user).await.map_err(session_failure)?;
     session.insert(CSRF_KEY, random_token(24)).await.map_err(session_failure)?;
     tracing::info!(subject = %user.identity.platform_subject(), provider = %user.identity.provider, "signed in");
+    let actor = Actor {
+        subject: Some(user.identity.platform_subject()),
+        name: user.identity.name.clone(),
+        roles: user.identity.role_codes.clone(),
+        fhir_user: user.identity.fhir_user.clone(),
+        org: user.identity.org.clone(),
+        ..Default::default()
+    };
+    authority
+        .audit
+        .record_or_log(
+            &AuditEvent::new(AuditKind::SignIn, AuditOutcome::Success, actor)
+                .detail(format!("provider {}", user.identity.provider)),
+        )
+        .await;
     Ok(session_id)
 }
 

@@ -64,6 +64,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
             return ErrorResponse(OAuthError::invalid_request(format!("the launch is not valid: {e}"))).into_response();
         }
     };
+    let (patient, app_id, user) = (request.patient.clone(), request.client_id.clone(), request.user.sub.clone());
     let app = match authority.clients.get(&request.client_id).await {
         Ok(app) => app,
         Err(e) => return ErrorResponse(e.into()).into_response(),
@@ -78,8 +79,30 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         authority.clock.now(),
     )
     .await;
+    let actor = crate::audit::Actor {
+        subject: Some(ehr.client.id.clone()),
+        client_id: Some(ehr.client.id.clone()),
+        ..Default::default()
+    };
     match result {
-        Ok(Ok(response)) => (StatusCode::CREATED, Json(response)).into_response(),
+        Ok(Ok(response)) => {
+            let event = crate::audit::AuditEvent::new(
+                crate::audit::AuditKind::Launch,
+                crate::audit::AuditOutcome::Success,
+                actor,
+            )
+            .patient(Some(&patient))
+            .detail(format!("launch registered for {app_id} as {user}"));
+            if let Err(e) = authority.audit.record(&event).await {
+                tracing::error!(error = %e, "launch audit failed");
+                return ErrorResponse(OAuthError::new(
+                    crate::oauth::error::ErrorCode::TemporarilyUnavailable,
+                    "the launch could not be audited",
+                ))
+                .into_response();
+            }
+            (StatusCode::CREATED, Json(response)).into_response()
+        }
         Ok(Err(LaunchError::NotTrusted(m))) => error(StatusCode::FORBIDDEN, "unauthorized_client", &m),
         Ok(Err(LaunchError::NotAllowed(m))) => error(StatusCode::FORBIDDEN, "access_denied", &m),
         Ok(Err(LaunchError::Invalid(m))) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),

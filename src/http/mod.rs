@@ -3,6 +3,7 @@
 
 mod discovery;
 pub mod error;
+mod fhir;
 mod interaction;
 mod launch;
 mod middleware;
@@ -39,6 +40,7 @@ use crate::token::keys::KeyError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub authority: Arc<Authority>,
+    pub fhir: Arc<crate::fhir::FhirApi>,
 }
 
 /// Why the broker could not start.
@@ -52,6 +54,8 @@ pub enum StartError {
     Authority(#[from] crate::oauth::AuthorityError),
     #[error(transparent)]
     Seed(#[from] crate::fhir::seed::SeedError),
+    #[error("cannot build the PDS client: {0}")]
+    Pds(#[from] reqwest::Error),
     #[error("cannot listen on `{addr}`: {source}")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -68,11 +72,20 @@ impl AppState {
         let stores = store::open(&config.store, clock.clone()).await?;
         let keys = Arc::new(KeyManager::open(config.keys.dir.clone(), clock.now(), key_retention_secs(&config))?);
         if let Some(dir) = &config.fhir.seed_dir {
-            let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now()).await?;
+            let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now_millis()).await?;
             tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
         }
-        let authority = Authority::new(config, clock, stores, keys, loaded.clients)?;
-        Ok(Self { authority: Arc::new(authority) })
+        let audit = crate::audit::AuditLog::start(stores.durable.clone(), clock.clone());
+        let fhir = crate::fhir::FhirApi::new(
+            config.clone(),
+            clock.clone(),
+            stores.clone(),
+            keys.clone(),
+            audit.clone(),
+            Box::new(crate::policy::ScopeOnly),
+        )?;
+        let authority = Authority::new(config, clock, stores, keys, audit, loaded.clients)?;
+        Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir) })
     }
 }
 
@@ -86,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
         .route("/fhir/.well-known/smart-configuration", get(discovery::smart_configuration))
         .route("/jwks.json", get(discovery::jwks))
+        .route("/fhir/metadata", get(fhir::metadata))
         .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
 
     let token_cors = {
@@ -98,7 +112,26 @@ pub fn app(state: AppState) -> Router {
                 async move { origin.to_str().is_ok_and(|o| authority.clients.is_public_client_origin(o)) }
             }))
     };
-    let token = Router::new().route("/token", post(oauth::token)).layer(token_cors);
+    let token = Router::new().route("/token", post(oauth::token)).layer(token_cors.clone());
+
+    let fhir_api = Router::new()
+        .route("/fhir/CarePlan", get(fhir::careplan_search).post(fhir::careplan_create))
+        .route("/fhir/CarePlan/{id}", get(fhir::careplan_read).put(fhir::careplan_update))
+        .route("/fhir/CarePlan/{id}/_history", get(fhir::careplan_history))
+        .route("/fhir/CarePlan/{id}/_history/{vid}", get(fhir::careplan_vread))
+        .route("/fhir/Patient", get(fhir::patient_search))
+        .route("/fhir/Patient/{id}", get(fhir::patient_read))
+        .route("/fhir/Practitioner/{id}", get(fhir::practitioner_read))
+        .route("/fhir/RelatedPerson/{id}", get(fhir::related_person_read))
+        .route("/fhir/AuditEvent", get(fhir::audit_search))
+        .route("/fhir/{*rest}", get(fhir::unsupported))
+        .route("/availability", get(fhir::availability))
+        .layer(
+            token_cors
+                .allow_methods([Method::GET, Method::POST, Method::PUT])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, header::ACCEPT])
+                .expose_headers([header::ETAG, header::LOCATION, header::LAST_MODIFIED]),
+        );
 
     let token_bearing = Router::new()
         .merge(token)
@@ -135,6 +168,7 @@ pub fn app(state: AppState) -> Router {
         .merge(public)
         .merge(token_bearing)
         .merge(pages_router)
+        .merge(fhir_api)
         .route("/static/nhs.css", get(stylesheet))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok" }))

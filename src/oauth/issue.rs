@@ -155,6 +155,7 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
         refresh_token: issue.refresh_token,
         id_token,
         context: context.token_parameters(),
+        subject: claims.sub.clone(),
     })
 }
 

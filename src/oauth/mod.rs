@@ -35,6 +35,7 @@ pub struct Authority {
     pub keys: Arc<KeyManager>,
     pub clients: clients::ClientRegistry,
     pub client_keys: client_keys::ClientKeys,
+    pub audit: Arc<crate::audit::AuditLog>,
     token_endpoint: String,
     fhir_base: String,
 }
@@ -52,6 +53,7 @@ impl Authority {
         clock: Arc<dyn Clock>,
         stores: Stores,
         keys: Arc<KeyManager>,
+        audit: Arc<crate::audit::AuditLog>,
         configured_clients: Vec<Client>,
     ) -> Result<Self, AuthorityError> {
         let client_keys = client_keys::ClientKeys::new(&config.clients, clock.clone())?;
@@ -65,6 +67,7 @@ impl Authority {
             keys,
             clients,
             client_keys,
+            audit,
         })
     }
 

@@ -40,5 +40,15 @@ pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Re
     }
     authority.stores.durable.revoke(&claims.jti, claims.exp).await?;
     tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
+    let actor = crate::audit::Actor {
+        subject: Some(claims.sub.clone()),
+        client_id: Some(claims.client_id.clone()),
+        ..Default::default()
+    };
+    let event =
+        crate::audit::AuditEvent::new(crate::audit::AuditKind::TokenRevoke, crate::audit::AuditOutcome::Success, actor)
+            .patient(claims.patient.as_deref())
+            .detail(format!("access token {}", claims.jti));
+    authority.audit.record_or_log(&event).await;
     Ok(Revoked::AccessToken)
 }

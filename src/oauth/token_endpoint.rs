@@ -35,6 +35,9 @@ pub struct TokenResponse {
     /// SMART launch-context parameters (`patient`, `encounter`, `fhirContext`, ...).
     #[serde(flatten)]
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// Who the token speaks for (for the audit log; not sent).
+    #[serde(skip)]
+    pub subject: String,
 }
 
 /// The public client a refresh token belongs to; confidential clients must authenticate.
@@ -81,5 +84,46 @@ pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) ->
     let requested_scope =
         params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     let now = authority.clock.now();
-    grants::dispatch(grant, GrantRequest { authority, client: &client, params: &params, requested_scope, now }).await
+    let result =
+        grants::dispatch(grant, GrantRequest { authority, client: &client, params: &params, requested_scope, now })
+            .await;
+    audit_token_request(authority, grant, &client, &result).await?;
+    result
+}
+
+/// Every grant an authenticated client asked for is audited, refusals included. A token is not
+/// handed out when its issue cannot be audited.
+async fn audit_token_request(
+    authority: &Authority,
+    grant: GrantType,
+    client: &AuthenticatedClient,
+    result: &Result<TokenResponse, OAuthError>,
+) -> Result<(), OAuthError> {
+    use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
+    let kind = match grant {
+        GrantType::RefreshToken => AuditKind::TokenRefresh,
+        GrantType::TokenExchange => AuditKind::TokenExchange,
+        _ => AuditKind::TokenIssue,
+    };
+    let (outcome, subject, patient, detail) = match result {
+        Ok(r) => (
+            AuditOutcome::Success,
+            r.subject.clone(),
+            r.context.get("patient").and_then(|p| p.as_str()).map(str::to_owned),
+            format!("{} scope={}", grant.as_str(), r.scope),
+        ),
+        Err(e) => (
+            AuditOutcome::Failed,
+            client.client.id.clone(),
+            None,
+            format!("{} {}: {}", grant.as_str(), e.code.as_str(), e.description),
+        ),
+    };
+    let actor = Actor { subject: Some(subject), client_id: Some(client.client.id.clone()), ..Default::default() };
+    let event = AuditEvent::new(kind, outcome, actor).patient(patient.as_deref()).detail(detail);
+    authority.audit.record(&event).await.map_err(|e| {
+        tracing::error!(error = %e, "token audit failed");
+        OAuthError::new(ErrorCode::TemporarilyUnavailable, "the request could not be audited; try again")
+    })?;
+    Ok(())
 }

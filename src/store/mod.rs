@@ -117,36 +117,124 @@ pub trait GrantStore: Send + Sync + Debug {
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// A stored FHIR resource at its current version.
+/// A stored FHIR resource at one version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResource {
     pub resource_type: String,
     pub id: String,
     pub version: i64,
+    /// Unix milliseconds.
     pub last_updated: i64,
     /// The resource JSON (without `meta`, which the API adds).
     pub data: String,
 }
 
-/// FHIR resources (seeded Patients and Practitioners now; the care-plan API builds on it).
+/// A resource to write, with the search keys it is found by (`key` = search parameter,
+/// `value` = a normalised token such as `9434765919` or `system|code`).
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceWrite<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub data: &'a str,
+    pub index: &'a [(String, String)],
+    /// Unix milliseconds.
+    pub now: i64,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    Updated(StoredResource),
+    /// The resource is at another version than the caller expected (`If-Match`).
+    VersionConflict {
+        current: i64,
+    },
+    NotFound,
+}
+
+/// One search criterion: the resource has `key` with any of `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Criterion {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+/// FHIR resources with versions, history and indexed search keys.
 #[async_trait]
 pub trait ResourceStore: Send + Sync + Debug {
     /// Stores version 1 unless the resource exists; true when it was created.
-    async fn create_resource_if_absent(
+    async fn create_resource_if_absent(&self, write: ResourceWrite<'_>) -> Result<bool, StoreError>;
+    /// Stores the next version if the current one is `expected_version`.
+    async fn update_resource(
+        &self,
+        write: ResourceWrite<'_>,
+        expected_version: i64,
+    ) -> Result<UpdateOutcome, StoreError>;
+    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
+    async fn read_resource_version(
         &self,
         resource_type: &str,
         id: &str,
-        data: &str,
-        now: i64,
-    ) -> Result<bool, StoreError>;
-    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
+        version: i64,
+    ) -> Result<Option<StoredResource>, StoreError>;
+    /// Every version, newest first.
+    async fn resource_history(&self, resource_type: &str, id: &str) -> Result<Vec<StoredResource>, StoreError>;
+    /// Resources matching every criterion, most recently updated first, at most `limit`.
+    async fn search_resources(
+        &self,
+        resource_type: &str,
+        criteria: &[Criterion],
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError>;
     /// Up to `limit` resources of a type, by id.
     async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError>;
 }
 
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub patient: Option<String>,
+    pub actor: Option<String>,
+    /// The event as JSON.
+    pub data: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// An audit record before it is chained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    pub time: i64,
+    pub patient: Option<String>,
+    pub actor: Option<String>,
+    pub data: String,
+}
+
+/// The append-only, hash-chained audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + Debug {
+    /// Appends in order, chaining each to the last record; returns the sequence numbers.
+    /// Concurrent appenders (other nodes) are resolved by retrying on the next sequence number.
+    async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
+    /// Records with `seq > after`, in order, at most `limit`.
+    async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Records about `patient` and/or by `actor`, within `[since, until)` (ms), newest first.
+    async fn search_audit(
+        &self,
+        patient: Option<&str>,
+        actor: Option<&str>,
+        since: Option<i64>,
+        until: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
 /// Everything durable.
-pub trait DurableStore: ClientStore + RevocationStore + GrantStore + ResourceStore {}
-impl<T: ClientStore + RevocationStore + GrantStore + ResourceStore> DurableStore for T {}
+pub trait DurableStore: ClientStore + RevocationStore + GrantStore + ResourceStore + AuditStore {}
+impl<T: ClientStore + RevocationStore + GrantStore + ResourceStore + AuditStore> DurableStore for T {}
 
 /// The stores a running broker uses.
 #[derive(Debug, Clone)]

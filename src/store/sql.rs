@@ -7,8 +7,10 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row as _};
 
 use super::{
-    ClientStore, GrantRecord, GrantStore, RefreshTokenUse, ResourceStore, RevocationStore, StoreError, StoredResource,
+    AuditDraft, AuditRecord, AuditStore, ClientStore, Criterion, GrantRecord, GrantStore, RefreshTokenUse,
+    ResourceStore, ResourceWrite, RevocationStore, StoreError, StoredResource, UpdateOutcome,
 };
+use crate::domain::audit::{GENESIS_HASH, chain_hash};
 use crate::domain::client::ClientMetadata;
 
 /// Numbered schema migrations; never edit a released one, add the next.
@@ -64,6 +66,28 @@ const MIGRATIONS: &[(i64, &str)] = &[
         data TEXT NOT NULL,
         PRIMARY KEY (resource_type, id, version)
     )",
+    ),
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS resource_index (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, key, value)
+    );
+    CREATE INDEX IF NOT EXISTS resource_index_lookup ON resource_index (resource_type, key, value);
+    CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT PRIMARY KEY,
+        time BIGINT NOT NULL,
+        patient TEXT,
+        actor TEXT,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS audit_log_patient ON audit_log (patient, time);
+    CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, time)",
     ),
 ];
 
@@ -336,64 +360,303 @@ fn resource_from_row(row: &sqlx::any::AnyRow) -> Result<StoredResource, StoreErr
     })
 }
 
+const RESOURCE_COLUMNS: &str = "resource_type, id, version, last_updated, data";
+
+async fn write_index(tx: &mut sqlx::Transaction<'_, sqlx::Any>, write: &ResourceWrite<'_>) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM resource_index WHERE resource_type = $1 AND id = $2")
+        .bind(write.resource_type)
+        .bind(write.id)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    for (key, value) in write.index {
+        sqlx::query(
+            "INSERT INTO resource_index (resource_type, id, key, value) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (resource_type, id, key, value) DO NOTHING",
+        )
+        .bind(write.resource_type)
+        .bind(write.id)
+        .bind(key)
+        .bind(value)
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+async fn write_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    write: &ResourceWrite<'_>,
+    version: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO resource_history (resource_type, id, version, last_updated, data) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(write.resource_type)
+    .bind(write.id)
+    .bind(version)
+    .bind(write.now)
+    .bind(write.data)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 #[async_trait]
 impl ResourceStore for SqlStore {
-    async fn create_resource_if_absent(
-        &self,
-        resource_type: &str,
-        id: &str,
-        data: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    async fn create_resource_if_absent(&self, write: ResourceWrite<'_>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let created = sqlx::query(
             "INSERT INTO resources (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)
              ON CONFLICT (resource_type, id) DO NOTHING",
         )
-        .bind(resource_type)
-        .bind(id)
-        .bind(now)
-        .bind(data)
+        .bind(write.resource_type)
+        .bind(write.id)
+        .bind(write.now)
+        .bind(write.data)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?
         .rows_affected()
             == 1;
         if created {
-            sqlx::query("INSERT INTO resource_history (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)")
-                .bind(resource_type)
-                .bind(id)
-                .bind(now)
-                .bind(data)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+            write_history(&mut tx, &write, 1).await?;
+            write_index(&mut tx, &write).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(created)
     }
 
-    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
-        let row = sqlx::query(
-            "SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 AND id = $2",
+    async fn update_resource(
+        &self,
+        write: ResourceWrite<'_>,
+        expected_version: i64,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // INVARIANT: the version guard in the WHERE clause makes the compare-and-set atomic.
+        let updated = sqlx::query(
+            "UPDATE resources SET version = version + 1, last_updated = $3, data = $4
+             WHERE resource_type = $1 AND id = $2 AND version = $5",
         )
+        .bind(write.resource_type)
+        .bind(write.id)
+        .bind(write.now)
+        .bind(write.data)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected()
+            == 1;
+        if !updated {
+            let current = sqlx::query("SELECT version FROM resources WHERE resource_type = $1 AND id = $2")
+                .bind(write.resource_type)
+                .bind(write.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(match current {
+                Some(row) => UpdateOutcome::VersionConflict { current: row.try_get(0).map_err(unavailable)? },
+                None => UpdateOutcome::NotFound,
+            });
+        }
+        let version = expected_version + 1;
+        write_history(&mut tx, &write, version).await?;
+        write_index(&mut tx, &write).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(UpdateOutcome::Updated(StoredResource {
+            resource_type: write.resource_type.to_owned(),
+            id: write.id.to_owned(),
+            version,
+            last_updated: write.now,
+            data: write.data.to_owned(),
+        }))
+    }
+
+    async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let row =
+            sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE resource_type = $1 AND id = $2"))
+                .bind(resource_type)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        row.as_ref().map(resource_from_row).transpose()
+    }
+
+    async fn read_resource_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE resource_type = $1 AND id = $2 AND version = $3"
+        ))
         .bind(resource_type)
         .bind(id)
+        .bind(version)
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
         row.as_ref().map(resource_from_row).transpose()
     }
 
+    async fn resource_history(&self, resource_type: &str, id: &str) -> Result<Vec<StoredResource>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE resource_type = $1 AND id = $2 ORDER BY version DESC"
+        ))
+        .bind(resource_type)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(resource_from_row).collect()
+    }
+
+    async fn search_resources(
+        &self,
+        resource_type: &str,
+        criteria: &[Criterion],
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        if criteria.iter().any(|c| c.values.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.resource_type = $1");
+        let mut next = 2;
+        for criterion in criteria {
+            let key_param = next;
+            let values: Vec<String> = (0..criterion.values.len()).map(|i| format!("${}", next + 1 + i)).collect();
+            next += 1 + criterion.values.len();
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM resource_index i WHERE i.resource_type = r.resource_type AND i.id = r.id \
+                 AND i.key = ${key_param} AND i.value IN ({}))",
+                values.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY r.last_updated DESC, r.id LIMIT ${next}"));
+        let mut query = sqlx::query(&sql).bind(resource_type);
+        for criterion in criteria {
+            query = query.bind(&criterion.key);
+            for value in &criterion.values {
+                query = query.bind(value);
+            }
+        }
+        let rows = query.bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(resource_from_row).collect()
+    }
+
     async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT resource_type, id, version, last_updated, data FROM resources WHERE resource_type = $1 ORDER BY id LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE resource_type = $1 ORDER BY id LIMIT $2"
+        ))
         .bind(resource_type)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
         rows.iter().map(resource_from_row).collect()
+    }
+}
+
+fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
+    let get = |e: sqlx::Error| StoreError::Corrupt(format!("audit row: {e}"));
+    Ok(AuditRecord {
+        seq: row.try_get(0).map_err(get)?,
+        time: row.try_get(1).map_err(get)?,
+        patient: row.try_get(2).map_err(get)?,
+        actor: row.try_get(3).map_err(get)?,
+        data: row.try_get(4).map_err(get)?,
+        prev_hash: row.try_get(5).map_err(get)?,
+        hash: row.try_get(6).map_err(get)?,
+    })
+}
+
+const AUDIT_COLUMNS: &str = "seq, time, patient, actor, data, prev_hash, hash";
+const AUDIT_APPEND_ATTEMPTS: usize = 8;
+
+impl SqlStore {
+    async fn try_append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let last =
+            sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let (mut seq, mut prev) = match last {
+            Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
+            None => (0, GENESIS_HASH.to_owned()),
+        };
+        let mut out = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, draft.time, &draft.data);
+            // INVARIANT: `seq` is the primary key, so two appenders that read the same last record
+            // cannot both commit: the loser fails here and retries on the new tail.
+            sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+                .bind(seq)
+                .bind(draft.time)
+                .bind(&draft.patient)
+                .bind(&draft.actor)
+                .bind(&draft.data)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            out.push(seq);
+            prev = hash;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl AuditStore for SqlStore {
+    async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError> {
+        let mut last_error = None;
+        for _ in 0..AUDIT_APPEND_ATTEMPTS {
+            match self.try_append_audit(drafts).await {
+                Ok(seqs) => return Ok(seqs),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(unavailable(last_error.unwrap_or(sqlx::Error::PoolTimedOut)))
+    }
+
+    async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn search_audit(
+        &self,
+        patient: Option<&str>,
+        actor: Option<&str>,
+        since: Option<i64>,
+        until: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log
+             WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR actor = $2)
+               AND ($3 IS NULL OR time >= $3) AND ($4 IS NULL OR time < $4)
+             ORDER BY seq DESC LIMIT $5"
+        ))
+        .bind(patient)
+        .bind(actor)
+        .bind(since)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(audit_from_row).collect()
     }
 }

@@ -60,6 +60,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         refresh_token: None,
         id_token: None,
         context: serde_json::Map::new(),
+        subject: claims.sub.clone(),
     })
 }
 

@@ -1,0 +1,237 @@
+//! The audit log: typed events for every FHIR interaction (denies and break-glass included),
+//! token issue/refresh/revoke/exchange, sign-in and launch, appended durably to a hash chain
+//! (each record holds the previous record's hash). Appends are group-committed by one writer
+//! task per process: a caller waits until its record is durable. `verify` walks the chain and
+//! names the first record that was edited, deleted or moved.
+
+pub mod fhir;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::audit::{GENESIS_HASH, chain_hash};
+use crate::store::{AuditDraft, DurableStore, StoreError};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditKind {
+    FhirRead,
+    FhirVread,
+    FhirHistory,
+    FhirSearch,
+    FhirCreate,
+    FhirUpdate,
+    AvailabilityCheck,
+    TokenIssue,
+    TokenRefresh,
+    TokenRevoke,
+    TokenExchange,
+    SignIn,
+    Launch,
+}
+
+impl AuditKind {
+    /// FHIR AuditEvent.action: C R U D E.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::FhirCreate => "C",
+            Self::FhirRead | Self::FhirVread | Self::FhirHistory | Self::FhirSearch | Self::AvailabilityCheck => "R",
+            Self::FhirUpdate => "U",
+            Self::TokenRevoke => "D",
+            Self::TokenIssue | Self::TokenRefresh | Self::TokenExchange | Self::SignIn | Self::Launch => "E",
+        }
+    }
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditOutcome {
+    Success,
+    /// Refused by scope, compartment or policy.
+    Denied,
+    /// The request was bad or something failed.
+    Failed,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Platform subject (`provider:subject`) or, for a system, its client id.
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// ODS code of the actor's organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// What was acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub resource_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub kind: AuditKind,
+    pub outcome: AuditOutcome,
+    pub actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The patient the event concerns (NHS number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// Why (deciding rule, error, break-glass reason, query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(kind: AuditKind, outcome: AuditOutcome, actor: Actor) -> Self {
+        Self { kind, outcome, actor, target: None, patient: None, detail: None }
+    }
+    pub fn target(mut self, resource_type: &str, id: Option<&str>, version: Option<i64>) -> Self {
+        self.target = Some(Target { resource_type: resource_type.to_owned(), id: id.map(str::to_owned), version });
+        self
+    }
+    pub fn patient(mut self, patient: Option<&str>) -> Self {
+        self.patient = patient.map(str::to_owned);
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// The audit record could not be written; the request it describes must not succeed silently.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the audit writer has stopped")]
+    WriterGone,
+}
+
+type Pending = (AuditDraft, oneshot::Sender<Result<i64, String>>);
+
+/// The process's audit writer.
+#[derive(Debug)]
+pub struct AuditLog {
+    sender: mpsc::Sender<Pending>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+const BATCH: usize = 256;
+
+impl AuditLog {
+    /// Starts the writer task on the current runtime.
+    pub fn start(store: Arc<dyn DurableStore>, clock: Arc<dyn crate::clock::Clock>) -> Arc<Self> {
+        let (sender, mut receiver) = mpsc::channel::<Pending>(4096);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while receiver.recv_many(&mut batch, BATCH).await > 0 {
+                let drafts: Vec<AuditDraft> = batch.iter().map(|(d, _)| d.clone()).collect();
+                let result = store.append_audit(&drafts).await;
+                for (i, (_, reply)) in batch.drain(..).enumerate() {
+                    let answer = match &result {
+                        Ok(seqs) => seqs.get(i).copied().ok_or_else(|| "no sequence number".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        });
+        Arc::new(Self { sender, clock })
+    }
+
+    /// Appends `event` and waits until it is durable. Returns its sequence number.
+    pub async fn record(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let draft = AuditDraft {
+            time: self.clock.now_millis(),
+            patient: event.patient.clone(),
+            actor: event.actor.subject.clone(),
+            data,
+        };
+        let (reply, answer) = oneshot::channel();
+        self.sender.send((draft, reply)).await.map_err(|_| AuditError::WriterGone)?;
+        match answer.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(AuditError::Store(StoreError::Unavailable(e))),
+            Err(_) => Err(AuditError::WriterGone),
+        }
+    }
+
+    /// Appends and logs (instead of failing) when the log cannot be written: for events about
+    /// requests that have already been answered, such as a failed sign-in.
+    pub async fn record_or_log(&self, event: &AuditEvent) {
+        if let Err(e) = self.record(event).await {
+            tracing::error!(error = %e, kind = ?event.kind, "audit record could not be written");
+        }
+    }
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Every record links to the one before, hashes match, sequence numbers are contiguous.
+    Intact { records: i64, head: String },
+    /// The first record that does not fit, and why.
+    Broken { seq: i64, reason: String },
+}
+
+/// Walks the whole chain from the first record.
+pub async fn verify(store: &dyn DurableStore) -> Result<Verification, StoreError> {
+    let mut expected_seq = 1;
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut after = 0;
+    loop {
+        let page = store.audit_records(after, 1000).await?;
+        if page.is_empty() {
+            return Ok(Verification::Intact { records: expected_seq - 1, head: prev });
+        }
+        for record in &page {
+            if record.seq != expected_seq {
+                let reason = if record.seq > expected_seq {
+                    format!("record {expected_seq} is missing (deleted)")
+                } else {
+                    "sequence numbers go backwards".to_owned()
+                };
+                return Ok(Verification::Broken { seq: expected_seq, reason });
+            }
+            if record.prev_hash != prev {
+                return Ok(Verification::Broken {
+                    seq: record.seq,
+                    reason: "it does not link to the record before it (reordered or replaced)".into(),
+                });
+            }
+            if chain_hash(&record.prev_hash, record.seq, record.time, &record.data) != record.hash {
+                return Ok(Verification::Broken {
+                    seq: record.seq,
+                    reason: "its content does not match its hash (edited)".into(),
+                });
+            }
+            prev = record.hash.clone();
+            expected_seq += 1;
+            after = record.seq;
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Patient (read and search, verified with PDS when a patient is opened), Practitioner and
+//! RelatedPerson (read), AuditEvent (search).
+
+use serde_json::{Value, json};
+
+use super::guard::{Caller, Reach, enforce, within_compartment};
+use super::outcome::FhirError;
+use super::resources::{normalise_phone, with_meta};
+use super::search::{Query, date_param, paging, searchset};
+use super::{FhirApi, FhirResponse};
+use crate::audit::AuditKind;
+use crate::audit::fhir::to_audit_event;
+use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
+use crate::domain::scope::{Permissions, Scope};
+use crate::pds::PdsVerdict;
+use crate::store::{Criterion, StoredResource};
+
+/// Elements PDS withholds for a restricted (`R`) patient.
+const RESTRICTED_ELEMENTS: [&str; 3] = ["address", "telecom", "generalPractitioner"];
+
+fn record_org(patient: &Value) -> Option<&str> {
+    patient["managingOrganization"]["identifier"]["value"].as_str()
+}
+
+/// Marks a Patient restricted and removes what a restricted record must not show.
+fn restrict(patient: &mut Value) {
+    if let Value::Object(map) = patient {
+        for element in RESTRICTED_ELEMENTS {
+            map.remove(element);
+        }
+        map.entry("meta").or_insert_with(|| json!({}))["security"] = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R", "display": "restricted"}]);
+    }
+}
+
+impl FhirApi {
+    /// Verifies `nhs` with PDS (when configured). Returns the current NHS number, whether the
+    /// record is restricted, and PDS's resource.
+    async fn verify_with_pds(&self, nhs: &NhsNumber) -> Result<(String, bool, Option<Value>), FhirError> {
+        let Some(pds) = &self.pds else { return Ok((nhs.to_string(), false, None)) };
+        match pds.verify(nhs).await {
+            PdsVerdict::Verified { id, restricted, resource } => Ok((id, restricted, Some(resource))),
+            PdsVerdict::NotFound => Err(FhirError::Unprocessable(vec![super::outcome::Issue {
+                severity: "error",
+                code: "not-found",
+                diagnostics: format!("NHS number {nhs} is not known to PDS"),
+                expression: None,
+            }])),
+            PdsVerdict::Invalidated => Err(FhirError::Unprocessable(vec![super::outcome::Issue {
+                severity: "error",
+                code: "not-found",
+                diagnostics: format!("NHS number {nhs} has been invalidated in PDS"),
+                expression: None,
+            }])),
+            PdsVerdict::Unavailable(why) if pds.fails_open() => {
+                tracing::warn!(nhs = %nhs, reason = %why, "PDS unavailable; serving local data (fail_open)");
+                Ok((nhs.to_string(), false, None))
+            }
+            PdsVerdict::Unavailable(why) => {
+                tracing::warn!(nhs = %nhs, reason = %why, "PDS unavailable; refusing (fail_closed)");
+                Err(FhirError::Unavailable("the patient could not be verified with PDS; try again shortly".into()))
+            }
+        }
+    }
+
+    /// `GET /Patient/{nhs_number}`.
+    pub async fn read_patient(&self, caller: &Caller, id: &str) -> Result<FhirResponse, FhirError> {
+        let result = async {
+            let access = caller.access("Patient", Permissions::READ)?;
+            let nhs = NhsNumber::parse(id).map_err(|_| FhirError::NotFound)?;
+            within_compartment(&access, Some(nhs.as_str()))?;
+            let (current, restricted, pds_resource) = self.verify_with_pds(&nhs).await?;
+            let local = self.stores.durable.read_resource("Patient", &current).await?;
+            let mut resource = match (&local, pds_resource) {
+                (Some(stored), _) => with_meta(stored),
+                (None, Some(pds)) => pds,
+                (None, None) => return Err(FhirError::NotFound),
+            };
+            let policy = self.policy.load();
+            enforce(policy.decide(&caller.policy_request(
+                "Patient",
+                Permissions::READ,
+                Some(nhs.as_str()),
+                record_org(&resource),
+                restricted,
+            )))?;
+            resource["id"] = current.clone().into();
+            if restricted {
+                restrict(&mut resource);
+            }
+            Ok(FhirResponse {
+                status: 200,
+                body: resource,
+                version: local.as_ref().map(|s| s.version),
+                last_modified: local.as_ref().map(|s| s.last_updated),
+                location: None,
+            })
+        }
+        .await;
+        self.audited(caller, AuditKind::FhirRead, ("Patient", Some(id)), Some(id), result).await
+    }
+
+    /// `GET /Patient?identifier=…|family=…|birthdate=…|phone=…`.
+    pub async fn search_patients(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
+        let result = async {
+            let access = caller.access("Patient", Permissions::SEARCH)?;
+            query.only(&["_id", "identifier", "family", "birthdate", "phone", "_count", "_offset"])?;
+            let (count, offset) = paging(query)?;
+            let mut criteria = Vec::new();
+            for id in query.all("_id") {
+                criteria
+                    .push(Criterion { key: "identifier".into(), values: vec![format!("{NHS_NUMBER_SYSTEM}|{id}")] });
+            }
+            for value in query.all("identifier") {
+                let token = if value.contains('|') { value.to_owned() } else { format!("{NHS_NUMBER_SYSTEM}|{value}") };
+                criteria.push(Criterion { key: "identifier".into(), values: vec![token] });
+            }
+            for value in query.all("family") {
+                criteria.push(Criterion { key: "family".into(), values: vec![value.to_lowercase()] });
+            }
+            for value in query.all("birthdate") {
+                criteria.push(Criterion { key: "birthdate".into(), values: vec![value.to_owned()] });
+            }
+            for value in query.all("phone") {
+                criteria.push(Criterion { key: "phone".into(), values: vec![normalise_phone(value)] });
+            }
+            if let Reach::Patient(own) = &access.reach {
+                criteria
+                    .push(Criterion { key: "identifier".into(), values: vec![format!("{NHS_NUMBER_SYSTEM}|{own}")] });
+            } else if criteria.is_empty() {
+                return Err(FhirError::bad_request(
+                    "a Patient search needs at least one of identifier, family, birthdate, phone",
+                ));
+            }
+            let candidates = self.stores.durable.search_resources("Patient", &criteria, 1000).await?;
+            let policy = self.policy.load();
+            let matches: Vec<StoredResource> = candidates
+                .into_iter()
+                .filter(|stored| {
+                    let resource: Value = serde_json::from_str(&stored.data).unwrap_or_default();
+                    policy
+                        .decide(&caller.policy_request(
+                            "Patient",
+                            Permissions::SEARCH,
+                            Some(&stored.id),
+                            record_org(&resource),
+                            false,
+                        ))
+                        .is_permit()
+                })
+                .collect();
+            Ok(FhirResponse::ok(searchset(&self.fhir_base, "Patient", query, &matches, count, offset)))
+        }
+        .await;
+        self.audited(caller, AuditKind::FhirSearch, ("Patient", None), None, result).await
+    }
+
+    /// `GET /Practitioner/{id}` and `GET /RelatedPerson/{id}`: the caller's own `fhirUser` (with
+    /// `openid`/`fhirUser`), or with a scope for the type.
+    pub async fn read_person(&self, caller: &Caller, resource_type: &str, id: &str) -> Result<FhirResponse, FhirError> {
+        let result = async {
+            let reference = format!("{resource_type}/{id}");
+            let own = caller.claims.fhir_user.as_deref() == Some(reference.as_str())
+                && (caller.scopes.contains(&Scope::FhirUser) || caller.scopes.contains(&Scope::OpenId));
+            if !own {
+                caller.access(resource_type, Permissions::READ)?;
+                let policy = self.policy.load();
+                enforce(policy.decide(&caller.policy_request(resource_type, Permissions::READ, None, None, false)))?;
+            }
+            let stored = self.stores.durable.read_resource(resource_type, id).await?.ok_or(FhirError::NotFound)?;
+            Ok(FhirResponse {
+                status: 200,
+                body: with_meta(&stored),
+                version: Some(stored.version),
+                last_modified: Some(stored.last_updated),
+                location: None,
+            })
+        }
+        .await;
+        self.audited(caller, AuditKind::FhirRead, (resource_type, Some(id)), None, result).await
+    }
+
+    /// `GET /AuditEvent?patient=&agent=&date=` for auditors.
+    pub async fn search_audit_events(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
+        let result = async {
+            let access = caller.access("AuditEvent", Permissions::SEARCH)?;
+            query.only(&["patient", "agent", "date", "_count", "_offset"])?;
+            let (count, offset) = paging(query)?;
+            let mut patient = query.one("patient")?.map(|p| p.strip_prefix("Patient/").unwrap_or(p).to_owned());
+            if let Reach::Patient(own) = &access.reach {
+                if patient.as_deref().is_some_and(|p| p != own) {
+                    return Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []})));
+                }
+                patient = Some(own.clone());
+            }
+            let agent = query.one("agent")?;
+            let (mut since, mut until) = (None, None);
+            for value in query.all("date") {
+                let (prefix, at, day) = date_param(value)?;
+                let end = if day { at + 86_400_000 } else { at + 1 };
+                match prefix {
+                    super::search::Prefix::Ge => since = Some(at),
+                    super::search::Prefix::Gt => since = Some(end),
+                    super::search::Prefix::Le => until = Some(end),
+                    super::search::Prefix::Lt => until = Some(at),
+                    super::search::Prefix::Eq => {
+                        since = Some(at);
+                        until = Some(end);
+                    }
+                }
+            }
+            let policy = self.policy.load();
+            enforce(policy.decide(&caller.policy_request("AuditEvent", Permissions::SEARCH, patient.as_deref(), None, false)))?;
+            let records = self.stores.durable.search_audit(patient.as_deref(), agent, since, until, 1000).await?;
+            let events: Vec<Value> = records.iter().filter_map(to_audit_event).collect();
+            let page: Vec<Value> = events
+                .iter()
+                .skip(offset)
+                .take(count)
+                .map(|e| json!({"fullUrl": format!("{}/AuditEvent/{}", self.fhir_base, e["id"].as_str().unwrap_or_default()), "resource": e, "search": {"mode": "match"}}))
+                .collect();
+            Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": events.len(), "entry": page})))
+        }
+        .await;
+        self.audited(caller, AuditKind::FhirSearch, ("AuditEvent", None), None, result).await
+    }
+}
