@@ -208,7 +208,11 @@ impl Scope {
         if let Some(scope) = named {
             return Ok(scope);
         }
-        if token.starts_with("__") || token.contains("://") || token.starts_with("urn:") {
+        if token.starts_with("__")
+            || token.starts_with("http://")
+            || token.starts_with("https://")
+            || token.starts_with("urn:")
+        {
             return Ok(Self::Extension(token.to_owned()));
         }
         if let Some(rest) = token.strip_prefix("launch/") {
@@ -443,6 +447,7 @@ mod tests {
             "system/*.*",
             "system/Patient.rs",
             "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+            "patient/CarePlan.rs?category=http://snomed.info/sct|736373009",
             "user/CarePlan.cruds",
             "launch",
             "launch/patient",

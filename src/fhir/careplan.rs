@@ -206,7 +206,7 @@ impl FhirApi {
         plan: &Value,
         id: Option<&str>,
         interaction: Permissions,
-    ) -> Result<String, FhirError> {
+    ) -> Result<(), FhirError> {
         let issues = validate_careplan(plan, id);
         if !issues.is_empty() {
             let structural = issues.iter().any(|i| i.code == "structure");
@@ -235,7 +235,7 @@ impl FhirApi {
         }
         let policy = self.policy.load();
         enforce(policy.decide(&caller.policy_request(TYPE, interaction, Some(&patient), None, false)))?;
-        Ok(patient)
+        Ok(())
     }
 
     /// `POST /CarePlan`: the server assigns the id; answers 201 with Location and ETag.
@@ -249,7 +249,8 @@ impl FhirApi {
                 map.remove("id");
                 map.remove("meta");
             }
-            patient = Some(self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE).await?);
+            patient = careplan_patient(&plan);
+            self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE).await?;
             let id = new_id();
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
@@ -293,7 +294,8 @@ impl FhirApi {
             if let Value::Object(map) = &mut plan {
                 map.remove("meta");
             }
-            patient = Some(self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE).await?);
+            patient = careplan_patient(&plan);
+            self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE).await?;
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
             let write =

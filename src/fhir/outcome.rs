@@ -30,6 +30,10 @@ pub enum FhirError {
     /// Present but outside what the caller may see (patient in context, granular scope): also
     /// 404, indistinguishable from missing to the caller, but audited as a deny with `reason`.
     Hidden(String),
+    /// PDS does not know the patient (404, saying so).
+    UnknownPatient(String),
+    /// PDS has invalidated the record (410).
+    Invalidated(String),
     /// 400 with issues.
     BadRequest(Vec<Issue>),
     /// 422: well-formed but not a valid resource.
@@ -58,7 +62,8 @@ impl FhirError {
         match self {
             Self::NoToken | Self::InvalidToken(_) => 401,
             Self::InsufficientScope(_) | Self::Denied { .. } => 403,
-            Self::NotFound | Self::Hidden(_) => 404,
+            Self::NotFound | Self::Hidden(_) | Self::UnknownPatient(_) => 404,
+            Self::Invalidated(_) => 410,
             Self::BadRequest(_) => 400,
             Self::Unprocessable(_) => 422,
             Self::PreconditionFailed(_) => 412,
@@ -79,6 +84,7 @@ impl FhirError {
             Self::InsufficientScope(why) => one("forbidden", why),
             Self::Denied { reason } => one("forbidden", reason),
             Self::NotFound | Self::Hidden(_) => one("not-found", "no such resource"),
+            Self::UnknownPatient(why) | Self::Invalidated(why) => one("not-found", why),
             Self::BadRequest(issues) | Self::Unprocessable(issues) => issues.clone(),
             Self::PreconditionFailed(why) => one("conflict", why),
             Self::PreconditionRequired => {

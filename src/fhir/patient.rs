@@ -39,18 +39,10 @@ impl FhirApi {
         let Some(pds) = &self.pds else { return Ok((nhs.to_string(), false, None)) };
         match pds.verify(nhs).await {
             PdsVerdict::Verified { id, restricted, resource } => Ok((id, restricted, Some(resource))),
-            PdsVerdict::NotFound => Err(FhirError::Unprocessable(vec![super::outcome::Issue {
-                severity: "error",
-                code: "not-found",
-                diagnostics: format!("NHS number {nhs} is not known to PDS"),
-                expression: None,
-            }])),
-            PdsVerdict::Invalidated => Err(FhirError::Unprocessable(vec![super::outcome::Issue {
-                severity: "error",
-                code: "not-found",
-                diagnostics: format!("NHS number {nhs} has been invalidated in PDS"),
-                expression: None,
-            }])),
+            PdsVerdict::NotFound => Err(FhirError::UnknownPatient(format!("NHS number {nhs} is not known to PDS"))),
+            PdsVerdict::Invalidated => {
+                Err(FhirError::Invalidated(format!("NHS number {nhs} has been invalidated in PDS")))
+            }
             PdsVerdict::Unavailable(why) if pds.fails_open() => {
                 tracing::warn!(nhs = %nhs, reason = %why, "PDS unavailable; serving local data (fail_open)");
                 Ok((nhs.to_string(), false, None))

@@ -1,13 +1,17 @@
 //! The one integration-test binary: a module per area.
 
+mod audit_log;
 mod authorize;
+mod availability;
 mod backend_services;
 mod browser;
 mod cli;
 mod client_auth;
 mod discovery;
 mod ehr_launch;
+mod fhir_api;
 mod introspection;
+mod pds;
 mod registration;
 mod remote_jwks;
 mod scale_out;

@@ -2,7 +2,9 @@
 //! and access to the real Redis and PostgreSQL servers started by `scripts/test.sh`.
 
 pub mod browser;
+pub mod fhir;
 pub mod keys;
+pub mod pds_double;
 pub mod services;
 pub mod smart;
 

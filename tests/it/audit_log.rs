@@ -1,0 +1,138 @@
+//! The audit log: what is recorded, FHIR AuditEvent search, and tamper detection by
+//! `carebroker audit verify`.
+
+use axum::http::Method;
+use carebroker::audit::{Verification, verify};
+use sqlx::Connection as _;
+
+use crate::support::fhir::*;
+use crate::support::smart::*;
+
+#[tokio::test]
+async fn fhir_access_tokens_sign_in_and_launch_are_audited() {
+    let app = smart_app().await;
+    let launch = register_launch(&app, launch_body()).await;
+    let (verifier, challenge) = pkce_pair();
+    let reply =
+        app.get(&authorize_path(&challenge, &[("launch", &launch), ("scope", "launch openid patient/*.rs")])).await;
+    let tokens = exchange(&app, &code_from(&reply, "st-123"), &verifier).await.json();
+    let at = tokens["access_token"].as_str().unwrap();
+    assert_eq!(get(&app, at, "/fhir/Patient/9434765919").await.status, 200);
+    assert_eq!(get(&app, at, "/fhir/Patient/9000000009").await.status, 404);
+
+    let records = app.state.authority.stores.durable.audit_records(0, 100).await.unwrap();
+    let kinds: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.data).unwrap();
+            (v["kind"].as_str().unwrap().to_owned(), v["outcome"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    for expected in
+        [("launch", "success"), ("token-issue", "success"), ("fhir-read", "success"), ("fhir-read", "denied")]
+    {
+        assert!(kinds.iter().any(|k| k.0 == expected.0 && k.1 == expected.1), "{expected:?} missing from {kinds:?}");
+    }
+    let read = records.iter().find(|r| r.data.contains("fhir-read")).unwrap();
+    assert_eq!(read.patient.as_deref(), Some("9434765919"));
+    let event: serde_json::Value = serde_json::from_str(&read.data).unwrap();
+    assert_eq!(event["actor"]["org"], "A9A5A");
+    assert_eq!(event["actor"]["client_id"], APP);
+    assert!(matches!(verify(app.state.authority.stores.durable.as_ref()).await.unwrap(), Verification::Intact { .. }));
+}
+
+#[tokio::test]
+async fn auditors_search_audit_events_by_patient_actor_and_date() {
+    let app = fhir_app().await;
+    let nurse = token(&app, &user_claims(&app, "user/*.rs", None));
+    get(&app, &nurse, "/fhir/Patient/9434765919").await;
+    get(&app, &nurse, "/fhir/Patient/9000000009").await;
+    let auditor = token(&app, &system_claims(&app, "system/AuditEvent.rs"));
+    let found = get(&app, &auditor, "/fhir/AuditEvent?patient=9434765919").await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let bundle = found.json();
+    assert_eq!(bundle["total"], 1);
+    let event = &bundle["entry"][0]["resource"];
+    assert_eq!(event["resourceType"], "AuditEvent");
+    assert_eq!(event["action"], "R");
+    assert_eq!(event["outcome"], "0");
+    assert_eq!(event["agent"][0]["who"]["identifier"]["value"], "dev:nurse");
+    assert!(event["entity"].as_array().unwrap().iter().any(|e| e["what"]["reference"] == "Patient/9434765919"));
+    assert_eq!(get(&app, &auditor, "/fhir/AuditEvent?agent=dev:nurse").await.json()["total"], 2);
+    assert_eq!(get(&app, &auditor, "/fhir/AuditEvent?agent=dev:nurse&date=lt2020-01-01").await.json()["total"], 0);
+    let no_audit_scope = token(&app, &user_claims(&app, "user/Patient.rs user/CarePlan.rs", None));
+    assert_eq!(
+        get(&app, &no_audit_scope, "/fhir/AuditEvent?patient=9434765919").await.status,
+        403,
+        "audit events need an AuditEvent scope"
+    );
+}
+
+/// Rewrites the SQLite file under a running app (as an attacker with database access would).
+async fn tamper(app: &crate::support::TestApp, sql: &str) {
+    let path = app.dir.path().join("carebroker.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+async fn app_with_history() -> crate::support::TestApp {
+    let app = fhir_app().await;
+    let nurse = token(&app, &user_claims(&app, "user/*.rs", None));
+    for _ in 0..5 {
+        get(&app, &nurse, "/fhir/Patient/9434765919").await;
+    }
+    assert!(matches!(
+        verify(app.state.authority.stores.durable.as_ref()).await.unwrap(),
+        Verification::Intact { records: 5, .. }
+    ));
+    app
+}
+
+#[tokio::test]
+async fn verify_detects_an_edited_record() {
+    let app = app_with_history().await;
+    tamper(&app, "UPDATE audit_log SET data = replace(data, 'dev:nurse', 'dev:doctor') WHERE seq = 3").await;
+    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    assert!(matches!(&result, Verification::Broken { seq: 3, reason } if reason.contains("edited")), "{result:?}");
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_record() {
+    let app = app_with_history().await;
+    tamper(&app, "DELETE FROM audit_log WHERE seq = 2").await;
+    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    assert!(matches!(&result, Verification::Broken { seq: 2, reason } if reason.contains("deleted")), "{result:?}");
+}
+
+#[tokio::test]
+async fn verify_detects_reordered_records() {
+    let app = app_with_history().await;
+    tamper(&app, "UPDATE audit_log SET seq = -2 WHERE seq = 2").await;
+    tamper(&app, "UPDATE audit_log SET seq = 2 WHERE seq = 4").await;
+    tamper(&app, "UPDATE audit_log SET seq = 4 WHERE seq = -2").await;
+    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    assert!(matches!(&result, Verification::Broken { seq: 2, .. }), "{result:?}");
+}
+
+#[test]
+fn the_cli_reports_tampering_with_a_non_zero_exit() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(app_with_history());
+    let db = app.dir.path().join("carebroker.db");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_carebroker"))
+            .args(["audit", "verify"])
+            .env("CAREBROKER__STORE__SQLITE_PATH", &db)
+            .env("CAREBROKER__FHIR__SEED_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev/fhir"))
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("5 record(s)"));
+    runtime.block_on(tamper(&app, "UPDATE audit_log SET time = time + 1 WHERE seq = 4"));
+    let broken = run();
+    assert_eq!(broken.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("record 4"));
+    let _ = Method::GET;
+}
