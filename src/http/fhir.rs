@@ -88,7 +88,7 @@ async fn caller(api: &FhirApi, headers: &HeaderMap, ip: ClientIp) -> Result<Call
     api.authenticate(authorization, ip.0).await.map_err(|e| fhir_error(&e))
 }
 
-fn fhir_body(headers: &HeaderMap) -> Result<(), Response> {
+fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -96,7 +96,7 @@ fn fhir_body(headers: &HeaderMap) -> Result<(), Response> {
         .is_some_and(|m| {
             matches!(m.trim().to_ascii_lowercase().as_str(), "application/fhir+json" | "application/json")
         });
-    if ok { Ok(()) } else { Err(fhir_error(&FhirError::UnsupportedMediaType)) }
+    if ok { Ok(()) } else { Err(Box::new(fhir_error(&FhirError::UnsupportedMediaType))) }
 }
 
 macro_rules! guarded {
@@ -154,7 +154,7 @@ pub async fn careplan_search(
 
 pub async fn careplan_create(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Response {
     if let Err(response) = fhir_body(&headers) {
-        return response;
+        return *response;
     }
     guarded!(state, headers, ip, |api, c| api.create_careplan(&c, &body))
 }
@@ -167,7 +167,7 @@ pub async fn careplan_update(
     body: Bytes,
 ) -> Response {
     if let Err(response) = fhir_body(&headers) {
-        return response;
+        return *response;
     }
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     guarded!(state, headers, ip, |api, c| api.update_careplan(&c, &id, if_match.as_deref(), &body))

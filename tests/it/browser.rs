@@ -53,6 +53,14 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
         .await;
     // The browser and the app page run on real time.
     app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
+    // Care plans for both patients, so the compartment shows in the app's search.
+    for patient in ["9434765919", "9000000009", "9000000009"] {
+        crate::support::fhir::create_plan(
+            &app,
+            &crate::support::fhir::care_plan(patient, crate::support::fhir::ADVANCE, "2026-01-01"),
+        )
+        .await;
+    }
     let state = app.state.clone();
     tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
 
@@ -75,6 +83,7 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
         "nurse".into(),
         "--patient".into(),
         "9000000009".into(),
+        "--read-patient".into(),
     ];
     if let Some(dir) = shots {
         args.extend(["--screenshots".into(), dir]);
@@ -98,6 +107,9 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
     assert_eq!(ehr["client"]["fhir_user"], "Practitioner/pr-nurse-1");
     assert_eq!(ehr["refresh"]["patient_in_response"], "9434765919");
     assert_eq!(ehr["refresh"]["refresh_token_rotated"], true);
+    assert_eq!(ehr["patient_read"]["id"], "9434765919", "client.patient.read() after the EHR launch");
+    assert_eq!(ehr["careplan_search"]["total"], 1);
+    assert_eq!(ehr["careplan_search"]["subjects"], serde_json::json!(["Patient/9434765919"]));
 
     let standalone = &result["standalone"];
     assert_eq!(standalone["ok"], true, "{standalone}");
@@ -107,4 +119,6 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
     assert_eq!(standalone["refresh"]["patient_in_response"], "9000000009");
     assert_eq!(standalone["refresh"]["access_token_changed"], true);
     assert_eq!(standalone["http_errors"], serde_json::json!([]));
+    assert_eq!(standalone["patient_read"]["id"], "9000000009");
+    assert_eq!(standalone["careplan_search"]["total"], 2);
 }

@@ -87,6 +87,106 @@ async fn durable_contract(store: Arc<dyn DurableStore>) {
     assert!(store.is_revoked(&[&jti]).await.unwrap(), "the later expiry is kept");
     assert!(store.purge_expired(1001).await.unwrap() >= 1);
     assert!(!store.is_revoked(&[&jti]).await.unwrap());
+
+    resource_contract(store.as_ref()).await;
+    audit_contract(store.as_ref()).await;
+}
+
+async fn resource_contract(store: &dyn DurableStore) {
+    use carebroker::store::{Criterion, ResourceWrite, UpdateOutcome};
+    let id = format!("r{}", carebroker::token::random_token(6).replace(['-', '_'], "x"));
+    let index = vec![("patient".to_owned(), "9434765919".to_owned()), ("status".to_owned(), "active".to_owned())];
+    let write =
+        |data: &'static str, now: i64| ResourceWrite { resource_type: "CarePlan", id: &id, data, index: &index, now };
+    assert!(store.create_resource_if_absent(write("{\"v\":1}", 10)).await.unwrap());
+    assert!(!store.create_resource_if_absent(write("{\"v\":9}", 11)).await.unwrap(), "ids are unique");
+    assert!(matches!(
+        store.update_resource(write("{\"v\":2}", 20), 5).await.unwrap(),
+        UpdateOutcome::VersionConflict { current: 1 }
+    ));
+    let UpdateOutcome::Updated(v2) = store.update_resource(write("{\"v\":2}", 20), 1).await.unwrap() else {
+        panic!("update")
+    };
+    assert_eq!((v2.version, v2.last_updated), (2, 20));
+    assert!(matches!(
+        store.update_resource(write("{\"v\":3}", 30), 1).await.unwrap(),
+        UpdateOutcome::VersionConflict { current: 2 }
+    ));
+    let missing = ResourceWrite { resource_type: "CarePlan", id: "nope", data: "{}", index: &[], now: 1 };
+    assert_eq!(store.update_resource(missing, 1).await.unwrap(), UpdateOutcome::NotFound);
+    assert_eq!(store.read_resource("CarePlan", &id).await.unwrap().unwrap().data, "{\"v\":2}");
+    assert_eq!(store.read_resource_version("CarePlan", &id, 1).await.unwrap().unwrap().data, "{\"v\":1}");
+    let history = store.resource_history("CarePlan", &id).await.unwrap();
+    assert_eq!(history.iter().map(|r| r.version).collect::<Vec<_>>(), vec![2, 1]);
+    let by = |key: &str, values: &[&str]| Criterion {
+        key: key.into(),
+        values: values.iter().map(|v| (*v).to_owned()).collect(),
+    };
+    let found = store
+        .search_resources("CarePlan", &[by("patient", &["9434765919"]), by("status", &["draft", "active"])], 10)
+        .await
+        .unwrap();
+    assert!(found.iter().any(|r| r.id == id));
+    assert!(
+        store
+            .search_resources("CarePlan", &[by("status", &["completed"])], 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.id != id)
+    );
+    assert!(store.search_resources("CarePlan", &[by("status", &[])], 10).await.unwrap().is_empty());
+}
+
+async fn audit_contract(store: &dyn DurableStore) {
+    use carebroker::store::AuditDraft;
+    let draft = |n: i64| AuditDraft {
+        time: n,
+        patient: Some("9434765919".into()),
+        actor: Some(format!("a{n}")),
+        data: format!("{{\"n\":{n}}}"),
+    };
+    let seqs = store.append_audit(&[draft(1), draft(2)]).await.unwrap();
+    let more = store.append_audit(&[draft(3)]).await.unwrap();
+    assert_eq!(more[0], seqs[1] + 1);
+    let records = store.audit_records(0, 10).await.unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[1].prev_hash, records[0].hash);
+    assert_eq!(store.search_audit(Some("9434765919"), Some("a2"), None, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.search_audit(None, None, Some(2), Some(3), 10).await.unwrap().len(), 1);
+    assert!(matches!(
+        carebroker::audit::verify(store).await.unwrap(),
+        carebroker::audit::Verification::Intact { records: 3, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
+    use carebroker::store::AuditDraft;
+    let url = services::fresh_postgres_database().await;
+    let a = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
+    let b = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let draft = AuditDraft { time: i, patient: None, actor: None, data: format!("{{\"i\":{i}}}") };
+                carebroker::store::AuditStore::append_audit(store.as_ref(), &[draft]).await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    let verdict = carebroker::audit::verify(a.as_ref()).await.unwrap();
+    assert!(
+        matches!(verdict, carebroker::audit::Verification::Intact { records, .. } if records == ok),
+        "{verdict:?} after {ok} appends"
+    );
+    assert!(ok >= 38, "contention is retried ({ok}/40 appended)");
 }
 
 #[tokio::test]

@@ -5,14 +5,14 @@ use axum::http::Method;
 use carebroker::token::access::{AccessTokenClaims, mint};
 use serde_json::{Value, json};
 
-use super::{FHIR_BASE, ISSUER, Reply, TestApp};
+use super::{Reply, TestApp};
 
 /// A token for a user (nurse at A9A5A) with `scope`, patient in context `patient`.
 pub fn user_claims(app: &TestApp, scope: &str, patient: Option<&str>) -> AccessTokenClaims {
     AccessTokenClaims {
-        iss: ISSUER.into(),
+        iss: app.state.authority.issuer().into(),
         sub: "dev:nurse".into(),
-        aud: FHIR_BASE.into(),
+        aud: app.state.authority.fhir_base().into(),
         exp: app.now() + 300,
         iat: app.now(),
         jti: carebroker::token::random_token(12),
@@ -30,9 +30,9 @@ pub fn user_claims(app: &TestApp, scope: &str, patient: Option<&str>) -> AccessT
 /// A backend-services token.
 pub fn system_claims(app: &TestApp, scope: &str) -> AccessTokenClaims {
     AccessTokenClaims {
-        iss: ISSUER.into(),
+        iss: app.state.authority.issuer().into(),
         sub: "nhs111".into(),
-        aud: FHIR_BASE.into(),
+        aud: app.state.authority.fhir_base().into(),
         exp: app.now() + 300,
         iat: app.now(),
         jti: carebroker::token::random_token(12),
