@@ -50,8 +50,30 @@ fn main() {
     let id_sign_us = time_us(300, || {
         rsa.sign("JWT", &access).expect("sign");
     });
+    // What the FHIR guard pays per request before the revocation lookup: decode, ES256 verify,
+    // claims parse and checks.
+    let dir = std::env::temp_dir().join(format!("carebroker-crypto-cost-{}", std::process::id()));
+    let ring = carebroker::token::keys::KeyRing::load_or_generate(&dir, 1_999_999_000, 3700).expect("keys");
+    let claims = carebroker::token::access::AccessTokenClaims {
+        iss: "http://127.0.0.1:8080".into(),
+        sub: "c".into(),
+        aud: "http://127.0.0.1:8080/fhir".into(),
+        exp: 2_000_000_000,
+        iat: 1_999_999_700,
+        jti: "abcdefabcdefabcdefabcdef".into(),
+        client_id: "c".into(),
+        scope: "system/CarePlan.rs".into(),
+        ..Default::default()
+    };
+    let token = carebroker::token::access::mint(&ring, &claims).expect("mint");
+    let fhir_base = Some("http://127.0.0.1:8080/fhir");
+    let access_verify_us = time_us(2000, || {
+        carebroker::token::access::verify(&ring, &token, "http://127.0.0.1:8080", fhir_base, 1_999_999_800)
+            .expect("valid");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "CRYPTO alg={} verify_us={verify_us:.1} sign_us={sign_us:.1} id_token_rs256_sign_us={id_sign_us:.1}",
+        "CRYPTO alg={} verify_us={verify_us:.1} sign_us={sign_us:.1} id_token_rs256_sign_us={id_sign_us:.1} access_token_verify_us={access_verify_us:.1}",
         alg.as_str()
     );
 }
