@@ -33,6 +33,7 @@ impl fmt::Display for ConfigProblem {
 pub struct Loaded {
     pub config: Config,
     pub clients: Vec<Client>,
+    pub idps: Vec<super::idps::IdpConfig>,
 }
 
 const ENV_PREFIX: &str = "CAREBROKER__";
@@ -91,6 +92,8 @@ pub fn load_from(
             "pages" => section_into(value, &path).map(|v| config.pages = v),
             "pds" => section_into(value, &path).map(|v| config.pds = v),
             "availability" => section_into(value, &path).map(|v| config.availability = v),
+            "federation" => section_into(value, &path).map(|v| config.federation = v),
+            "nhs_app" => section_into(value, &path).map(|v| config.nhs_app = v),
             "log" => section_into(value, &path).map(|v| config.log = v),
             _ => Err(ConfigProblem::new(path, "unknown section")),
         };
@@ -102,7 +105,9 @@ pub fn load_from(
     super::validate::resolve_secret_files(&mut config, &mut problems);
     super::validate::validate(&config, &mut problems);
     let clients = super::clients::load_clients(&config, &mut problems);
-    if problems.is_empty() { Ok(Loaded { config, clients }) } else { Err(problems) }
+    let idps = super::idps::load_idps(&config, &mut problems);
+    super::validate::validate_federation(&config, &clients, &idps, &mut problems);
+    if problems.is_empty() { Ok(Loaded { config, clients, idps }) } else { Err(problems) }
 }
 
 fn section_into<T: DeserializeOwned>(value: toml::Value, section: &str) -> Result<T, ConfigProblem> {

@@ -3,6 +3,7 @@
 //! `config/carebroker.toml` documents every key.
 
 mod clients;
+pub mod idps;
 mod load;
 mod validate;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub pages: PagesConfig,
     pub pds: PdsConfig,
     pub availability: AvailabilityConfig,
+    pub federation: FederationConfig,
+    pub nhs_app: NhsAppConfig,
     pub log: LogConfig,
 }
 
@@ -326,6 +329,45 @@ impl Default for PdsConfig {
             on_unavailable: "fail_closed".into(),
         }
     }
+}
+
+/// Upstream identity providers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Folder of `*.toml` provider files (see `config/idps/`).
+    pub idps_dir: PathBuf,
+    /// How long a redirect to an upstream provider may take to come back.
+    pub upstream_timeout_secs: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self { idps_dir: "config/idps".into(), upstream_timeout_secs: 600 }
+    }
+}
+
+/// The NHS App web integration: jump-off links land here and sign the patient in silently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NhsAppConfig {
+    pub enabled: bool,
+    /// The NHS login provider (an id in `federation.idps_dir`).
+    pub idp: String,
+    /// Where "back to the NHS App" goes when silent sign-in fails.
+    pub home_url: String,
+    /// Journey name -> the SMART app it opens.
+    pub journeys: std::collections::BTreeMap<String, NhsAppJourney>,
+    /// Files served at `/.well-known/assetlinks.json` and `/.well-known/apple-app-site-association`.
+    pub assetlinks_file: Option<PathBuf>,
+    pub apple_app_site_association_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NhsAppJourney {
+    /// The SMART app the journey opens (a client with a launch_uri).
+    pub client_id: String,
 }
 
 /// The "does a care plan exist?" check.

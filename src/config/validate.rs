@@ -214,3 +214,60 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
         push("log.filter", format!("`{}` is not a tracing filter", config.log.filter));
     }
 }
+
+/// Cross-checks between clients, providers and the NHS App settings.
+pub(super) fn validate_federation(
+    config: &Config,
+    clients: &[crate::domain::client::Client],
+    idps: &[super::idps::IdpConfig],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let known = |id: &str| id == "dev" || idps.iter().any(|i| i.id == id);
+    for client in clients {
+        for id in client.identity_providers.iter().chain(client.default_identity_provider.iter()) {
+            if !known(id) {
+                problems.push(ConfigProblem::new(
+                    format!("clients[{}].identity_providers", client.id),
+                    format!("`{id}` is not a configured identity provider"),
+                ));
+            }
+        }
+    }
+    let app = &config.nhs_app;
+    if app.enabled {
+        match idps.iter().find(|i| i.id == app.idp) {
+            Some(idp) if idp.kind == "nhs_login" => {}
+            Some(_) => {
+                problems.push(ConfigProblem::new("nhs_app.idp", format!("`{}` is not an nhs_login provider", app.idp)))
+            }
+            None => problems.push(ConfigProblem::new(
+                "nhs_app.idp",
+                format!("`{}` is not a configured identity provider", app.idp),
+            )),
+        }
+        if let Err(why) = crate::domain::url_rules::check_https_or_loopback(&app.home_url) {
+            problems.push(ConfigProblem::new("nhs_app.home_url", why));
+        }
+        for (name, journey) in &app.journeys {
+            if !clients.iter().any(|c| c.id == journey.client_id && c.launch_uri.is_some()) {
+                problems.push(ConfigProblem::new(
+                    format!("nhs_app.journeys.{name}.client_id"),
+                    format!("`{}` is not a client with a launch_uri", journey.client_id),
+                ));
+            }
+        }
+    }
+    for (key, file) in [
+        ("nhs_app.assetlinks_file", &app.assetlinks_file),
+        ("nhs_app.apple_app_site_association_file", &app.apple_app_site_association_file),
+    ] {
+        if let Some(file) = file {
+            let valid = std::fs::read_to_string(file)
+                .ok()
+                .is_some_and(|t| serde_json::from_str::<serde_json::Value>(&t).is_ok());
+            if !valid {
+                problems.push(ConfigProblem::new(key, format!("`{}` is not a readable JSON file", file.display())));
+            }
+        }
+    }
+}

@@ -136,6 +136,13 @@ pub struct ClientMetadata {
     /// Present for a trusted EHR that may register launches at `POST /launch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ehr_launch: Option<EhrLaunchTrust>,
+    /// Identity providers this app's users may sign in with (ids; `dev` for the development
+    /// sign-in). Empty: every provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_providers: Vec<String>,
+    /// The provider to use without showing the chooser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_identity_provider: Option<String>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -224,6 +231,8 @@ pub struct Client {
     pub ehr_launch: Option<EhrLaunchTrust>,
     /// Web origins of the redirect URIs (for CORS at the token endpoint).
     pub origins: Vec<String>,
+    pub identity_providers: Vec<String>,
+    pub default_identity_provider: Option<String>,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -365,6 +374,8 @@ impl ClientMetadata {
                 post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
                 ehr_launch: self.ehr_launch.clone(),
                 origins: web_origins(&self.redirect_uris),
+                identity_providers: self.identity_providers.clone(),
+                default_identity_provider: self.default_identity_provider.clone(),
                 metadata: self.clone(),
             }),
             _ => Err(problems),

@@ -36,6 +36,9 @@ pub struct Identity {
     /// NHS number, for patients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nhs_number: Option<String>,
+    /// The provider's own session id (`sid`), for back-channel logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_session: Option<String>,
 }
 
 impl Identity {

@@ -1,4 +1,151 @@
-//! Upstream identity. For now the built-in development identity provider; CIS2, NHS login, OIDC
-//! and SAML providers join behind the same `Identity` result.
+//! Upstream identity: the providers people already sign in with, as data in `config/idps/`
+//! (`oidc`, `cis2`, `nhs_login`), behind one interface — begin a sign-in (an authorization URL
+//! and what to remember), complete it (an [`Identity`]) — and a registry by id. The development
+//! sign-in (`dev`) is a form instead of a redirect.
 
+pub mod backchannel;
 pub mod dev;
+pub mod oidc;
+pub mod profiles;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::idps::IdpConfig;
+use crate::domain::identity::Identity;
+use oidc::{OidcClient, RoundTrip};
+
+/// Why a sign-in failed. Shown to the user on a page (never a secret in it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    /// The provider could not be reached or answered badly.
+    #[error("the identity provider could not complete the sign-in: {0}")]
+    Upstream(String),
+    /// The provider's token failed a check (signature, issuer, audience, nonce, expiry…).
+    #[error("the identity provider's answer failed a security check: {0}")]
+    IdToken(String),
+    /// The identity is valid but not acceptable here (assurance, role, NHS number…).
+    #[error("{0}")]
+    Rejected(String),
+    /// The provider returned an OAuth error (e.g. `login_required`, `access_denied`).
+    #[error("the identity provider returned `{code}`{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Provider { code: String, description: Option<String> },
+}
+
+/// Options for one sign-in.
+#[derive(Debug, Clone, Default)]
+pub struct BeginOptions {
+    /// Force a fresh sign-in at the provider (`prompt=login`).
+    pub force_login: bool,
+    /// Silent sign-in (`prompt=none`).
+    pub silent: bool,
+    /// NHS login single sign-on (from the NHS App's `assertedLoginIdentity`).
+    pub asserted_login_identity: Option<String>,
+}
+
+/// An upstream OIDC provider with its kind's rules.
+#[derive(Debug)]
+pub struct UpstreamProvider {
+    pub client: OidcClient,
+}
+
+impl UpstreamProvider {
+    pub fn id(&self) -> &str {
+        &self.client.config.id
+    }
+    pub fn name(&self) -> &str {
+        &self.client.config.name
+    }
+    pub fn kind(&self) -> &str {
+        &self.client.config.kind
+    }
+    pub fn config(&self) -> &IdpConfig {
+        &self.client.config
+    }
+
+    /// The URL to send the browser to.
+    pub async fn begin(&self, redirect_uri: &str, options: &BeginOptions) -> Result<(String, RoundTrip), SignInError> {
+        let config = &self.client.config;
+        let mut extra: Vec<(&str, String)> = Vec::new();
+        let mut vtr = Vec::new();
+        match config.kind.as_str() {
+            "cis2" => {
+                if let Some(acr) = &config.acr_values {
+                    extra.push(("acr_values", acr.clone()));
+                }
+                if config.select_role && !options.silent {
+                    // CIS2 role selection: the `selectedrole` scope with prompt=login.
+                    extra.push(("prompt", "login".into()));
+                }
+            }
+            "nhs_login" => {
+                vtr = config.vtr();
+                extra.push(("vtr", serde_json::to_string(&vtr).unwrap_or_default()));
+                if let Some(assertion) = &options.asserted_login_identity {
+                    extra.push(("asserted_login_identity", assertion.clone()));
+                }
+            }
+            _ => {}
+        }
+        let has_prompt = extra.iter().any(|(k, _)| *k == "prompt");
+        if options.silent {
+            extra.push(("prompt", "none".into()));
+        } else if options.force_login && !has_prompt {
+            extra.push(("prompt", "login".into()));
+        }
+        self.client.authorization_url(redirect_uri, &extra, vtr).await
+    }
+
+    /// Completes the sign-in from the provider's answer.
+    pub async fn complete(
+        &self,
+        trip: &RoundTrip,
+        redirect_uri: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        let claims = self.client.redeem(trip, redirect_uri, code).await?;
+        let config = &self.client.config;
+        match config.kind.as_str() {
+            "cis2" => profiles::cis2(config, &claims, now),
+            "nhs_login" => profiles::nhs_login(config, &claims, trip, now),
+            _ => profiles::generic(config, &claims, now),
+        }
+    }
+}
+
+/// The configured upstream providers by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    providers: BTreeMap<String, Arc<UpstreamProvider>>,
+}
+
+impl Registry {
+    /// Builds every provider (loading private keys).
+    pub fn build(idps: &[IdpConfig], clock: Arc<dyn Clock>) -> Result<Self, String> {
+        let mut providers = BTreeMap::new();
+        for config in idps {
+            let mut config = config.clone();
+            for required in
+                ["openid"].into_iter().chain((config.kind == "cis2" && config.select_role).then_some("selectedrole"))
+            {
+                if !config.scopes.iter().any(|s| s == required) {
+                    config.scopes.push(required.to_owned());
+                }
+            }
+            let client = OidcClient::new(config.clone(), clock.clone())
+                .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
+            providers.insert(config.id.clone(), Arc::new(UpstreamProvider { client }));
+        }
+        Ok(Self { providers })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<UpstreamProvider>> {
+        self.providers.get(id).cloned()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<UpstreamProvider>> {
+        self.providers.values()
+    }
+}

@@ -33,6 +33,20 @@ pub struct SessionUser {
     pub identity: Identity,
     pub session_id: String,
     pub signed_in_at: i64,
+    /// Provider-specific limits (NHS login: 30 min idle, 12 h), tighter than the global ones.
+    #[serde(default)]
+    pub idle_secs: Option<i64>,
+    #[serde(default)]
+    pub absolute_secs: Option<i64>,
+    #[serde(default)]
+    pub last_seen: i64,
+}
+
+/// Session limits for one sign-in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionLimits {
+    pub idle_secs: Option<i64>,
+    pub absolute_secs: Option<i64>,
 }
 
 pub(super) fn policy(authority: &Authority, client: Option<&Client>) -> PagePolicy {
@@ -72,15 +86,23 @@ fn oauth_failure(err: OAuthError) -> Response {
     )
 }
 
-/// The signed-in user of this browser, if their sign-in session is still alive.
+/// The signed-in user of this browser, if their sign-in session is still alive (not ended, not
+/// past its absolute limit, not idle for longer than allowed).
 pub(super) async fn current_user(authority: &Authority, session: &Session) -> Result<Option<SessionUser>, Response> {
-    let Some(user) = session.get::<SessionUser>(USER_KEY).await.map_err(session_failure)? else { return Ok(None) };
+    let Some(mut user) = session.get::<SessionUser>(USER_KEY).await.map_err(session_failure)? else { return Ok(None) };
     let now = authority.clock.now();
-    let expired = user.signed_in_at + authority.config.sessions.absolute_timeout_secs <= now;
+    let sessions = &authority.config.sessions;
+    let absolute = user.absolute_secs.unwrap_or(sessions.absolute_timeout_secs).min(sessions.absolute_timeout_secs);
+    let expired = user.signed_in_at + absolute <= now;
+    let idle = user.idle_secs.is_some_and(|limit| user.last_seen > 0 && now - user.last_seen > limit);
     let alive = authority.stores.ephemeral.get(&signin_key(&user.session_id)).await.map_err(session_failure)?.is_some();
-    if expired || !alive {
+    if expired || idle || !alive {
         session.remove_value(USER_KEY).await.map_err(session_failure)?;
         return Ok(None);
+    }
+    if user.idle_secs.is_some() && now - user.last_seen >= 30 {
+        user.last_seen = now;
+        session.insert(USER_KEY, &user).await.map_err(session_failure)?;
     }
     Ok(Some(user))
 }
@@ -145,13 +167,23 @@ fn pending_marker(id: &str) -> String {
     format!("pending:{id}")
 }
 
-fn redirect(location: &str, status: StatusCode) -> Response {
+pub(super) fn redirect(location: &str, status: StatusCode) -> Response {
     let mut response = status.into_response();
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// [`respond`] after a form post or a provider's answer.
+pub(super) async fn respond_outcome(
+    state: &AppState,
+    session: &Session,
+    outcome: Outcome,
+    client: Option<&Client>,
+) -> Response {
+    respond(&state.authority, session, outcome, client, StatusCode::SEE_OTHER).await
 }
 
 /// Turns an outcome into a response: an error page, a redirect, or the next page.
@@ -268,6 +300,7 @@ pub async fn authorize_post(
 #[derive(Debug, Deserialize)]
 pub struct PendingQuery {
     req: Option<String>,
+    idp: Option<String>,
 }
 
 /// `GET /signin`.
@@ -278,7 +311,7 @@ pub async fn sign_in_page(State(state): State<AppState>, session: Session, Query
         Err(response) => return response,
     };
     match csrf_token(&session).await {
-        Ok(csrf) => pages::sign_in(&csrf, &pending.id, &client.name, None, &policy(authority, Some(&client))),
+        Ok(csrf) => super::federation::sign_in_step(&state, &session, pending, client, q.idp.as_deref(), csrf).await,
         Err(response) => response,
     }
 }
@@ -335,7 +368,7 @@ pub async fn sign_in_submit(
             &policy(authority, Some(&client)),
         );
     };
-    match establish_session(authority, &session, identity.clone()).await {
+    match establish_session(authority, &session, identity.clone(), SessionLimits::default()).await {
         Ok(session_id) => match authorize::signed_in(authority, pending, &client, identity, session_id).await {
             Ok(outcome) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
             Err(e) => oauth_failure(e),
@@ -350,12 +383,21 @@ pub(super) async fn establish_session(
     authority: &Authority,
     session: &Session,
     identity: Identity,
+    limits: SessionLimits,
 ) -> Result<String, Response> {
     session.cycle_id().await.map_err(session_failure)?;
     let session_id = random_token(16);
     let ttl = std::time::Duration::from_secs(authority.config.sessions.absolute_timeout_secs.unsigned_abs());
     authority.stores.ephemeral.put(&signin_key(&session_id), b"1", ttl).await.map_err(session_failure)?;
-    let user = SessionUser { identity, session_id: session_id.clone(), signed_in_at: authority.clock.now() };
+    let now = authority.clock.now();
+    let user = SessionUser {
+        identity,
+        session_id: session_id.clone(),
+        signed_in_at: now,
+        idle_secs: limits.idle_secs,
+        absolute_secs: limits.absolute_secs,
+        last_seen: now,
+    };
     session.insert(USER_KEY, &user).await.map_err(session_failure)?;
     session.insert(CSRF_KEY, random_token(24)).await.map_err(session_failure)?;
     tracing::info!(subject = %user.identity.platform_subject(), provider = %user.identity.provider, "signed in");

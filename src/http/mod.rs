@@ -3,6 +3,7 @@
 
 mod discovery;
 pub mod error;
+mod federation;
 mod fhir;
 mod interaction;
 mod launch;
@@ -41,6 +42,7 @@ use crate::token::keys::KeyError;
 pub struct AppState {
     pub authority: Arc<Authority>,
     pub fhir: Arc<crate::fhir::FhirApi>,
+    pub federation: Arc<crate::federation::Registry>,
 }
 
 /// Why the broker could not start.
@@ -54,6 +56,8 @@ pub enum StartError {
     Authority(#[from] crate::oauth::AuthorityError),
     #[error(transparent)]
     Seed(#[from] crate::fhir::seed::SeedError),
+    #[error("{0}")]
+    Federation(String),
     #[error("cannot build the PDS client: {0}")]
     Pds(#[from] reqwest::Error),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -84,8 +88,10 @@ impl AppState {
             audit.clone(),
             Box::new(crate::policy::ScopeOnly),
         )?;
+        let federation =
+            crate::federation::Registry::build(&loaded.idps, clock.clone()).map_err(StartError::Federation)?;
         let authority = Authority::new(config, clock, stores, keys, audit, loaded.clients)?;
-        Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir) })
+        Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir), federation: Arc::new(federation) })
     }
 }
 
@@ -100,6 +106,8 @@ pub fn app(state: AppState) -> Router {
         .route("/fhir/.well-known/smart-configuration", get(discovery::smart_configuration))
         .route("/jwks.json", get(discovery::jwks))
         .route("/fhir/metadata", get(fhir::metadata))
+        .route("/.well-known/assetlinks.json", get(federation::assetlinks))
+        .route("/.well-known/apple-app-site-association", get(federation::apple_app_site_association))
         .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
 
     let token_cors = {
@@ -139,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route("/revoke", post(oauth::revocation))
         .route("/register", post(oauth::registration))
         .route("/launch", post(launch::register))
+        .route("/federation/backchannel-logout/{idp}", post(federation::backchannel_logout))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .layer(axum::middleware::from_fn(middleware::no_store));
 
@@ -162,6 +171,8 @@ pub fn app(state: AppState) -> Router {
         .route("/authorize/patient", get(interaction::picker_page).post(interaction::picker_submit))
         .route("/authorize/consent", get(interaction::consent_get).post(interaction::consent_submit))
         .route("/logout", get(oidc::logout_get).post(oidc::logout_post))
+        .route("/federation/callback", get(federation::callback))
+        .route("/nhs-app/{journey}", get(federation::nhs_app_entry))
         .layer(sessions);
 
     Router::new()

@@ -14,10 +14,10 @@ use super::Authority;
 use super::error::{ErrorCode, OAuthError};
 use super::issue::token_hash;
 use super::params::Params;
-use super::pkce;
 use crate::domain::client::{Client, GrantType};
 use crate::domain::identity::Identity;
 use crate::domain::launch::{EhrLaunch, LaunchContext};
+use crate::domain::pkce;
 use crate::domain::scope::{Scope, ScopeContext, ScopeSet};
 use crate::token::random_token;
 
@@ -68,6 +68,9 @@ pub struct Pending {
     pub needs_patient: bool,
     pub skip_consent: bool,
     pub granted_scope: Option<String>,
+    /// `idp_hint`: the identity provider to use without the chooser.
+    #[serde(default)]
+    pub idp_hint: Option<String>,
 }
 
 /// What a code stands for (ephemeral, single use).
@@ -281,6 +284,7 @@ fn check_request(
         needs_patient,
         skip_consent: skip_consent && !prompt.contains(&"consent"),
         granted_scope: None,
+        idp_hint: params.get("idp_hint").map(str::to_owned),
     })
 }
 
@@ -386,6 +390,23 @@ pub async fn signed_in(
     pending.session_id = Some(session_id);
     pending.needs_login = false;
     advance(authority, client, pending).await
+}
+
+/// A silent (`prompt=none`) sign-in refused by the upstream provider: the app gets the OpenID
+/// Connect error (`login_required`, `interaction_required`, …).
+pub async fn upstream_refused(
+    authority: &Authority,
+    pending: Pending,
+    upstream_code: &str,
+) -> Result<Outcome, OAuthError> {
+    authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+    let code = match upstream_code {
+        "interaction_required" | "consent_required" | "account_selection_required" => ErrorCode::InteractionRequired,
+        "login_required" | "sso_login_required" => ErrorCode::LoginRequired,
+        _ => ErrorCode::AccessDenied,
+    };
+    let err = OAuthError::new(code, format!("the identity provider answered `{upstream_code}`"));
+    Ok(error_redirect(authority, &pending.redirect_uri, Some(&pending.state), &err))
 }
 
 /// After the patient picker: `patient` must be one of `allowed`.

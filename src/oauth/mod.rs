@@ -13,7 +13,7 @@ pub mod introspect;
 pub mod issue;
 pub mod oidc;
 pub mod params;
-pub mod pkce;
+
 pub mod register;
 pub mod revoke;
 pub mod token_endpoint;

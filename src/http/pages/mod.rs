@@ -117,6 +117,41 @@ pub fn sign_in(csrf: &str, pending_id: &str, client_name: &str, error: Option<&s
     page(status, "Sign in", &body, policy)
 }
 
+/// The sign-in chooser: one link per identity provider the app allows.
+pub fn provider_chooser(
+    pending_id: &str,
+    client_name: &str,
+    providers: &[(String, String)],
+    policy: &PagePolicy,
+) -> Response {
+    let mut items = String::new();
+    for (id, name) in providers {
+        items.push_str(&format!(
+            "<li><a class=\"nhsuk-button nhsuk-button--secondary\" href=\"/signin?req={}&amp;idp={}\">{}</a></li>",
+            escape(pending_id),
+            escape(id),
+            escape(name)
+        ));
+    }
+    let body = format!(
+        "<h1>How do you want to sign in?</h1><p>{} wants to use your shared care record access.</p><ul class=\"nhsuk-list\">{items}</ul>",
+        escape(client_name)
+    );
+    page(StatusCode::OK, "Choose how to sign in", &body, policy)
+}
+
+/// A sign-in that could not be completed, with what to do next.
+pub fn sign_in_failed(message: &str, back: Option<(&str, &str)>, policy: &PagePolicy) -> Response {
+    let back_html = back.map_or_else(String::new, |(label, url)| {
+        format!("<p><a class=\"nhsuk-button\" href=\"{}\">{}</a></p>", escape(url), escape(label))
+    });
+    let body = format!(
+        "<h1>You could not be signed in</h1><p>{}</p>{back_html}<p>If this keeps happening, contact the service desk and quote the time of this attempt.</p>",
+        escape(message)
+    );
+    page(StatusCode::FORBIDDEN, "You could not be signed in", &body, policy)
+}
+
 /// The patient picker: a radio list of the patients this user may open.
 pub fn patient_picker(
     csrf: &str,

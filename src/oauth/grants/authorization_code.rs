@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::GrantRequest;
 use crate::domain::client::GrantType;
+use crate::domain::pkce;
 use crate::domain::scope::{Scope, ScopeSet};
 use crate::oauth::authorize::{CodeRecord, code_key, used_code_key};
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{self, GrantData, Issue};
-use crate::oauth::pkce;
 use crate::oauth::token_endpoint::TokenResponse;
 use crate::store::GrantRecord;
 

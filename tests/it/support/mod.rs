@@ -48,6 +48,7 @@ pub enum StoreChoice {
 
 pub struct TestAppBuilder {
     clients: Vec<ClientMetadata>,
+    idps: Vec<carebroker::config::idps::IdpConfig>,
     clock_at: i64,
     store: StoreChoice,
     tweaks: Vec<ConfigTweak>,
@@ -99,6 +100,7 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             clients: Vec::new(),
+            idps: Vec::new(),
             clock_at: T0,
             store: StoreChoice::Embedded,
             tweaks: Vec::new(),
@@ -148,6 +150,10 @@ pub fn form(params: &[(&str, &str)]) -> String {
 impl TestAppBuilder {
     pub fn with_client(mut self, metadata: ClientMetadata) -> Self {
         self.clients.push(metadata);
+        self
+    }
+    pub fn with_idp(mut self, idp: carebroker::config::idps::IdpConfig) -> Self {
+        self.idps.push(idp);
         self
     }
     pub fn with_clock(mut self, unix_seconds: i64) -> Self {
@@ -210,7 +216,8 @@ impl TestAppBuilder {
             .map(|m| m.validate().unwrap_or_else(|p| panic!("test client invalid: {p:?}")))
             .collect();
         let clock = Arc::new(FixedClock::at(self.clock_at));
-        let state = AppState::build(Loaded { config, clients }, clock.clone()).await.expect("app state");
+        let state =
+            AppState::build(Loaded { config, clients, idps: self.idps }, clock.clone()).await.expect("app state");
         let router = carebroker::app(state.clone());
         TestApp { state, clock, router, dir: Arc::new(dir) }
     }

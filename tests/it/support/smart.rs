@@ -1,7 +1,7 @@
 //! SMART app helpers: a public app and a trusted EHR, PKCE pairs, authorize URLs, code exchange.
 
 use carebroker::domain::client::{ClientMetadata, EhrLaunchTrust};
-use carebroker::oauth::pkce;
+use carebroker::domain::pkce;
 use serde_json::{Value, json};
 
 use super::browser::query_of;

@@ -1,0 +1,256 @@
+//! Identity-provider files: `{federation.idps_dir}/*.toml`, one upstream provider each (`kind` =
+//! `oidc`, `cis2` or `nhs_login`), the id being the file name. Checked here as data; keys are
+//! parsed when the providers are built.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::load::ConfigProblem;
+use super::{Config, Secret};
+use crate::domain::url_rules::{check_https_or_loopback, is_loopback_host};
+
+/// Which claims carry which facts (generic OIDC; CIS2 and NHS login have fixed mappings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    pub subject: String,
+    pub name: String,
+    pub fhir_user: String,
+    pub org: String,
+    pub roles: String,
+    pub activities: String,
+    /// `fhirUser` when the provider sends none; `{sub}` is replaced (e.g. `Practitioner/{sub}`).
+    pub fhir_user_template: Option<String>,
+    /// ODS code when the provider sends none (a care home's own IdP, say).
+    pub default_org: Option<String>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            name: "name".into(),
+            fhir_user: "fhirUser".into(),
+            org: "org".into(),
+            roles: "roles".into(),
+            activities: "activities".into(),
+            fhir_user_template: None,
+            default_org: None,
+        }
+    }
+}
+
+/// One upstream identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    #[serde(skip)]
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    /// Compared exactly with the discovery document and every ID token (CIS2's has `:443`).
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// PKCS#8 PEM private key for `private_key_jwt` at the provider's token endpoint.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub private_key_alg: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// ID-token signature algorithms accepted (never `none`, never HMAC).
+    #[serde(default)]
+    pub id_token_algs: Vec<String>,
+    #[serde(default)]
+    pub use_userinfo: Option<bool>,
+    #[serde(default = "default_discovery_cache")]
+    pub discovery_cache_secs: u64,
+    #[serde(default)]
+    pub dev_only: bool,
+    #[serde(default)]
+    pub claims: ClaimMapping,
+    /// CIS2: `acr_values` to request (e.g. `AAL3_ANY` for smartcard-only apps).
+    #[serde(default)]
+    pub acr_values: Option<String>,
+    #[serde(default = "default_min_aal")]
+    pub min_authentication_assurance_level: u8,
+    #[serde(default = "default_min_ial")]
+    pub min_id_assurance_level: u8,
+    /// CIS2: the sign-in must be this recent (`auth_time`).
+    #[serde(default = "default_auth_age")]
+    pub max_auth_age_secs: i64,
+    /// CIS2: ask the user to choose a role (`selectedrole` scope with `prompt=login`).
+    #[serde(default = "yes")]
+    pub select_role: bool,
+    /// NHS login: vectors of trust to request; the returned `vot` must be one of them.
+    #[serde(default)]
+    pub vtr: Vec<String>,
+    /// Session limits for identities from this provider (NHS login: 30 min idle, 12 h).
+    #[serde(default)]
+    pub session_idle_secs: Option<i64>,
+    #[serde(default)]
+    pub session_absolute_secs: Option<i64>,
+    /// Accept OIDC back-channel logout tokens at `/federation/backchannel-logout/{id}`.
+    #[serde(default)]
+    pub backchannel_logout: bool,
+}
+
+fn default_discovery_cache() -> u64 {
+    3600
+}
+fn default_min_aal() -> u8 {
+    2
+}
+fn default_min_ial() -> u8 {
+    3
+}
+fn default_auth_age() -> i64 {
+    300
+}
+fn yes() -> bool {
+    true
+}
+
+/// NHS login's default: P9 with any strong credential.
+pub const DEFAULT_VTR: [&str; 3] = ["P9.Cp.Cd", "P9.Cp.Ck", "P9.Cm"];
+
+const ALGS: [&str; 5] = ["RS256", "RS384", "RS512", "ES256", "ES384"];
+
+impl IdpConfig {
+    /// The accepted ID-token algorithms, with the kind's default.
+    pub fn id_token_algs(&self) -> Vec<String> {
+        if !self.id_token_algs.is_empty() {
+            return self.id_token_algs.clone();
+        }
+        vec![if self.kind == "nhs_login" { "RS512" } else { "RS256" }.to_owned()]
+    }
+
+    /// The requested vectors of trust (NHS login).
+    pub fn vtr(&self) -> Vec<String> {
+        if self.vtr.is_empty() { DEFAULT_VTR.iter().map(|s| (*s).to_owned()).collect() } else { self.vtr.clone() }
+    }
+}
+
+/// Loads every provider file; problems are reported as `{file}: {field}`.
+pub(super) fn load_idps(config: &Config, problems: &mut Vec<ConfigProblem>) -> Vec<IdpConfig> {
+    let dir = &config.federation.idps_dir;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            problems.push(ConfigProblem::new("federation.idps_dir", format!("cannot read `{}`: {e}", dir.display())));
+            return Vec::new();
+        }
+    };
+    let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        if let Some(idp) = read_idp(&path, problems) {
+            if idp.dev_only && !loopback {
+                continue;
+            }
+            out.push(idp);
+        }
+    }
+    out
+}
+
+fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig> {
+    let label = path.display().to_string();
+    let mut push =
+        |field: &str, message: String| problems.push(ConfigProblem::new(format!("{label}: {field}"), message));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            push("(file)", format!("cannot read the file: {e}"));
+            return None;
+        }
+    };
+    let mut idp: IdpConfig = match toml::from_str::<toml::Value>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|v| serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner())))
+    {
+        Ok(idp) => idp,
+        Err(e) => {
+            push("(file)", e);
+            return None;
+        }
+    };
+    idp.id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+    let before = problems.len();
+    let mut push =
+        |field: &str, message: String| problems.push(ConfigProblem::new(format!("{label}: {field}"), message));
+    if !idp.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || idp.id.is_empty() {
+        push("(file name)", "a provider id (the file name) is letters, digits, - and _".into());
+    }
+    if !matches!(idp.kind.as_str(), "oidc" | "cis2" | "nhs_login") {
+        push("kind", format!("`{}` is not oidc, cis2 or nhs_login", idp.kind));
+    }
+    if let Err(why) = check_https_or_loopback(&idp.issuer) {
+        push("issuer", why);
+    }
+    if idp.client_id.is_empty() {
+        push("client_id", "is required".into());
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    if let Some(file) = idp.client_secret_file.take() {
+        if idp.client_secret.is_some() {
+            push("client_secret_file", "give client_secret or client_secret_file, not both".into());
+        }
+        match std::fs::read_to_string(base.join(&file)) {
+            Ok(s) => idp.client_secret = Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+            Err(e) => push("client_secret_file", format!("cannot read `{}`: {e}", file.display())),
+        }
+    }
+    if let Some(file) = &idp.private_key_file {
+        let full = base.join(file);
+        match std::fs::read_to_string(&full) {
+            Ok(pem) if pem.contains("BEGIN PRIVATE KEY") => idp.private_key_file = Some(full),
+            Ok(_) => push("private_key_file", format!("`{}` is not a PKCS#8 PEM private key", file.display())),
+            Err(e) => push("private_key_file", format!("cannot read `{}`: {e}", file.display())),
+        }
+    }
+    match (&idp.client_secret, &idp.private_key_file) {
+        (Some(_), Some(_)) => push("private_key_file", "give a client secret or a private key, not both".into()),
+        (None, None) => push("client_secret", "a provider needs a client secret or a private_key_file".into()),
+        _ => {}
+    }
+    if idp.kind == "nhs_login" && idp.private_key_file.is_none() {
+        push("private_key_file", "NHS login requires private_key_jwt client authentication".into());
+    }
+    if let Some(alg) = &idp.private_key_alg {
+        if !ALGS.contains(&alg.as_str()) {
+            push("private_key_alg", format!("`{alg}` is not one of {}", ALGS.join(", ")));
+        }
+    }
+    for (i, alg) in idp.id_token_algs.iter().enumerate() {
+        if !ALGS.contains(&alg.as_str()) {
+            push(
+                &format!("id_token_algs[{i}]"),
+                format!("`{alg}` is not one of {} (none and HMAC are never accepted)", ALGS.join(", ")),
+            );
+        }
+    }
+    for (i, v) in idp.vtr.iter().enumerate() {
+        let valid = v.split('.').next().is_some_and(|p| matches!(p, "P0" | "P5" | "P9"))
+            && v.split('.').skip(1).all(|c| matches!(c, "Cp" | "Cd" | "Ck" | "Cm"));
+        if !valid {
+            push(&format!("vtr[{i}]"), format!("`{v}` is not a vector of trust such as P9.Cp.Cd"));
+        }
+    }
+    if !(1..=3).contains(&idp.min_authentication_assurance_level) || !(0..=3).contains(&idp.min_id_assurance_level) {
+        push("min_authentication_assurance_level", "assurance levels are 1 to 3".into());
+    }
+    (problems.len() == before).then_some(idp)
+}
