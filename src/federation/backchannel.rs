@@ -23,7 +23,7 @@ pub struct LogoutTarget {
 
 /// Verifies a logout token from `client`'s provider.
 pub async fn verify_logout_token(client: &OidcClient, token: &str, now: i64) -> Result<LogoutTarget, SignInError> {
-    let claims = client.verify_id_token(token, None).await?;
+    let claims = client.verify_jwt(token, None).await?;
     let fail = |why: &str| Err(SignInError::IdToken(why.to_owned()));
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
     if now - iat > MAX_AGE_SECS {

@@ -270,10 +270,19 @@ impl OidcClient {
         }
     }
 
-    /// Verifies a JWT from this provider (ID token or logout token): algorithm allow-list, key by
+    /// Verifies an ID token from this provider: algorithm allow-list, key by
     /// `kid` (one JWKS refetch for an unknown one), signature, exact `iss`, `aud` containing our
     /// client id, time. `nonce` is checked when given.
     pub async fn verify_id_token(&self, token: &str, nonce: Option<&str>) -> Result<Claims, SignInError> {
+        let claims = self.verify_jwt(token, nonce).await?;
+        if claims.get("sub").and_then(Value::as_str).is_none_or(|s| s.is_empty() || s.len() > 255) {
+            return Err(SignInError::IdToken("the token has no valid sub".into()));
+        }
+        Ok(claims)
+    }
+
+    /// [`Self::verify_id_token`] without requiring `sub` (a logout token may carry only `sid`).
+    pub async fn verify_jwt(&self, token: &str, nonce: Option<&str>) -> Result<Claims, SignInError> {
         let jws = jose::decode(token, &self.algs).map_err(|e| SignInError::IdToken(e.to_string()))?;
         let kid = jws.header.kid.clone();
         let mut key = Self::key_for(&*self.jwks(false).await?, kid.as_deref(), jws.algorithm);
@@ -321,9 +330,6 @@ impl OidcClient {
             if claims.get("nonce").and_then(Value::as_str) != Some(expected) {
                 return Err(SignInError::IdToken("the nonce does not match this sign-in".into()));
             }
-        }
-        if claims.get("sub").and_then(Value::as_str).is_none_or(|s| s.is_empty() || s.len() > 255) {
-            return Err(SignInError::IdToken("the token has no valid sub".into()));
         }
         Ok(claims)
     }

@@ -166,9 +166,11 @@ pub fn nhs_login(config: &IdpConfig, claims: &Claims, trip: &RoundTrip, now: i64
     };
     let nhs = NhsNumber::parse(&raw)
         .map_err(|e| SignInError::Rejected(format!("NHS login sent an invalid NHS number: {e}")))?;
+    // The user's proofing level must be at least the vector's (P9 ≥ P5 ≥ P0).
+    let rank = |p: &str| p.strip_prefix('P').and_then(|d| d.get(..1)).and_then(|d| d.parse::<u8>().ok());
     let level = text(claims, "identity_proofing_level").unwrap_or_default();
-    if !vot.starts_with(&level) || level.is_empty() {
-        return reject(format!("identity proofing level `{level}` does not match the vector of trust `{vot}`"));
+    if rank(&level).is_none_or(|l| rank(&vot).is_none_or(|v| l < v)) {
+        return reject(format!("identity proofing level `{level}` does not meet the vector of trust `{vot}`"));
     }
     let subject = text(claims, "sub").unwrap_or_default();
     let mut identity = base_identity(config, claims, subject);

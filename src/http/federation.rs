@@ -157,9 +157,10 @@ pub async fn sign_in_step(
             &page_policy,
         );
     };
+    // prompt=none never reaches this step: without a session /authorize answers login_required.
     let options = BeginOptions {
         force_login: pending.needs_login && pending.identity.is_some(),
-        silent: pending.prompt_none,
+        silent: false,
         asserted_login_identity: None,
     };
     go_upstream(state, session, &provider, Purpose::Authorize { pending_id: pending.id.clone() }, options).await
@@ -208,20 +209,6 @@ pub async fn callback(State(state): State<AppState>, session: Session, Query(q):
                 .audit
                 .record_or_log(&AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail(e.to_string()))
                 .await;
-            if let Purpose::Authorize { pending_id } = &record.purpose {
-                // A silent authorization that cannot be completed answers the app with the error.
-                if let Ok(Some((pending, client))) = authorize::load_pending(authority, pending_id).await {
-                    if pending.prompt_none {
-                        if let SignInError::Provider { code, .. } = &e {
-                            let outcome = authorize::upstream_refused(authority, pending, code).await;
-                            return match outcome {
-                                Ok(outcome) => respond_outcome(&state, &session, outcome, Some(&client)).await,
-                                Err(_) => failure_page(&state, &e, nhs_app),
-                            };
-                        }
-                    }
-                }
-            }
             return failure_page(&state, &e, nhs_app);
         }
     };

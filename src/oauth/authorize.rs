@@ -392,23 +392,6 @@ pub async fn signed_in(
     advance(authority, client, pending).await
 }
 
-/// A silent (`prompt=none`) sign-in refused by the upstream provider: the app gets the OpenID
-/// Connect error (`login_required`, `interaction_required`, …).
-pub async fn upstream_refused(
-    authority: &Authority,
-    pending: Pending,
-    upstream_code: &str,
-) -> Result<Outcome, OAuthError> {
-    authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
-    let code = match upstream_code {
-        "interaction_required" | "consent_required" | "account_selection_required" => ErrorCode::InteractionRequired,
-        "login_required" | "sso_login_required" => ErrorCode::LoginRequired,
-        _ => ErrorCode::AccessDenied,
-    };
-    let err = OAuthError::new(code, format!("the identity provider answered `{upstream_code}`"));
-    Ok(error_redirect(authority, &pending.redirect_uri, Some(&pending.state), &err))
-}
-
 /// After the patient picker: `patient` must be one of `allowed`.
 pub async fn patient_chosen(
     authority: &Authority,

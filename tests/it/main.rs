@@ -9,6 +9,7 @@ mod cli;
 mod client_auth;
 mod discovery;
 mod ehr_launch;
+mod federation;
 mod fhir_api;
 mod introspection;
 mod pds;

@@ -2,6 +2,7 @@
 //! and access to the real Redis and PostgreSQL servers started by `scripts/test.sh`.
 
 pub mod browser;
+pub mod fake_idp;
 pub mod fhir;
 pub mod keys;
 pub mod pds_double;
