@@ -427,3 +427,88 @@ async fn backchannel_logout_is_refused_for_providers_without_it() {
     assert_eq!(backchannel(&app, "trust", &token).await.status, 400);
     assert_eq!(backchannel(&app, "nobody", &token).await.status, 400);
 }
+
+async fn nhs_app(idp: &FakeIdp) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let config = idp.config("nhs-login", dir.path());
+    let assetlinks = dir.path().join("assetlinks.json");
+    std::fs::write(&assetlinks, r#"[{"relation":["delegate_permission/common.handle_all_urls"],"target":{"namespace":"android_app","package_name":"com.nhs.online.nhsonline"}}]"#).unwrap();
+    let mut app = public_app();
+    app.skip_consent = true;
+    TestApp::builder()
+        .with_client(app)
+        .with_dev_users()
+        .with_idp(config)
+        .with_config(move |c| {
+            c.nhs_app.enabled = true;
+            c.nhs_app.idp = "nhs-login".into();
+            c.nhs_app.home_url = "https://www.nhsapp.service.nhs.uk/".into();
+            c.nhs_app.journeys.insert("careplan".into(), carebroker::config::NhsAppJourney { client_id: APP.into() });
+            c.nhs_app.assetlinks_file = Some(assetlinks);
+        })
+        .with_dir(dir)
+        .build()
+        .await
+}
+
+const NHS_APP_UA: &str = "Mozilla/5.0 (Linux; Android 14) Mobile Safari/537.36 nhsapp-android/2.40.0";
+
+#[tokio::test]
+async fn an_nhs_app_jump_off_signs_the_patient_in_silently_and_opens_their_plan() {
+    let idp = FakeIdp::start("nhs_login").await;
+    let app = nhs_app(&idp).await;
+    let mut browser = Browser::new();
+    let entry =
+        browser.get(&app, "/nhs-app/careplan?source=app&assertedLoginIdentity=eyJhbGciOiJSUzUxMiJ9.e30.sig").await;
+    let back = follow_provider(&app, &mut browser, &entry).await;
+    let sent = idp.last_authorize();
+    let get = |n: &str| sent.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("prompt"), "none");
+    assert_eq!(get("asserted_login_identity"), "eyJhbGciOiJSUzUxMiJ9.e30.sig", "camelCase in, snake_case out");
+    // straight on to the journey's app, with a launch carrying the patient
+    assert_eq!(back.status, 303, "{}", back.text());
+    let launch_url = url::Url::parse(back.header("location").unwrap()).unwrap();
+    assert!(launch_url.as_str().starts_with("https://viewer.example/launch"));
+    let q: std::collections::HashMap<_, _> = launch_url.query_pairs().into_owned().collect();
+    let (verifier, challenge) = pkce_pair();
+    let reply = browser
+        .get(
+            &app,
+            &authorize_path(&challenge, &[("launch", &q["launch"]), ("scope", "launch openid fhirUser patient/*.rs")]),
+        )
+        .await;
+    let code = code_from(&reply, "st-123");
+    let tokens = exchange(&app, &code, &verifier).await.json();
+    assert_eq!(tokens["patient"], "9434765919", "themselves in context, no picker");
+}
+
+#[tokio::test]
+async fn a_failed_silent_sign_in_sends_the_patient_back_to_the_nhs_app_without_our_header() {
+    let idp = FakeIdp::start("nhs_login").await;
+    idp.set(|k| k.authorize_error = Some("sso_login_required".into()));
+    let app = nhs_app(&idp).await;
+    let mut browser = Browser::new();
+    let entry = browser
+        .request_with(&app, "/nhs-app/careplan?assertedLoginIdentity=expired", &[("user-agent", NHS_APP_UA)])
+        .await;
+    let back = follow_provider(&app, &mut browser, &entry).await;
+    assert_eq!(back.status, 403);
+    let html = back.text();
+    assert!(html.contains("Go back to the NHS App") && html.contains("https://www.nhsapp.service.nhs.uk/"), "{html}");
+    assert!(!html.contains("nhsuk-header"), "the NHS App shows its own header");
+
+    let missing = browser.request_with(&app, "/nhs-app/careplan", &[("user-agent", NHS_APP_UA)]).await;
+    assert!(missing.text().contains("Open this page from the NHS App"));
+    assert!(!missing.text().contains("nhsuk-header"));
+    assert_eq!(app.get("/nhs-app/unknown?assertedLoginIdentity=x").await.status, 404);
+}
+
+#[tokio::test]
+async fn app_site_association_files_are_served_from_config() {
+    let idp = FakeIdp::start("nhs_login").await;
+    let app = nhs_app(&idp).await;
+    let links = app.get("/.well-known/assetlinks.json").await;
+    assert_eq!(links.status, 200);
+    assert_eq!(links.json()[0]["target"]["package_name"], "com.nhs.online.nhsonline");
+    assert_eq!(app.get("/.well-known/apple-app-site-association").await.status, 404, "not configured");
+}

@@ -32,6 +32,16 @@ impl Browser {
         }
     }
 
+    /// GET with extra headers (a user agent, say).
+    pub async fn request_with(&mut self, app: &TestApp, path: &str, extra: &[(&str, &str)]) -> Reply {
+        let cookie = self.cookie_header();
+        let mut headers = vec![("cookie", cookie.as_str())];
+        headers.extend_from_slice(extra);
+        let reply = app.request(Method::GET, path, &headers, Vec::new()).await;
+        self.remember(&reply);
+        reply
+    }
+
     pub async fn get(&mut self, app: &TestApp, path: &str) -> Reply {
         let cookie = self.cookie_header();
         let reply = app.request(Method::GET, path, &[("cookie", &cookie)], Vec::new()).await;
