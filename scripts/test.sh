@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
 npm ci --silent --prefix tests/e2e >/dev/null
+npm ci --silent --prefix tests/idp >/dev/null
 source scripts/test-services.sh
 trap stop_test_services EXIT
 cargo test --locked --lib --bins --tests "$@"

@@ -10,6 +10,7 @@ mod client_auth;
 mod discovery;
 mod ehr_launch;
 mod federation;
+mod federation_node;
 mod fhir_api;
 mod introspection;
 mod pds;

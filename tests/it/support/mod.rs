@@ -5,6 +5,7 @@ pub mod browser;
 pub mod fake_idp;
 pub mod fhir;
 pub mod keys;
+pub mod node_idp;
 pub mod pds_double;
 pub mod services;
 pub mod smart;
