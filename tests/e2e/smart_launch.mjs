@@ -40,6 +40,10 @@ function options() {
       patient: { type: "string", default: "9000000009" },
       screenshots: { type: "string" },
       "read-patient": { type: "boolean", default: false },
+      // Sign in at an upstream provider's page (tests/idp) with this login instead of ours.
+      "idp-login": { type: "string" },
+      // Run only one of the two launches.
+      only: { type: "string" },
       timeout: { type: "string", default: "30000" },
       chromium: { type: "string", default: "/usr/bin/chromium" },
     },
@@ -58,6 +62,8 @@ function options() {
     patient: values.patient,
     screenshots: values.screenshots,
     readPatient: values["read-patient"],
+    idpLogin: values["idp-login"],
+    only: values.only,
     timeoutMs: Number(values.timeout),
     chromiumPath: values.chromium,
   };
@@ -167,6 +173,8 @@ async function classify(page) {
     return await page.evaluate(() => {
       const parsed = document.readyState !== "loading";
       if (window.__result) return { kind: "result", parsed };
+      // node-oidc-provider's sign-in page (tests/idp): an upstream identity provider.
+      if (document.querySelector("input[name=login]")) return { kind: "upstream-signin", parsed };
       if (document.querySelector("input[name=password]")) return { kind: "signin", parsed };
       if (document.querySelector("input[type=radio][name=patient]")) return { kind: "picker", parsed };
       if (document.querySelector("button[name=decision][value=allow]")) return { kind: "consent", parsed };
@@ -266,7 +274,12 @@ async function runFlow(browser, opts, name, url) {
       if (seen.at(-1) === kind) throw await fail(`the ${kind} page came back`);
       seen.push(kind);
       await shot(kind);
-      if (kind === "signin") {
+      if (kind === "upstream-signin") {
+        if (!opts.idpLogin) throw await fail("an upstream sign-in page appeared but --idp-login was not given");
+        await page.locator("input[name=login]").fill(opts.idpLogin);
+        await page.locator("input[name=password]").fill("any");
+        await submitAndWait(page, () => page.locator("button[type=submit]").click());
+      } else if (kind === "signin") {
         await page.getByLabel("Username").fill(opts.username);
         await page.getByLabel("Password").fill(opts.password);
         await submitAndWait(page, () => page.getByRole("button", { name: "Sign in" }).click());
@@ -305,7 +318,7 @@ async function runFlow(browser, opts, name, url) {
 async function main() {
   const opts = options();
   if (!opts.ehrSecret && opts.ehrSecretFile) opts.ehrSecret = (await fs.readFile(opts.ehrSecretFile, "utf8")).trim();
-  if (!opts.ehrSecret) throw new E2EError("--ehr-secret (or --ehr-secret-file) is required");
+  if (!opts.ehrSecret && opts.only !== "standalone") throw new E2EError("--ehr-secret (or --ehr-secret-file) is required");
   if (opts.screenshots) await fs.mkdir(opts.screenshots, { recursive: true });
 
   // Fail early and plainly when the broker is not there.
@@ -330,11 +343,16 @@ async function main() {
         "--disable-sync",
       ],
     });
-    const launchUrl = await registerEhrLaunch(opts);
-    const ehr = await runFlow(browser, opts, "ehr", launchUrl);
-    const appLaunch = `http://127.0.0.1:${opts.appPort}/launch?iss=${encodeURIComponent(opts.fhirBase)}`;
-    const standalone = await runFlow(browser, opts, "standalone", appLaunch);
-    process.stdout.write(`${JSON.stringify({ ehr: { launch_url: launchUrl, ...ehr }, standalone })}\n`);
+    const out = {};
+    if (opts.only !== "standalone") {
+      const launchUrl = await registerEhrLaunch(opts);
+      out.ehr = { launch_url: launchUrl, ...(await runFlow(browser, opts, "ehr", launchUrl)) };
+    }
+    if (opts.only !== "ehr") {
+      const appLaunch = `http://127.0.0.1:${opts.appPort}/launch?iss=${encodeURIComponent(opts.fhirBase)}`;
+      out.standalone = await runFlow(browser, opts, "standalone", appLaunch);
+    }
+    process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
     await browser?.close();
     await new Promise((resolve) => server.close(resolve));

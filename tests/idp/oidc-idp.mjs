@@ -13,8 +13,8 @@
 //   NODE_ENV=production node tests/idp/oidc-idp.mjs --port P --profile plain|cis2|nhs_login \
 //     --client-id ID --redirect-uri URI [--client-secret S] [--client-jwks FILE] \
 //     [--backchannel-logout-uri URI] [--post-logout-redirect-uri URI]
-// Once ready, prints exactly one line to stdout: `listening <issuer>`. Everything else
-// (oidc-provider notices, errors) goes to stderr.
+// Once ready, prints exactly one line to stdout: `listening <issuer>` (--port 0 picks a free
+// port; read it from the issuer). Everything else (oidc-provider notices, errors) goes to stderr.
 //
 // Test-only routes, at the server root (outside the provider's routes):
 //   POST /test/session[?scope=...]  -> 204 + Set-Cookie (_session, _session.sig): a signed-in
@@ -61,8 +61,7 @@ for (const required of ['port', 'client-id', 'redirect-uri']) {
   if (!args[required]) fail(`--${required} is required`);
 }
 
-const port = Number(args.port);
-const origin = `http://127.0.0.1:${port}`;
+if (!/^\d+$/.test(args.port)) fail('--port must be a number (0: any free port)');
 const clientId = args['client-id'];
 
 // ---------------------------------------------------------------------------------------------
@@ -229,7 +228,6 @@ const profiles = {
 
 if (!Object.hasOwn(profiles, args.profile)) fail(`unknown --profile ${args.profile} (plain|cis2|nhs_login)`);
 const profile = profiles[args.profile]();
-const issuer = `${origin}${profile.mount}`;
 
 if (profile.clientAuth === 'client_secret_basic' && !args['client-secret']) {
   fail(`--client-secret is required for ${args.profile} without --client-jwks`);
@@ -237,6 +235,17 @@ if (profile.clientAuth === 'client_secret_basic' && !args['client-secret']) {
 if (profile.clientAuth === 'private_key_jwt' && !args['client-jwks']) {
   fail(`--client-jwks is required for ${args.profile}`);
 }
+
+// Listen first, so `--port 0` works: the issuer needs the real port. Requests are answered
+// only once everything below is set up (`app` is replaced at the end of this module).
+let app = (req, res) => { res.statusCode = 503; res.end(); };
+const server = createServer((req, res) => app(req, res));
+const port = await new Promise((resolve) => {
+  server.once('error', (err) => fail(`cannot listen on 127.0.0.1:${args.port}: ${err.message}`));
+  server.listen(Number(args.port), '127.0.0.1', () => resolve(server.address().port));
+});
+const origin = `http://127.0.0.1:${port}`;
+const issuer = `${origin}${profile.mount}`;
 
 // vot travels with the authorization: remembered per authorization code when the code is
 // issued, then copied into the access token (extraTokenClaims) for userinfo.
@@ -388,7 +397,7 @@ const configuration = {
     clientAuthSigningAlgValues: profile.clientAssertionAlgs ?? ['RS256'],
   },
   pkce: { required: () => true }, // S256 only (oidc-provider 9 supports nothing else)
-  conformIdTokenClaims: false, // scope claims go into the ID token too (filtered per use below)
+  conformIdTokenClaims: false, // scope claims may go into the ID token (profiles choose per use)
   ttl,
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   clientBasedCORS: () => false,
@@ -447,7 +456,7 @@ const provider = new Provider(issuer, configuration);
 
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 for (const event of ['authorization.error', 'grant.error', 'userinfo.error', 'end_session.error', 'backchannel.error']) {
-  provider.on(event, (ctx, err) => console.error(event, err.error ?? '', err.error_description ?? err.message));
+  provider.on(event, (ctx, err) => console.error(event, err.error ?? '', err.error_description ?? err.message, err.error_detail ?? ''));
 }
 provider.on('authorization.success', (ctx) => {
   const code = ctx.oidc.entities.AuthorizationCode;
@@ -571,7 +580,7 @@ const guard = (fn) => (req, res) => fn(req, res).catch((err) => {
   if (!res.headersSent) sendJson(res, 500, { error: 'server_error', error_description: err.message });
 });
 
-const server = createServer(guard(async (req, res) => {
+app = guard(async (req, res) => {
   const path = req.url.split('?')[0];
   if (req.method === 'POST' && path === '/test/session') return testSession(req, res);
   if (req.method === 'POST' && path === '/test/logout') return testLogout(req, res);
@@ -592,9 +601,6 @@ const server = createServer(guard(async (req, res) => {
     return submitLogin(req, res, () => handle(req, res));
   }
   return handle(req, res);
-}));
-
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`listening ${issuer}\n`);
 });
-server.on('error', (err) => fail(`cannot listen on ${origin}: ${err.message}`));
+
+process.stdout.write(`listening ${issuer}\n`);

@@ -122,3 +122,111 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
     assert_eq!(standalone["patient_read"]["id"], "9000000009");
     assert_eq!(standalone["careplan_search"]["total"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identity() {
+    use carebroker::token::jose::{Algorithm, SigningKey};
+    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+    let app_port = free_port();
+    let app_origin = format!("http://127.0.0.1:{app_port}");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let broker = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().unwrap();
+    // a CIS2-shaped provider (node-oidc-provider) with private_key_jwt
+    let der = SigningKey::generate_pkcs8(Algorithm::RS256).unwrap();
+    let rp = SigningKey::from_pkcs8(Algorithm::RS256, &der).unwrap();
+    let pem = crate::support::fake_idp::write_pem(dir.path(), "rp.pem", &der);
+    let jwks = dir.path().join("rp.jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [rp.public_jwk()]}).to_string()).unwrap();
+    let idp = crate::support::node_idp::NodeIdp::start(
+        "cis2",
+        "carebroker",
+        &format!("{broker}/federation/callback"),
+        ("--client-jwks", jwks.to_str().unwrap()),
+        None,
+    )
+    .await;
+    let idp_config = carebroker::config::idps::IdpConfig {
+        id: "cis2".into(),
+        kind: "cis2".into(),
+        name: "NHS smartcard (CIS2)".into(),
+        issuer: idp.issuer.clone(),
+        client_id: "carebroker".into(),
+        client_secret: None,
+        client_secret_file: None,
+        private_key_file: Some(pem),
+        private_key_alg: Some("RS256".into()),
+        scopes: vec!["openid".into(), "profile".into(), "nationalrbacaccess".into(), "associatedorgs".into()],
+        id_token_algs: Vec::new(),
+        use_userinfo: Some(true),
+        discovery_cache_secs: 3600,
+        dev_only: false,
+        claims: Default::default(),
+        acr_values: Some("AAL3_ANY".into()),
+        min_authentication_assurance_level: 3,
+        min_id_assurance_level: 3,
+        max_auth_age_secs: 300,
+        select_role: true,
+        vtr: Vec::new(),
+        session_idle_secs: None,
+        session_absolute_secs: None,
+        backchannel_logout: false,
+    };
+    let client = ClientMetadata {
+        client_id: "e2e-app".into(),
+        client_name: Some("E2E care plan app".into()),
+        token_endpoint_auth_method: "none".into(),
+        redirect_uris: vec![format!("{app_origin}/callback")],
+        launch_uri: Some(format!("{app_origin}/launch")),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.rs".into(),
+        default_identity_provider: Some("cis2".into()),
+        ..Default::default()
+    };
+    let issuer = broker.clone();
+    let app = TestApp::builder()
+        .with_client(client)
+        .with_dev_users()
+        .with_idp(idp_config)
+        .with_config(move |c| c.server.public_url = issuer)
+        .with_dir(dir)
+        .build()
+        .await;
+    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
+    let state = app.state.clone();
+    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+
+    let args = vec![
+        format!("{e2e}/smart_launch.mjs"),
+        "--broker".into(),
+        broker,
+        "--app-port".into(),
+        app_port.to_string(),
+        "--client-id".into(),
+        "e2e-app".into(),
+        "--only".into(),
+        "standalone".into(),
+        "--idp-login".into(),
+        "555057896106".into(),
+        "--patient".into(),
+        "9000000009".into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output())
+        .await
+        .expect("join")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser run failed:\n{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let result: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let standalone = &result["standalone"];
+    assert_eq!(standalone["ok"], true, "{standalone}");
+    assert_eq!(standalone["pages_seen"], serde_json::json!(["upstream-signin", "picker", "consent"]));
+    assert_eq!(standalone["id_token"]["sub"], "cis2:555057896106", "the identity came from the upstream provider");
+    assert_eq!(standalone["token"]["patient"], "9000000009");
+    assert_eq!(
+        standalone["picker_patients"],
+        serde_json::json!(["9000000009", "9434765919"]),
+        "patients of the CIS2 role's organisation"
+    );
+}
