@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use carebroker::oauth::pkce;
+use carebroker::domain::pkce;
 use carebroker::token::random_token;
 use serde_json::{Value, json};
 

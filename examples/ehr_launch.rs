@@ -8,7 +8,7 @@
 //! cargo run --example ehr_launch    # or: -- http://127.0.0.1:8080
 //! ```
 
-use carebroker::oauth::pkce;
+use carebroker::domain::pkce;
 use carebroker::token::random_token;
 use serde_json::{Value, json};
 

@@ -44,6 +44,8 @@ function options() {
       "idp-login": { type: "string" },
       // Run only one of the two launches.
       only: { type: "string" },
+      // Only serve the demo app (for a person clicking through in a browser); no Chromium.
+      "serve-only": { type: "boolean", default: false },
       timeout: { type: "string", default: "30000" },
       chromium: { type: "string", default: "/usr/bin/chromium" },
     },
@@ -63,6 +65,7 @@ function options() {
     screenshots: values.screenshots,
     readPatient: values["read-patient"],
     idpLogin: values["idp-login"],
+    serveOnly: values["serve-only"],
     only: values.only,
     timeoutMs: Number(values.timeout),
     chromiumPath: values.chromium,
@@ -318,13 +321,18 @@ async function runFlow(browser, opts, name, url) {
 async function main() {
   const opts = options();
   if (!opts.ehrSecret && opts.ehrSecretFile) opts.ehrSecret = (await fs.readFile(opts.ehrSecretFile, "utf8")).trim();
-  if (!opts.ehrSecret && opts.only !== "standalone") throw new E2EError("--ehr-secret (or --ehr-secret-file) is required");
+  if (!opts.ehrSecret && opts.only !== "standalone" && !opts.serveOnly) throw new E2EError("--ehr-secret (or --ehr-secret-file) is required");
   if (opts.screenshots) await fs.mkdir(opts.screenshots, { recursive: true });
 
   // Fail early and plainly when the broker is not there.
-  await fetchJson(`${opts.fhirBase}/.well-known/smart-configuration`, undefined, "discovery");
+  if (!opts.serveOnly) await fetchJson(`${opts.fhirBase}/.well-known/smart-configuration`, undefined, "discovery");
 
   const server = await startAppServer(opts);
+  if (opts.serveOnly) {
+    console.log(`demo SMART app on http://127.0.0.1:${opts.appPort}`);
+    console.log(`standalone launch: http://127.0.0.1:${opts.appPort}/launch?iss=${encodeURIComponent(opts.fhirBase)}`);
+    await new Promise(() => {}); // serve until the process is stopped
+  }
   let browser;
   try {
     // launch() gives Chromium a fresh temporary --user-data-dir (Playwright refuses one in args)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# carebroker with the bundled upstream test identity providers (node-oidc-provider, tests/idp):
+# a CIS2-shaped one on :9101 and an NHS login-shaped one on :9102, the NHS App journey `careplan`,
+# and the demo SMART app on :8765. Then open the printed standalone launch URL in a browser and
+# choose "NHS smartcard" (sign in as 555057896106) or "NHS login" (sign in as 9434765919).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+npm ci --silent --prefix tests/idp >/dev/null
+npm ci --silent --prefix tests/e2e >/dev/null
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+callback=http://127.0.0.1:8080/federation/callback
+NODE_ENV=production node tests/idp/oidc-idp.mjs --port 9101 --profile cis2 --client-id carebroker --redirect-uri "$callback" \
+  --client-jwks certs/test/idp-rp-cis2.jwks.json --backchannel-logout-uri http://127.0.0.1:8080/federation/backchannel-logout/cis2-local &
+pids+=($!)
+NODE_ENV=production node tests/idp/oidc-idp.mjs --port 9102 --profile nhs_login --client-id carebroker --redirect-uri "$callback" \
+  --client-jwks certs/test/idp-rp-nhslogin.jwks.json &
+pids+=($!)
+node tests/e2e/smart_launch.mjs --serve-only --app-port 8765 --client-id demo-app &
+pids+=($!)
+export CAREBROKER__FEDERATION__IDPS_DIR=config/dev/idps
+export CAREBROKER__NHS_APP__ENABLED=true
+export CAREBROKER__NHS_APP__IDP=nhs-login-local
+export CAREBROKER__NHS_APP__HOME_URL=https://www.nhsapp.service.nhs.uk/
+export CAREBROKER__NHS_APP__JOURNEYS__CAREPLAN__CLIENT_ID=demo-app
+echo "NHS App jump-off: http://127.0.0.1:8080/nhs-app/careplan?assertedLoginIdentity=any-value"
+cargo run --release --locked --bin carebroker -- serve &
+pids+=($!)
+wait "${pids[@]}"
