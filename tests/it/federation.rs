@@ -512,3 +512,22 @@ async fn app_site_association_files_are_served_from_config() {
     assert_eq!(links.json()[0]["target"]["package_name"], "com.nhs.online.nhsonline");
     assert_eq!(app.get("/.well-known/apple-app-site-association").await.status, 404, "not configured");
 }
+
+#[tokio::test]
+async fn nhs_login_sessions_end_after_thirty_idle_minutes() {
+    let idp = FakeIdp::start("nhs_login").await;
+    let app = app_with(&idp, "nhs-login", |_| {}).await;
+    let mut browser = Browser::new();
+    let signed_in = sign_in(&app, &mut browser, "nhs-login", &[]).await;
+    assert!(signed_in.header("location").unwrap().starts_with("/authorize/consent"));
+    let (_, challenge) = pkce_pair();
+    app.clock.advance(20 * 60);
+    let active = browser.get(&app, &authorize_path(&challenge, &[])).await;
+    assert!(active.header("location").unwrap().starts_with("/authorize/consent"), "20 minutes idle: still signed in");
+    app.clock.advance(29 * 60);
+    let still = browser.get(&app, &authorize_path(&challenge, &[])).await;
+    assert!(still.header("location").unwrap().starts_with("/authorize/consent"), "activity resets the idle timer");
+    app.clock.advance(31 * 60);
+    let idle = browser.get(&app, &authorize_path(&challenge, &[])).await;
+    assert!(idle.header("location").unwrap().starts_with("/signin"), "31 idle minutes: signed out");
+}
