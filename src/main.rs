@@ -39,6 +39,11 @@ enum Command {
     },
     /// Register a demo EHR launch with a running carebroker (as the EHR client) and print its URL.
     Launch(Box<LaunchArgs>),
+    /// The access policy: check the files, run the decision fixtures, explain one decision.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// The audit log.
     Audit {
         #[command(subcommand)]
@@ -91,6 +96,65 @@ struct LaunchArgs {
     /// Configuration file (for the default URL).
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Parse and check the policy files; print every problem with file and line.
+    Check {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Run the decision fixtures in DIR/tests with the compiled evaluator and the interpreter.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Explain the decision for one request: the deciding rule and every condition's value.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[arg(long, default_value = "policies")]
+    dir: PathBuf,
+    /// Platform roles directly (comma-separated); otherwise mapped from the identity below.
+    #[arg(long, value_delimiter = ',')]
+    roles: Option<Vec<String>>,
+    /// cis2, nhs_login, oidc, ehr, dev or system.
+    #[arg(long, default_value = "cis2")]
+    source: String,
+    #[arg(long, value_delimiter = ',')]
+    role_codes: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    activity_codes: Vec<String>,
+    #[arg(long)]
+    vot: Option<String>,
+    #[arg(long)]
+    fhir_user: Option<String>,
+    #[arg(long, default_value = "")]
+    client_id: String,
+    #[arg(long)]
+    org: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    assurance: u8,
+    #[arg(long)]
+    context_patient: Option<String>,
+    #[arg(long)]
+    break_glass: bool,
+    #[arg(long)]
+    system: bool,
+    #[arg(long)]
+    resource: String,
+    /// One of c r u d s.
+    #[arg(long)]
+    interaction: String,
+    #[arg(long)]
+    record_patient: Option<String>,
+    #[arg(long)]
+    record_org: Option<String>,
+    #[arg(long)]
+    restricted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +262,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Launch(args) => launch_command(*args),
+        Command::Policy { action } => policy_command(action),
         Command::Audit { action: AuditAction::Verify, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
                 Ok(loaded) => loaded,
@@ -350,4 +415,93 @@ fn audit_verify(config: &config::Config) -> ExitCode {
             }
         }
     })
+}
+
+fn load_policy(dir: &std::path::Path) -> Result<carebroker::policy::LoadedPolicy, ExitCode> {
+    carebroker::policy::load_dir(dir).map_err(|errors| {
+        eprintln!("carebroker: the policy has {} problem(s):", errors.len());
+        for e in &errors {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn policy_command(action: PolicyAction) -> ExitCode {
+    match action {
+        PolicyAction::Check { dir } => match load_policy(&dir) {
+            Ok(p) => {
+                println!(
+                    "policy is valid: {} role(s), {} mapping(s), {} rule(s)",
+                    p.source.roles.len(),
+                    p.source.mappings.len(),
+                    p.source.rules.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        PolicyAction::Test { dir } => {
+            let policy = match load_policy(&dir) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match carebroker::policy::fixtures::run_dir(&policy, &dir.join("tests")) {
+                Ok(outcomes) => {
+                    let failed = outcomes.iter().filter(|o| !o.passed).count();
+                    for o in &outcomes {
+                        println!("{} {} — {}: {}", if o.passed { "ok  " } else { "FAIL" }, o.file, o.name, o.detail);
+                    }
+                    println!("{} fixture(s), {failed} failed", outcomes.len());
+                    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("carebroker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PolicyAction::Explain(args) => {
+            let policy = match load_policy(&args.dir) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let case = carebroker::policy::fixtures::Case {
+                name: "explain".into(),
+                roles: args.roles,
+                source: args.source,
+                provider: String::new(),
+                role_codes: args.role_codes,
+                activity_codes: args.activity_codes,
+                vot: args.vot,
+                fhir_user: args.fhir_user,
+                client_id: args.client_id,
+                org: args.org,
+                assurance: args.assurance,
+                context_patient: args.context_patient,
+                proxy_for: Vec::new(),
+                break_glass: args.break_glass,
+                time: None,
+                system: args.system,
+                resource: args.resource,
+                interaction: args.interaction,
+                record_patient: args.record_patient,
+                record_org: args.record_org,
+                restricted: args.restricted,
+                only_notes_changed: false,
+                expect: String::new(),
+                rule: String::new(),
+            };
+            match carebroker::policy::explain::explain(&policy, &case) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("carebroker: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
 }

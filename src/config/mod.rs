@@ -57,6 +57,7 @@ pub struct Config {
     pub availability: AvailabilityConfig,
     pub federation: FederationConfig,
     pub nhs_app: NhsAppConfig,
+    pub policy: PolicyConfig,
     pub log: LogConfig,
 }
 
@@ -368,6 +369,23 @@ pub struct NhsAppConfig {
 pub struct NhsAppJourney {
     /// The SMART app the journey opens (a client with a launch_uri).
     pub client_id: String,
+}
+
+/// Access policy files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Folder of policy files (`policies/`). Unset: scopes and the patient compartment alone
+    /// decide (development only; a warning is logged).
+    pub dir: Option<PathBuf>,
+    /// How often the folder is checked for changed files (SIGHUP reloads at once).
+    pub reload_interval_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: None, reload_interval_secs: 5 }
+    }
 }
 
 /// The "does a care plan exist?" check.

@@ -207,6 +207,11 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     if !config.availability.launch_url_template.contains("{nhs_number}") {
         push("availability.launch_url_template", "must contain {nhs_number}".into());
     }
+    if let Some(dir) = &config.policy.dir {
+        if !dir.is_dir() {
+            push("policy.dir", format!("`{}` is not a folder", dir.display()));
+        }
+    }
     if !matches!(config.log.format.as_str(), "text" | "json") {
         push("log.format", format!("`{}` is not `text` or `json`", config.log.format));
     }

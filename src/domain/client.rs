@@ -165,6 +165,13 @@ pub struct EhrLaunchTrust {
     /// Skip the consent page for launches from this EHR (the EHR is where the user consents).
     #[serde(default = "yes")]
     pub skip_consent: bool,
+    /// The assurance (0-3) the EHR's sign-in stands for (a smartcard session is 3).
+    #[serde(default = "two")]
+    pub assurance: u8,
+}
+
+fn two() -> u8 {
+    2
 }
 
 fn any() -> Vec<String> {

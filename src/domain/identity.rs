@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 pub struct Identity {
     /// Which provider vouched: `dev`, `ehr:<client_id>`, an IdP id from `config/idps/`.
     pub provider: String,
+    /// The kind of source, for role mapping: `dev`, `ehr`, `oidc`, `cis2`, `nhs_login`.
+    #[serde(default)]
+    pub source: String,
+    /// Assurance on a 0-3 scale: CIS2 AAL, NHS login P0/P5/P9 as 1/2/3, EHR trust's level.
+    #[serde(default)]
+    pub assurance: u8,
     /// The provider's own issuer, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,

@@ -15,6 +15,8 @@ pub fn authenticate(config: &DevIdpConfig, username: &str, password: &str, now: 
     let matches: bool = user.password.expose().as_bytes().ct_eq(password.as_bytes()).into();
     matches.then(|| Identity {
         provider: "dev".into(),
+        source: "dev".into(),
+        assurance: 1,
         subject: user.username.clone(),
         name: Some(user.name.clone()),
         fhir_user: Some(user.fhir_user.clone()),

@@ -26,6 +26,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 fn base_identity(config: &IdpConfig, claims: &Claims, subject: String) -> Identity {
     Identity {
         provider: config.id.clone(),
+        source: config.kind.clone(),
         issuer: Some(config.issuer.clone()),
         subject,
         acr: text(claims, "acr"),
@@ -64,6 +65,7 @@ pub fn generic(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity
     if identity.auth_time == 0 {
         identity.auth_time = now;
     }
+    identity.assurance = 2;
     Ok(identity)
 }
 
@@ -133,6 +135,7 @@ pub fn cis2(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity, S
     };
     let mut identity = base_identity(config, claims, subject.clone());
     identity.auth_time = auth_time;
+    identity.assurance = u8::try_from(aal.unwrap_or(0).clamp(0, 3)).unwrap_or(0);
     identity.name = text(claims, "name").or_else(|| text(claims, "display_name"));
     identity.role_codes = role["role_code"].as_str().and_then(job_role).into_iter().collect();
     identity.activity_codes = strings(role.get("activity_codes"));
@@ -174,6 +177,12 @@ pub fn nhs_login(config: &IdpConfig, claims: &Claims, trip: &RoundTrip, now: i64
     }
     let subject = text(claims, "sub").unwrap_or_default();
     let mut identity = base_identity(config, claims, subject);
+    identity.assurance = match rank(&level) {
+        Some(9) => 3,
+        Some(5) => 2,
+        Some(_) => 1,
+        None => 0,
+    };
     identity.acr = Some(vot);
     identity.name = text(claims, "family_name").map(|f| match text(claims, "given_name") {
         Some(given) => format!("{given} {f}"),

@@ -27,6 +27,12 @@ impl FhirApi {
                 ));
             }
             query.only(&["nhs_number", "phone"])?;
+            caller.decide(
+                &**self.policy.load_full(),
+                "CarePlan",
+                Permissions::SEARCH,
+                super::guard::Record::default(),
+            )?;
             let patients: Vec<String> = match (query.one("nhs_number")?, query.one("phone")?) {
                 (Some(nhs), None) => {
                     let nhs = NhsNumber::parse(nhs).map_err(|e| FhirError::bad_request(e.to_string()))?;

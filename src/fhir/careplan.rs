@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::guard::{Access, Caller, Reach, enforce, within_compartment};
+use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
 use super::resources::{careplan_patient, index_of, new_id, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
@@ -30,8 +30,16 @@ fn single(stored: &StoredResource, status: u16) -> FhirResponse {
 }
 
 impl FhirApi {
+    /// The ODS code of the organisation managing `patient` (for `same_organisation`).
+    async fn patient_org(&self, patient: Option<&str>) -> Result<Option<String>, FhirError> {
+        let Some(patient) = patient else { return Ok(None) };
+        let Some(stored) = self.stores.durable.read_resource("Patient", patient).await? else { return Ok(None) };
+        let resource: Value = serde_json::from_str(&stored.data).unwrap_or_default();
+        Ok(resource["managingOrganization"]["identifier"]["value"].as_str().map(str::to_owned))
+    }
+
     /// Scope granularity, compartment and policy for one stored CarePlan.
-    fn admit_careplan(
+    async fn admit_careplan(
         &self,
         caller: &Caller,
         access: &Access,
@@ -45,8 +53,9 @@ impl FhirApi {
         if !access.admits(&plan) {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
-        let policy = self.policy.load();
-        enforce(policy.decide(&caller.policy_request(TYPE, interaction, patient.as_deref(), None, false)))?;
+        let org = self.patient_org(patient.as_deref()).await?;
+        let record = Record { patient: patient.as_deref(), org: org.as_deref(), ..Record::default() };
+        caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(plan)
     }
 
@@ -56,7 +65,7 @@ impl FhirApi {
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let stored = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ)?;
+            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ).await?;
             patient = careplan_patient(&plan);
             Ok(single(&stored, 200))
         }
@@ -72,7 +81,7 @@ impl FhirApi {
             let version: i64 = version.parse().map_err(|_| FhirError::NotFound)?;
             let stored =
                 self.stores.durable.read_resource_version(TYPE, id, version).await?.ok_or(FhirError::NotFound)?;
-            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ)?;
+            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ).await?;
             patient = careplan_patient(&plan);
             Ok(single(&stored, 200))
         }
@@ -88,7 +97,7 @@ impl FhirApi {
             let versions = self.stores.durable.resource_history(TYPE, id).await?;
             let mut entries = Vec::new();
             for stored in &versions {
-                let plan = self.admit_careplan(caller, &access, stored, Permissions::READ)?;
+                let plan = self.admit_careplan(caller, &access, stored, Permissions::READ).await?;
                 patient = careplan_patient(&plan);
                 let method = if stored.version == 1 { "POST" } else { "PUT" };
                 entries.push(json!({
@@ -177,7 +186,7 @@ impl FhirApi {
             let candidates = self.stores.durable.search_resources(TYPE, &criteria, MAX_MATCHES).await?;
             let mut matches = Vec::new();
             for stored in candidates {
-                let plan = match self.admit_careplan(caller, &access, &stored, Permissions::SEARCH) {
+                let plan = match self.admit_careplan(caller, &access, &stored, Permissions::SEARCH).await {
                     Ok(plan) => plan,
                     Err(FhirError::Hidden(_) | FhirError::Denied { .. }) => continue,
                     Err(e) => return Err(e),
@@ -206,7 +215,9 @@ impl FhirApi {
         plan: &Value,
         id: Option<&str>,
         interaction: Permissions,
+        previous: Option<&Value>,
     ) -> Result<(), FhirError> {
+        let only_notes_changed = previous.is_some_and(|old| only_notes_changed(old, plan));
         let issues = validate_careplan(plan, id);
         if !issues.is_empty() {
             let structural = issues.iter().any(|i| i.code == "structure");
@@ -233,8 +244,9 @@ impl FhirApi {
         if !access.admits(plan) {
             return Err(FhirError::Denied { reason: "the plan is outside the granted granular scope".into() });
         }
-        let policy = self.policy.load();
-        enforce(policy.decide(&caller.policy_request(TYPE, interaction, Some(&patient), None, false)))?;
+        let org = self.patient_org(Some(&patient)).await?;
+        let record = Record { patient: Some(&patient), org: org.as_deref(), only_notes_changed, restricted: false };
+        caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(())
     }
 
@@ -250,7 +262,7 @@ impl FhirApi {
                 map.remove("meta");
             }
             patient = careplan_patient(&plan);
-            self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE).await?;
+            self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE, None).await?;
             let id = new_id();
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
@@ -289,13 +301,13 @@ impl FhirApi {
             let access = caller.access(TYPE, Permissions::UPDATE)?;
             let expected = parse_if_match(if_match)?;
             let current = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &current, Permissions::UPDATE)?;
+            let previous = self.admit_careplan(caller, &access, &current, Permissions::UPDATE).await?;
             let mut plan = parse_json(body)?;
             if let Value::Object(map) = &mut plan {
                 map.remove("meta");
             }
             patient = careplan_patient(&plan);
-            self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE).await?;
+            self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE, Some(&previous)).await?;
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
             let write =
@@ -311,6 +323,20 @@ impl FhirApi {
         .await;
         self.audited(caller, AuditKind::FhirUpdate, (TYPE, Some(id)), patient.as_deref(), result).await
     }
+}
+
+/// True when `new` differs from `old` in `note` only (a patient adding their own preferences).
+fn only_notes_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Value::Object(map) = &mut v {
+            for key in ["note", "meta", "id"] {
+                map.remove(key);
+            }
+        }
+        v
+    };
+    strip(old) == strip(new)
 }
 
 /// `W/"3"` or `"3"` → 3.

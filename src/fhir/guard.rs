@@ -9,15 +9,39 @@ use super::outcome::FhirError;
 use super::resources::matches_restriction;
 use crate::audit::Actor;
 use crate::domain::scope::{Permissions, ScopeContext, ScopeSet};
-use crate::policy::{AccessRequest, Decision};
+use crate::policy::{AccessRequest, Decision, Obligations};
 use crate::token::access::{self, AccessTokenClaims};
 
 /// A caller whose token verified.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Caller {
     pub claims: AccessTokenClaims,
     pub scopes: ScopeSet,
     pub ip: Option<String>,
+    /// Patients this caller is a registered proxy for (a `RelatedPerson` fhirUser).
+    pub proxy_for: Vec<String>,
+    /// `X-Break-Glass-Reason`: an emergency access with its stated reason.
+    pub break_glass: Option<String>,
+    /// Minutes since midnight UTC when the request arrived.
+    pub minute_of_day: u16,
+    /// What the policy decided for this request, for the audit record.
+    trail: std::sync::Mutex<Trail>,
+}
+
+/// The deciding rule and obligations of the request's policy decision.
+#[derive(Debug, Clone, Default)]
+pub struct Trail {
+    pub rule: Option<std::sync::Arc<str>>,
+    pub obligations: Obligations,
+}
+
+/// Facts about the record a request touches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Record<'a> {
+    pub patient: Option<&'a str>,
+    pub org: Option<&'a str>,
+    pub restricted: bool,
+    pub only_notes_changed: bool,
 }
 
 /// How a request is allowed, by the widest matching scope.
@@ -52,7 +76,12 @@ fn bearer(header: Option<&str>) -> Option<&str> {
 
 impl FhirApi {
     /// Verifies the request's bearer token.
-    pub async fn authenticate(&self, authorization: Option<&str>, ip: Option<String>) -> Result<Caller, FhirError> {
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        ip: Option<String>,
+        break_glass: Option<String>,
+    ) -> Result<Caller, FhirError> {
         let token = bearer(authorization).ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
         let claims = access::verify(&self.keys.ring(), token, &self.issuer, Some(&self.fhir_base), now)
@@ -65,7 +94,27 @@ impl FhirApi {
             return Err(FhirError::InvalidToken("the token has been revoked".into()));
         }
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
-        Ok(Caller { claims, scopes, ip })
+        let mut proxy_for = Vec::new();
+        if let Some(id) = claims.fhir_user.as_deref().and_then(|u| u.strip_prefix("RelatedPerson/")) {
+            if let Some(person) = self.stores.durable.read_resource("RelatedPerson", id).await? {
+                let person: Value = serde_json::from_str(&person.data).unwrap_or_default();
+                if let Some(patient) = person["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"))
+                {
+                    proxy_for.push(patient.to_owned());
+                }
+            }
+        }
+        let minute_of_day = u16::try_from(now.rem_euclid(86_400) / 60).unwrap_or(0);
+        let break_glass = break_glass.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        Ok(Caller {
+            claims,
+            scopes,
+            ip,
+            proxy_for,
+            break_glass,
+            minute_of_day,
+            trail: std::sync::Mutex::new(Trail::default()),
+        })
     }
 }
 
@@ -124,9 +173,7 @@ impl Caller {
         &'a self,
         resource_type: &'a str,
         interaction: Permissions,
-        record_patient: Option<&'a str>,
-        record_org: Option<&'a str>,
-        restricted: bool,
+        record: Record<'a>,
     ) -> AccessRequest<'a> {
         AccessRequest {
             roles: &self.claims.roles,
@@ -134,13 +181,48 @@ impl Caller {
             client_id: &self.claims.client_id,
             fhir_user: self.claims.fhir_user.as_deref(),
             context_patient: self.claims.patient.as_deref(),
+            assurance: self.claims.assurance.unwrap_or(0),
+            proxy_for: &self.proxy_for,
+            break_glass: self.break_glass.is_some(),
+            minute_of_day: self.minute_of_day,
+            system: self.is_system(),
             resource_type,
             interaction,
-            record_patient,
-            record_org,
-            restricted,
-            system: self.is_system(),
+            record_patient: record.patient,
+            record_org: record.org,
+            restricted: record.restricted,
+            only_notes_changed: record.only_notes_changed,
         }
+    }
+
+    /// Remembers a decision for the audit record.
+    pub fn note(&self, decision: &Decision) {
+        if let Ok(mut trail) = self.trail.lock() {
+            trail.rule = Some(match decision {
+                Decision::Permit { rule, .. } | Decision::Deny { rule, .. } => rule.clone(),
+            });
+            if let Decision::Permit { obligations, .. } = decision {
+                trail.obligations = *obligations;
+            }
+        }
+    }
+
+    /// The last decision noted.
+    pub fn trail(&self) -> Trail {
+        self.trail.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Asks `policy` and records the decision.
+    pub fn decide(
+        &self,
+        policy: &dyn crate::policy::AccessPolicy,
+        resource_type: &str,
+        interaction: Permissions,
+        record: Record<'_>,
+    ) -> Result<(), FhirError> {
+        let decision = policy.decide(&self.policy_request(resource_type, interaction, record));
+        self.note(&decision);
+        enforce(decision).map(|_| ())
     }
 }
 
@@ -156,9 +238,9 @@ pub fn within_compartment(access: &Access, record_patient: Option<&str>) -> Resu
 }
 
 /// Turns a policy decision into a result.
-pub fn enforce(decision: Decision) -> Result<String, FhirError> {
+pub fn enforce(decision: Decision) -> Result<std::sync::Arc<str>, FhirError> {
     match decision {
-        Decision::Permit { rule } => Ok(rule),
+        Decision::Permit { rule, .. } => Ok(rule),
         Decision::Deny { reason, rule } => Err(FhirError::Denied { reason: format!("{reason} (rule {rule})") }),
     }
 }

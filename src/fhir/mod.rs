@@ -16,14 +16,12 @@ pub mod seed;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde_json::Value;
 
 use crate::audit::{AuditEvent, AuditKind, AuditLog, AuditOutcome};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::pds::PdsClient;
-use crate::policy::AccessPolicy;
 use crate::store::Stores;
 use crate::token::KeyManager;
 use guard::Caller;
@@ -56,7 +54,7 @@ pub struct FhirApi {
     pub keys: Arc<KeyManager>,
     pub pds: Option<PdsClient>,
     pub audit: Arc<AuditLog>,
-    pub policy: ArcSwap<Box<dyn AccessPolicy>>,
+    pub policy: crate::policy::PolicyHandle,
     pub issuer: String,
     pub fhir_base: String,
 }
@@ -68,7 +66,7 @@ impl FhirApi {
         stores: Stores,
         keys: Arc<KeyManager>,
         audit: Arc<AuditLog>,
-        policy: Box<dyn AccessPolicy>,
+        policy: crate::policy::PolicyHandle,
     ) -> Result<Self, reqwest::Error> {
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
         Ok(Self {
@@ -80,7 +78,7 @@ impl FhirApi {
             keys,
             pds,
             audit,
-            policy: ArcSwap::from_pointee(policy),
+            policy,
         })
     }
 
@@ -108,12 +106,35 @@ impl FhirApi {
         let version = result.as_ref().ok().and_then(|r| r.version);
         let mut event =
             AuditEvent::new(kind, outcome, caller.actor()).target(target.0, target.1, version).patient(patient);
+        let mut notes: Vec<String> = Vec::new();
         match &result {
-            Err(FhirError::Hidden(reason)) => event = event.detail(reason.clone()),
-            Err(e) => {
-                event = event.detail(e.outcome()["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned())
-            }
+            Err(FhirError::Hidden(reason)) => notes.push(reason.clone()),
+            Err(e) => notes.push(e.outcome()["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned()),
             Ok(_) => {}
+        }
+        let trail = caller.trail();
+        if let Some(rule) = &trail.rule {
+            notes.push(format!("rule {rule}"));
+        }
+        if let Some(reason) = &caller.break_glass {
+            notes.push(format!("break-glass: {reason}"));
+        }
+        if trail.obligations.audit_high() {
+            notes.push("importance: high".into());
+        }
+        if trail.obligations.alert_privacy_officer() && result.is_ok() {
+            notes.push("privacy officer alerted".into());
+            tracing::warn!(
+                target: "privacy_officer",
+                subject = %caller.claims.sub,
+                patient = ?patient,
+                reason = ?caller.break_glass,
+                rule = ?trail.rule,
+                "access needing the privacy officer's review"
+            );
+        }
+        if !notes.is_empty() {
+            event = event.detail(notes.join("; "));
         }
         self.audit.record(&event).await?;
         result

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::guard::{Caller, Reach, enforce, within_compartment};
+use super::guard::{Caller, Reach, Record, within_compartment};
 use super::outcome::FhirError;
 use super::resources::{normalise_phone, with_meta};
 use super::search::{Query, date_param, paging, searchset};
@@ -67,14 +67,13 @@ impl FhirApi {
                 (None, Some(pds)) => pds,
                 (None, None) => return Err(FhirError::NotFound),
             };
-            let policy = self.policy.load();
-            enforce(policy.decide(&caller.policy_request(
-                "Patient",
-                Permissions::READ,
-                Some(nhs.as_str()),
-                record_org(&resource),
+            let record = Record {
+                patient: Some(nhs.as_str()),
+                org: record_org(&resource),
                 restricted,
-            )))?;
+                only_notes_changed: false,
+            };
+            caller.decide(&**self.policy.load_full(), "Patient", Permissions::READ, record)?;
             resource["id"] = current.clone().into();
             if restricted {
                 restrict(&mut resource);
@@ -124,20 +123,13 @@ impl FhirApi {
                 ));
             }
             let candidates = self.stores.durable.search_resources("Patient", &criteria, 1000).await?;
-            let policy = self.policy.load();
+            let policy = self.policy.load_full();
             let matches: Vec<StoredResource> = candidates
                 .into_iter()
                 .filter(|stored| {
                     let resource: Value = serde_json::from_str(&stored.data).unwrap_or_default();
-                    policy
-                        .decide(&caller.policy_request(
-                            "Patient",
-                            Permissions::SEARCH,
-                            Some(&stored.id),
-                            record_org(&resource),
-                            false,
-                        ))
-                        .is_permit()
+                    let record = Record { patient: Some(&stored.id), org: record_org(&resource), ..Record::default() };
+                    caller.decide(&**policy, "Patient", Permissions::SEARCH, record).is_ok()
                 })
                 .collect();
             Ok(FhirResponse::ok(searchset(&self.fhir_base, "Patient", query, &matches, count, offset)))
@@ -155,8 +147,7 @@ impl FhirApi {
                 && (caller.scopes.contains(&Scope::FhirUser) || caller.scopes.contains(&Scope::OpenId));
             if !own {
                 caller.access(resource_type, Permissions::READ)?;
-                let policy = self.policy.load();
-                enforce(policy.decide(&caller.policy_request(resource_type, Permissions::READ, None, None, false)))?;
+                caller.decide(&**self.policy.load_full(), resource_type, Permissions::READ, Record::default())?;
             }
             let stored = self.stores.durable.read_resource(resource_type, id).await?.ok_or(FhirError::NotFound)?;
             Ok(FhirResponse {
@@ -200,8 +191,7 @@ impl FhirApi {
                     }
                 }
             }
-            let policy = self.policy.load();
-            enforce(policy.decide(&caller.policy_request("AuditEvent", Permissions::SEARCH, patient.as_deref(), None, false)))?;
+            caller.decide(&**self.policy.load_full(), "AuditEvent", Permissions::SEARCH, Record { patient: patient.as_deref(), ..Record::default() })?;
             let records = self.stores.durable.search_audit(patient.as_deref(), agent, since, until, 1000).await?;
             let events: Vec<Value> = records.iter().filter_map(to_audit_event).collect();
             let page: Vec<Value> = events

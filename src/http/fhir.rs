@@ -85,7 +85,8 @@ pub fn fhir_error(err: &FhirError) -> Response {
 
 async fn caller(api: &FhirApi, headers: &HeaderMap, ip: ClientIp) -> Result<Caller, Response> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    api.authenticate(authorization, ip.0).await.map_err(|e| fhir_error(&e))
+    let break_glass = headers.get("x-break-glass-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    api.authenticate(authorization, ip.0, break_glass).await.map_err(|e| fhir_error(&e))
 }
 
 fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {

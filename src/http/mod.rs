@@ -58,6 +58,8 @@ pub enum StartError {
     Seed(#[from] crate::fhir::seed::SeedError),
     #[error("{0}")]
     Federation(String),
+    #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Policy(Vec<crate::policy::PolicyError>),
     #[error("cannot build the PDS client: {0}")]
     Pds(#[from] reqwest::Error),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -80,17 +82,25 @@ impl AppState {
             tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
         }
         let audit = crate::audit::AuditLog::start(stores.durable.clone(), clock.clone());
+        let policy: Box<dyn crate::policy::AccessPolicy> = match &config.policy.dir {
+            Some(dir) => Box::new(crate::policy::load_dir(dir).map_err(StartError::Policy)?),
+            None => {
+                tracing::warn!("no policy.dir: scopes and the patient compartment alone decide access");
+                Box::new(crate::policy::ScopeOnly)
+            }
+        };
+        let policy = crate::policy::handle(policy);
         let fhir = crate::fhir::FhirApi::new(
             config.clone(),
             clock.clone(),
             stores.clone(),
             keys.clone(),
             audit.clone(),
-            Box::new(crate::policy::ScopeOnly),
+            policy.clone(),
         )?;
         let federation =
             crate::federation::Registry::build(&loaded.idps, clock.clone()).map_err(StartError::Federation)?;
-        let authority = Authority::new(config, clock, stores, keys, audit, loaded.clients)?;
+        let authority = Authority::new(config, clock, stores, keys, audit, policy, loaded.clients)?;
         Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir), federation: Arc::new(federation) })
     }
 }
@@ -202,6 +212,62 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// Reloads the policy folder; a broken file keeps the running policy and says why.
+pub fn reload_policy(authority: &Authority) -> bool {
+    let Some(dir) = &authority.config.policy.dir else { return false };
+    match crate::policy::load_dir(dir) {
+        Ok(policy) => {
+            authority.policy.store(Arc::new(Box::new(policy)));
+            tracing::info!(folder = %dir.display(), "policy reloaded");
+            true
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!(problem = %e, "policy not reloaded; the running policy stays in force");
+            }
+            false
+        }
+    }
+}
+
+/// Reloads the policy on SIGHUP and when its files change.
+fn spawn_policy_reloader(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let authority = state.authority.clone();
+    let dir = authority.config.policy.dir.clone()?;
+    Some(tokio::spawn(async move {
+        let mut last = crate::policy::modified(&dir);
+        let mut ticker =
+            tokio::time::interval(Duration::from_secs(authority.config.policy.reload_interval_secs.max(1)));
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(s) => s.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let sighup = std::future::pending::<bool>();
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let now = crate::policy::modified(&dir);
+                    if now != last {
+                        last = now;
+                        reload_policy(&authority);
+                    }
+                }
+                true = sighup => {
+                    tracing::info!("SIGHUP: reloading the policy");
+                    last = crate::policy::modified(&dir);
+                    reload_policy(&authority);
+                }
+            }
+        }
+    }))
+}
+
 /// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations.
 pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
     let authority = state.authority.clone();
@@ -243,12 +309,16 @@ pub async fn serve_on(
 ) -> Result<(), StartError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let housekeeping = spawn_housekeeping(&state);
+    let reloader = spawn_policy_reloader(&state);
     tracing::info!(listen = %addr, issuer = %state.authority.issuer(), "carebroker listening");
     let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| StartError::Listen { addr, source });
     housekeeping.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     tracing::info!("carebroker stopped");
     result
 }

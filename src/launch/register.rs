@@ -146,6 +146,8 @@ fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -
         app_client_id: app.id.clone(),
         identity: Identity {
             provider: format!("ehr:{}", ehr.id),
+            source: "ehr".into(),
+            assurance: trust.assurance,
             subject: user.sub,
             name: user.name,
             fhir_user: user.fhir_user,

@@ -314,6 +314,15 @@ async fn advance(authority: &Authority, client: &Client, mut pending: Pending) -
     } else {
         None
     };
+    if next.is_none() {
+        // Offer (and grant) only what the access policy could ever permit this person.
+        if let Some(identity) = &pending.identity {
+            let policy = authority.policy.load_full();
+            let holder = super::scope_policy::user_holder(&**policy, identity, client);
+            let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
+            pending.scope = super::scope_policy::narrow(&**policy, &holder, &offered).to_string();
+        }
+    }
     let next = match next {
         Some(step) => Some(step),
         None if pending.granted_scope.is_none() && !pending.skip_consent => {

@@ -78,7 +78,10 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
     let lifetime = i64::from(
         issue.client.access_token_lifetime_secs.unwrap_or(authority.config.tokens.access_token_lifetime_secs),
     );
-    let scope = issue.scope.to_string();
+    let policy = authority.policy.load_full();
+    let holder = super::scope_policy::user_holder(&**policy, issue.identity, issue.client);
+    let narrowed = super::scope_policy::narrow(&**policy, &holder, issue.scope);
+    let scope = narrowed.to_string();
     let context = issue.context;
     let claims = AccessTokenClaims {
         iss: authority.issuer().to_owned(),
@@ -98,8 +101,9 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
         encounter: context.encounter.clone(),
         fhir_context: (!context.fhir_context.is_empty())
             .then(|| serde_json::Value::Array(context.fhir_context.clone())),
-        roles: issue.identity.role_codes.clone(),
+        roles: holder.roles,
         org: issue.identity.org.clone(),
+        assurance: Some(issue.identity.assurance),
         need_patient_banner: context.need_patient_banner,
         intent: context.intent.clone(),
         smart_style_url: context.smart_style_url.clone(),

@@ -16,6 +16,7 @@ pub mod params;
 
 pub mod register;
 pub mod revoke;
+pub mod scope_policy;
 pub mod token_endpoint;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct Authority {
     pub clients: clients::ClientRegistry,
     pub client_keys: client_keys::ClientKeys,
     pub audit: Arc<crate::audit::AuditLog>,
+    pub policy: crate::policy::PolicyHandle,
     token_endpoint: String,
     fhir_base: String,
 }
@@ -54,6 +56,7 @@ impl Authority {
         stores: Stores,
         keys: Arc<KeyManager>,
         audit: Arc<crate::audit::AuditLog>,
+        policy: crate::policy::PolicyHandle,
         configured_clients: Vec<Client>,
     ) -> Result<Self, AuthorityError> {
         let client_keys = client_keys::ClientKeys::new(&config.clients, clock.clone())?;
@@ -68,6 +71,7 @@ impl Authority {
             clients,
             client_keys,
             audit,
+            policy,
         })
     }
 

@@ -43,6 +43,9 @@ pub struct AccessTokenClaims {
     /// ODS code of the organisation the user acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// Assurance of the sign-in, 0-3 (CIS2 AAL; NHS login P0/P5/P9 as 1/2/3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assurance: Option<u8>,
     /// RFC 8693 §4.1 actor, for delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<serde_json::Value>,

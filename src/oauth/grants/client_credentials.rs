@@ -25,6 +25,9 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         )));
     }
     let granted = requested.narrow_to(&client.client.scope);
+    let policy = authority.policy.load_full();
+    let holder = crate::oauth::scope_policy::system_holder(&**policy, &client.client);
+    let granted = crate::oauth::scope_policy::narrow(&**policy, &holder, &granted);
     if granted.is_empty() {
         return Err(OAuthError::invalid_scope("none of the requested scopes is allowed for this client"));
     }
@@ -45,6 +48,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         jti: random_token(18),
         client_id: client.client.id.clone(),
         scope: scope.clone(),
+        roles: holder.roles,
+        assurance: Some(3),
         ..Default::default()
     };
     let access_token = access::mint(&authority.keys.ring(), &claims).map_err(|e| {
