@@ -45,10 +45,13 @@ impl FhirApi {
         access: &Access,
         stored: &StoredResource,
         interaction: Permissions,
+        audit_patient: &mut Option<String>,
     ) -> Result<Value, FhirError> {
         let plan: Value = serde_json::from_str(&stored.data)
             .map_err(|_| FhirError::Unavailable("a stored record is unreadable".into()))?;
         let patient = careplan_patient(&plan);
+        // Known before any decision, so a refused access is audited against the record's patient too.
+        audit_patient.clone_from(&patient);
         within_compartment(access, patient.as_deref())?;
         if !access.admits(&plan) {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
@@ -65,8 +68,7 @@ impl FhirApi {
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let stored = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ).await?;
-            patient = careplan_patient(&plan);
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient).await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -81,8 +83,7 @@ impl FhirApi {
             let version: i64 = version.parse().map_err(|_| FhirError::NotFound)?;
             let stored =
                 self.stores.durable.read_resource_version(TYPE, id, version).await?.ok_or(FhirError::NotFound)?;
-            let plan = self.admit_careplan(caller, &access, &stored, Permissions::READ).await?;
-            patient = careplan_patient(&plan);
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient).await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -97,8 +98,7 @@ impl FhirApi {
             let versions = self.stores.durable.resource_history(TYPE, id).await?;
             let mut entries = Vec::new();
             for stored in &versions {
-                let plan = self.admit_careplan(caller, &access, stored, Permissions::READ).await?;
-                patient = careplan_patient(&plan);
+                self.admit_careplan(caller, &access, stored, Permissions::READ, &mut patient).await?;
                 let method = if stored.version == 1 { "POST" } else { "PUT" };
                 entries.push(json!({
                     "fullUrl": format!("{}/{TYPE}/{id}/_history/{}", self.fhir_base, stored.version),
@@ -186,7 +186,7 @@ impl FhirApi {
             let candidates = self.stores.durable.search_resources(TYPE, &criteria, MAX_MATCHES).await?;
             let mut matches = Vec::new();
             for stored in candidates {
-                let plan = match self.admit_careplan(caller, &access, &stored, Permissions::SEARCH).await {
+                let plan = match self.admit_careplan(caller, &access, &stored, Permissions::SEARCH, &mut None).await {
                     Ok(plan) => plan,
                     Err(FhirError::Hidden(_) | FhirError::Denied { .. }) => continue,
                     Err(e) => return Err(e),
@@ -301,7 +301,7 @@ impl FhirApi {
             let access = caller.access(TYPE, Permissions::UPDATE)?;
             let expected = parse_if_match(if_match)?;
             let current = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let previous = self.admit_careplan(caller, &access, &current, Permissions::UPDATE).await?;
+            let previous = self.admit_careplan(caller, &access, &current, Permissions::UPDATE, &mut patient).await?;
             let mut plan = parse_json(body)?;
             if let Value::Object(map) = &mut plan {
                 map.remove("meta");

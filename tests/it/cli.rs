@@ -104,6 +104,7 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--public-url", &format!("http://127.0.0.1:{port}")])
         .current_dir(dir.path())
         .env("CAREBROKER__FHIR__SEED_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev/fhir"))
+        .env("CAREBROKER__POLICY__DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

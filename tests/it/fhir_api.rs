@@ -129,8 +129,17 @@ async fn a_policy_deny_is_403_and_audited_with_its_rule() {
                     reason: "students may only read".into(),
                 }
             } else {
-                carebroker::policy::Decision::Permit { rule: "default".into() }
+                carebroker::policy::Decision::Permit { rule: "default".into(), obligations: Default::default() }
             }
+        }
+        fn may_permit(&self, _: &carebroker::policy::AccessRequest<'_>) -> bool {
+            true
+        }
+        fn roles_for(&self, _: &carebroker::policy::Facts<'_>) -> Option<Vec<String>> {
+            None
+        }
+        fn resource_types(&self) -> Vec<String> {
+            Vec::new()
         }
     }
     let app = fhir_app().await;

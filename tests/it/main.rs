@@ -14,6 +14,7 @@ mod federation_node;
 mod fhir_api;
 mod introspection;
 mod pds;
+mod policy;
 mod registration;
 mod remote_jwks;
 mod scale_out;

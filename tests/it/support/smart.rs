@@ -38,6 +38,7 @@ pub fn trusted_ehr() -> ClientMetadata {
             role_codes: vec!["R8000".into(), "R8001".into()],
             subjects: vec!["*".into()],
             skip_consent: true,
+            assurance: 2,
         }),
         ..Default::default()
     }
