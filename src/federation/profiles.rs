@@ -158,7 +158,7 @@ pub fn cis2(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity, S
 pub fn nhs_login(config: &IdpConfig, claims: &Claims, trip: &RoundTrip, now: i64) -> Result<Identity, SignInError> {
     let reject = |why: String| Err(SignInError::Rejected(why));
     let vot = text(claims, "vot").unwrap_or_default();
-    if !trip.requested_vtr.iter().any(|v| *v == vot) {
+    if !trip.requested_vtr.contains(&vot) {
         return reject(format!(
             "NHS login returned vector of trust `{vot}`, which was not requested ({})",
             trip.requested_vtr.join(", ")

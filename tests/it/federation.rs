@@ -12,15 +12,14 @@ async fn app_with(idp: &FakeIdp, id: &str, tweak: impl FnOnce(&mut carebroker::c
     let dir = tempfile::tempdir().unwrap();
     let mut config = idp.config(id, dir.path());
     tweak(&mut config);
-    let app = TestApp::builder()
+    TestApp::builder()
         .with_client(public_app())
         .with_client(trusted_ehr())
         .with_dev_users()
         .with_idp(config)
         .with_dir(dir)
         .build()
-        .await;
-    app
+        .await
 }
 
 /// Browser -> /authorize (idp_hint) -> the provider -> back to /federation/callback.
