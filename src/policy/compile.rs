@@ -1,4 +1,4 @@
-//! The compiled evaluator. Roles become bits of a `u64`, resource types a small sorted table, and
+//! The compiled evaluator. Roles become bits of a `u64`, resource types a small fingerprinted table, and
 //! each (resource type, interaction) pair gets its forbid and permit rules in file order with
 //! role masks and a short condition program. A decision does no allocation: it walks at most
 //! the rules for that pair, testing a mask and a few conditions each.
@@ -46,13 +46,42 @@ struct Table {
     permit: [Box<[u32]>; 5],
 }
 
+/// A few names with a value each, looked up by a one-word fingerprint (length and the first and
+/// last eight bytes) before one full comparison: no hashing of the whole name, no allocation.
+#[derive(Debug, Clone)]
+struct NameTable<T>(Box<[(u64, Box<str>, T)]>);
+
+fn fingerprint(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let n = bytes.len();
+    let k = n.min(8);
+    let mut head = [0u8; 8];
+    head[..k].copy_from_slice(&bytes[..k]);
+    let mut tail = [0u8; 8];
+    tail[8 - k..].copy_from_slice(&bytes[n - k..]);
+    u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl<T> NameTable<T> {
+    fn new(entries: impl IntoIterator<Item = (Box<str>, T)>) -> Self {
+        Self(entries.into_iter().map(|(name, value)| (fingerprint(&name), name, value)).collect())
+    }
+    fn get(&self, name: &str) -> Option<&T> {
+        let key = fingerprint(name);
+        self.0.iter().find(|(k, n, _)| *k == key && **n == *name).map(|(_, _, v)| v)
+    }
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, n, _)| &**n)
+    }
+}
+
 /// A policy compiled for fast decisions.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
-    /// Sorted role names with their bit.
-    roles: Box<[(Box<str>, u64)]>,
-    /// Sorted resource types with their table; `wildcard` serves every other type.
-    types: Box<[(Box<str>, Table)]>,
+    /// Role names with their bit.
+    roles: NameTable<u64>,
+    /// Resource types with their table, sorted by name; `wildcard` serves every other type.
+    types: NameTable<Table>,
     wildcard: Table,
     rules: Box<[Compiled1]>,
     default_deny: Arc<str>,
@@ -116,15 +145,15 @@ fn may_hold(op: &Op, r: &AccessRequest<'_>, roles: u64) -> Option<bool> {
 impl CompiledPolicy {
     /// Compiles a checked policy.
     pub fn compile(policy: &Policy) -> Self {
-        let mut roles: Vec<(Box<str>, u64)> = policy
-            .roles
-            .iter()
-            .take(MAX_ROLES)
-            .enumerate()
-            .map(|(i, (name, _, _))| (Box::from(name.as_str()), 1u64 << i))
-            .collect();
-        roles.sort();
-        let role_bit = |name: &str| roles.binary_search_by(|(n, _)| (**n).cmp(name)).map(|i| roles[i].1).unwrap_or(0);
+        let roles = NameTable::new(
+            policy
+                .roles
+                .iter()
+                .take(MAX_ROLES)
+                .enumerate()
+                .map(|(i, (name, _, _))| (Box::from(name.as_str()), 1u64 << i)),
+        );
+        let role_bit = |name: &str| roles.get(name).copied().unwrap_or(0);
         let rules: Vec<Compiled1> = policy
             .rules
             .iter()
@@ -162,9 +191,9 @@ impl CompiledPolicy {
             }
             table
         };
-        let types = type_names.iter().map(|t| (Box::from(*t), table_for(Some(t)))).collect();
+        let types = NameTable::new(type_names.iter().map(|t| (Box::from(*t), table_for(Some(t)))));
         Self {
-            roles: roles.into_boxed_slice(),
+            roles,
             types,
             wildcard: table_for(None),
             rules: rules.into_boxed_slice(),
@@ -175,16 +204,11 @@ impl CompiledPolicy {
 
     /// The caller's roles as a bit set (unknown names carry no bit).
     pub fn role_mask(&self, names: &[String]) -> u64 {
-        names.iter().fold(0, |mask, name| {
-            mask | self.roles.binary_search_by(|(n, _)| (**n).cmp(name.as_str())).map(|i| self.roles[i].1).unwrap_or(0)
-        })
+        names.iter().fold(0, |mask, name| mask | self.roles.get(name).copied().unwrap_or(0))
     }
 
     fn table(&self, resource_type: &str) -> &Table {
-        match self.types.binary_search_by(|(t, _)| (**t).cmp(resource_type)) {
-            Ok(i) => &self.types[i].1,
-            Err(_) => &self.wildcard,
-        }
+        self.types.get(resource_type).unwrap_or(&self.wildcard)
     }
 
     /// Decides `r`: forbid wins, then the first permit, else default deny.
@@ -229,6 +253,6 @@ impl CompiledPolicy {
 
     /// The resource types the policy names (for expanding `*` scopes).
     pub fn resource_types(&self) -> impl Iterator<Item = &str> {
-        self.types.iter().map(|(t, _)| &**t)
+        self.types.names()
     }
 }

@@ -126,8 +126,8 @@ impl Case {
     }
 }
 
-/// Runs every fixture file in `dir`.
-pub fn run_dir(policy: &LoadedPolicy, dir: &Path) -> Result<Vec<Outcome>, String> {
+/// Reads every fixture file in `dir`, in file-name order, with the file each case came from.
+pub fn load_cases(dir: &Path) -> Result<Vec<(String, Case)>, String> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?
         .filter_map(Result::ok)
@@ -135,46 +135,53 @@ pub fn run_dir(policy: &LoadedPolicy, dir: &Path) -> Result<Vec<Outcome>, String
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    let mut out = Vec::new();
+    let mut cases = Vec::new();
     for path in paths {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{file}: {e}"))?;
         let parsed: FixtureFile = toml::from_str(&text).map_err(|e| format!("{file}: {}", e.message()))?;
-        for case in parsed.case {
-            let roles = case.roles(policy);
-            let (passed, detail) = match case.request(&roles) {
-                Err(e) => (false, e),
-                Ok(request) => {
-                    let compiled = policy.compiled.decide(&request);
-                    let reference = interpret::decide(&policy.source, &request);
-                    let effect = if compiled.is_permit() { "permit" } else { "deny" };
-                    if compiled != reference {
-                        (
-                            false,
-                            format!(
-                                "compiled says {effect} by `{}`, the interpreter {} by `{}`",
-                                compiled.rule(),
-                                if reference.is_permit() { "permit" } else { "deny" },
-                                reference.rule()
-                            ),
-                        )
-                    } else if effect != case.expect || compiled.rule() != case.rule {
-                        (
-                            false,
-                            format!(
-                                "expected {} by `{}`, got {effect} by `{}` (roles {roles:?})",
-                                case.expect,
-                                case.rule,
-                                compiled.rule()
-                            ),
-                        )
-                    } else {
-                        (true, format!("{effect} by `{}`", compiled.rule()))
-                    }
+        cases.extend(parsed.case.into_iter().map(|case| (file.clone(), case)));
+    }
+    Ok(cases)
+}
+
+/// Runs every fixture file in `dir`.
+pub fn run_dir(policy: &LoadedPolicy, dir: &Path) -> Result<Vec<Outcome>, String> {
+    let mut out = Vec::new();
+    for (file, case) in load_cases(dir)? {
+        let roles = case.roles(policy);
+        let (passed, detail) = match case.request(&roles) {
+            Err(e) => (false, e),
+            Ok(request) => {
+                let compiled = policy.compiled.decide(&request);
+                let reference = interpret::decide(&policy.source, &request);
+                let effect = if compiled.is_permit() { "permit" } else { "deny" };
+                if compiled != reference {
+                    (
+                        false,
+                        format!(
+                            "compiled says {effect} by `{}`, the interpreter {} by `{}`",
+                            compiled.rule(),
+                            if reference.is_permit() { "permit" } else { "deny" },
+                            reference.rule()
+                        ),
+                    )
+                } else if effect != case.expect || compiled.rule() != case.rule {
+                    (
+                        false,
+                        format!(
+                            "expected {} by `{}`, got {effect} by `{}` (roles {roles:?})",
+                            case.expect,
+                            case.rule,
+                            compiled.rule()
+                        ),
+                    )
+                } else {
+                    (true, format!("{effect} by `{}`", compiled.rule()))
                 }
-            };
-            out.push(Outcome { file: file.clone(), name: case.name.clone(), passed, detail });
-        }
+            }
+        };
+        out.push(Outcome { file, name: case.name.clone(), passed, detail });
     }
     Ok(out)
 }
