@@ -98,6 +98,16 @@ pub struct IdpConfig {
     /// Accept OIDC back-channel logout tokens at `/federation/backchannel-logout/{id}`.
     #[serde(default)]
     pub backchannel_logout: bool,
+    /// Let trusted EHRs present this provider's ID tokens as the user in `POST /launch`.
+    #[serde(default)]
+    pub accept_presented_tokens: bool,
+    /// Our other client ids at this provider whose ID tokens an EHR may present (the
+    /// `client_id` above is always accepted).
+    #[serde(default)]
+    pub presented_audiences: Vec<String>,
+    /// A presented token's sign-in (`auth_time`) may be this old: a CIS2 session lasts a shift.
+    #[serde(default = "default_presented_age")]
+    pub presented_max_auth_age_secs: i64,
 }
 
 fn default_discovery_cache() -> u64 {
@@ -112,8 +122,46 @@ fn default_min_ial() -> u8 {
 fn default_auth_age() -> i64 {
     300
 }
+fn default_presented_age() -> i64 {
+    43_200
+}
 fn yes() -> bool {
     true
+}
+
+impl Default for IdpConfig {
+    /// A generic OIDC provider with the same defaults a provider file gets.
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            kind: "oidc".into(),
+            name: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: None,
+            client_secret_file: None,
+            private_key_file: None,
+            private_key_alg: None,
+            scopes: Vec::new(),
+            id_token_algs: Vec::new(),
+            use_userinfo: None,
+            discovery_cache_secs: default_discovery_cache(),
+            dev_only: false,
+            claims: ClaimMapping::default(),
+            acr_values: None,
+            min_authentication_assurance_level: default_min_aal(),
+            min_id_assurance_level: default_min_ial(),
+            max_auth_age_secs: default_auth_age(),
+            select_role: true,
+            vtr: Vec::new(),
+            session_idle_secs: None,
+            session_absolute_secs: None,
+            backchannel_logout: false,
+            accept_presented_tokens: false,
+            presented_audiences: Vec::new(),
+            presented_max_auth_age_secs: default_presented_age(),
+        }
+    }
 }
 
 /// NHS login's default: P9 with any strong credential.
@@ -248,6 +296,15 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
         if !valid {
             push(&format!("vtr[{i}]"), format!("`{v}` is not a vector of trust such as P9.Cp.Cd"));
         }
+    }
+    if idp.accept_presented_tokens && idp.kind == "nhs_login" {
+        push(
+            "accept_presented_tokens",
+            "EHRs present staff identities; NHS login tokens are not accepted in a launch".into(),
+        );
+    }
+    if idp.presented_max_auth_age_secs <= 0 {
+        push("presented_max_auth_age_secs", "must be positive".into());
     }
     if !(1..=3).contains(&idp.min_authentication_assurance_level) || !(0..=3).contains(&idp.min_id_assurance_level) {
         push("min_authentication_assurance_level", "assurance levels are 1 to 3".into());

@@ -340,11 +340,46 @@ pub struct FederationConfig {
     pub idps_dir: PathBuf,
     /// How long a redirect to an upstream provider may take to come back.
     pub upstream_timeout_secs: u64,
+    /// Legacy CIS smartcard sessions, checked at the Spine Security Broker.
+    pub cis_sso: CisSsoConfig,
 }
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { idps_dir: "config/idps".into(), upstream_timeout_secs: 600 }
+        Self { idps_dir: "config/idps".into(), upstream_timeout_secs: 600, cis_sso: CisSsoConfig::default() }
+    }
+}
+
+/// Legacy CIS ("CIS1") smartcard SSO: a desktop client presents the Identity Agent's SSO token and
+/// carebroker asks the Spine Security Broker for the session's role assertion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CisSsoConfig {
+    pub enabled: bool,
+    /// The SSB role-assertion base URL; carebroker calls `{url}/saml/RoleAssertion?token=…`.
+    pub role_assertion_url: String,
+    /// PEM file of extra trusted roots for the SSB's TLS (NHS internal CAs over HSCN).
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    /// Accept sessions in SSB training mode (`ssbMode` 1). Never in production.
+    pub allow_training_mode: bool,
+    /// Clock skew allowed on the assertion's `NotBefore`/`NotOnOrAfter`.
+    pub max_skew_secs: i64,
+    /// The assertion's `Issuer` must be this, when set.
+    pub issuer: Option<String>,
+}
+
+impl Default for CisSsoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            role_assertion_url: String::new(),
+            ca_file: None,
+            timeout_secs: 10,
+            allow_training_mode: false,
+            max_skew_secs: 60,
+            issuer: None,
+        }
     }
 }
 

@@ -238,6 +238,26 @@ pub(super) fn validate_federation(
             }
         }
     }
+    let sso = &config.federation.cis_sso;
+    if sso.enabled {
+        if let Err(why) = crate::domain::url_rules::check_https_or_loopback(&sso.role_assertion_url) {
+            problems.push(ConfigProblem::new("federation.cis_sso.role_assertion_url", why));
+        }
+        if let Some(file) = &sso.ca_file {
+            if !std::fs::read_to_string(file).is_ok_and(|pem| pem.contains("BEGIN CERTIFICATE")) {
+                problems.push(ConfigProblem::new(
+                    "federation.cis_sso.ca_file",
+                    format!("`{}` is not a readable PEM certificate file", file.display()),
+                ));
+            }
+        }
+        if sso.timeout_secs == 0 || sso.max_skew_secs < 0 {
+            problems.push(ConfigProblem::new(
+                "federation.cis_sso.timeout_secs",
+                "timeout must be positive and skew not negative",
+            ));
+        }
+    }
     let app = &config.nhs_app;
     if app.enabled {
         match idps.iter().find(|i| i.id == app.idp) {

@@ -10,3 +10,4 @@ pub mod pkce;
 pub mod scope;
 pub mod secret;
 pub mod url_rules;
+pub mod xml_time;

@@ -4,6 +4,7 @@
 //! sign-in (`dev`) is a form instead of a redirect.
 
 pub mod backchannel;
+pub mod cis_sso;
 pub mod dev;
 pub mod oidc;
 pub mod profiles;
@@ -115,15 +116,55 @@ impl UpstreamProvider {
     }
 }
 
+impl UpstreamProvider {
+    /// The user an EHR presents as this provider's ID token (with the access token for userinfo
+    /// when the provider keeps roles there, as CIS2 does): signature, exact issuer, `aud` one of
+    /// our client ids at the provider, expiry, then the kind's rules (assurance, selected role) with
+    /// the sign-in allowed to be as old as `presented_max_auth_age_secs`.
+    pub async fn presented(
+        &self,
+        id_token: &str,
+        access_token: Option<&str>,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        let config = &self.client.config;
+        if !config.accept_presented_tokens {
+            return Err(SignInError::Rejected(format!("`{}` tokens are not accepted from EHRs", config.id)));
+        }
+        let audiences: Vec<&str> = std::iter::once(config.client_id.as_str())
+            .chain(config.presented_audiences.iter().map(String::as_str))
+            .collect();
+        let mut claims = self.client.verify_presented_id_token(id_token, &audiences).await?;
+        if let (true, Some(access)) = (self.client.uses_userinfo(), access_token) {
+            self.client.merge_userinfo(&mut claims, access).await?;
+        }
+        let mut relaxed = config.clone();
+        relaxed.max_auth_age_secs = config.presented_max_auth_age_secs;
+        let mut identity = match config.kind.as_str() {
+            "cis2" => profiles::cis2(&relaxed, &claims, now)?,
+            "oidc" => profiles::generic(&relaxed, &claims, now)?,
+            other => return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented by an EHR"))),
+        };
+        identity.amr.push("ehr-presented".into());
+        Ok(identity)
+    }
+}
+
 /// The configured upstream providers by id.
 #[derive(Debug, Default)]
 pub struct Registry {
     providers: BTreeMap<String, Arc<UpstreamProvider>>,
+    /// The Spine Security Broker, when legacy smartcard sessions are accepted.
+    pub cis_sso: Option<cis_sso::SsbClient>,
 }
 
 impl Registry {
     /// Builds every provider (loading private keys).
-    pub fn build(idps: &[IdpConfig], clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn build(
+        idps: &[IdpConfig],
+        cis_sso: &crate::config::CisSsoConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
         let mut providers = BTreeMap::new();
         for config in idps {
             let mut config = config.clone();
@@ -138,7 +179,12 @@ impl Registry {
                 .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
             providers.insert(config.id.clone(), Arc::new(UpstreamProvider { client }));
         }
-        Ok(Self { providers })
+        let cis_sso = if cis_sso.enabled {
+            Some(cis_sso::SsbClient::new(cis_sso.clone()).map_err(|e| format!("federation.cis_sso: {e}"))?)
+        } else {
+            None
+        };
+        Ok(Self { providers, cis_sso })
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<UpstreamProvider>> {
@@ -147,5 +193,10 @@ impl Registry {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<UpstreamProvider>> {
         self.providers.values()
+    }
+
+    /// The provider whose exact issuer is `issuer`.
+    pub fn by_issuer(&self, issuer: &str) -> Option<Arc<UpstreamProvider>> {
+        self.providers.values().find(|p| p.config().issuer == issuer).cloned()
     }
 }

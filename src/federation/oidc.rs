@@ -229,28 +229,40 @@ impl OidcClient {
             .as_str()
             .ok_or_else(|| SignInError::IdToken("the token response has no id_token".into()))?;
         let mut claims = self.verify_id_token(id_token, Some(&trip.nonce)).await?;
-        let use_userinfo = self.config.use_userinfo.unwrap_or(self.config.kind == "cis2");
-        if use_userinfo {
-            let endpoint = doc
-                .userinfo_endpoint
-                .clone()
-                .ok_or_else(|| SignInError::Upstream("the provider has no userinfo endpoint".into()))?;
+        if self.uses_userinfo() {
             let access = body["access_token"]
                 .as_str()
                 .ok_or_else(|| SignInError::Upstream("no access_token for userinfo".into()))?;
-            let response = self.http.get(&endpoint).bearer_auth(access).send().await.map_err(upstream)?;
-            if !response.status().is_success() {
-                return Err(SignInError::Upstream(format!("userinfo answered HTTP {}", response.status().as_u16())));
-            }
-            let info: Map<String, Value> = response.json().await.map_err(upstream)?;
-            if info.get("sub") != claims.get("sub") {
-                return Err(SignInError::IdToken("the userinfo `sub` does not match the ID token".into()));
-            }
-            for (name, value) in info {
-                claims.entry(name).or_insert(value);
-            }
+            self.merge_userinfo(&mut claims, access).await?;
         }
         Ok(claims)
+    }
+
+    /// Whether this provider's roles and names come from userinfo (CIS2's do).
+    pub fn uses_userinfo(&self) -> bool {
+        self.config.use_userinfo.unwrap_or(self.config.kind == "cis2")
+    }
+
+    /// Adds the userinfo claims (for `access_token`) to verified `claims`; userinfo never
+    /// overrides a claim of the ID token, and its `sub` must be the token's.
+    pub async fn merge_userinfo(&self, claims: &mut Claims, access_token: &str) -> Result<(), SignInError> {
+        let doc = self.discovery(false).await?;
+        let endpoint = doc
+            .userinfo_endpoint
+            .clone()
+            .ok_or_else(|| SignInError::Upstream("the provider has no userinfo endpoint".into()))?;
+        let response = self.http.get(&endpoint).bearer_auth(access_token).send().await.map_err(upstream)?;
+        if !response.status().is_success() {
+            return Err(SignInError::Upstream(format!("userinfo answered HTTP {}", response.status().as_u16())));
+        }
+        let info: Map<String, Value> = response.json().await.map_err(upstream)?;
+        if info.get("sub") != claims.get("sub") {
+            return Err(SignInError::IdToken("the userinfo `sub` does not match the ID token".into()));
+        }
+        for (name, value) in info {
+            claims.entry(name).or_insert(value);
+        }
+        Ok(())
     }
 
     fn key_for(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<VerifyingKey> {
@@ -275,14 +287,41 @@ impl OidcClient {
     /// client id, time. `nonce` is checked when given.
     pub async fn verify_id_token(&self, token: &str, nonce: Option<&str>) -> Result<Claims, SignInError> {
         let claims = self.verify_jwt(token, nonce).await?;
+        Self::require_subject(&claims)?;
+        Ok(claims)
+    }
+
+    /// An ID token an EHR presents for its user: as [`Self::verify_id_token`] with no nonce (the
+    /// sign-in was the EHR's), `exp` required, and `aud` one of `audiences`.
+    pub async fn verify_presented_id_token(&self, token: &str, audiences: &[&str]) -> Result<Claims, SignInError> {
+        let claims = self.verify_jwt_for(token, None, audiences).await?;
+        if claims.get("exp").and_then(Value::as_i64).is_none() {
+            return Err(SignInError::IdToken("the ID token has no exp".into()));
+        }
+        Self::require_subject(&claims)?;
+        Ok(claims)
+    }
+
+    fn require_subject(claims: &Claims) -> Result<(), SignInError> {
         if claims.get("sub").and_then(Value::as_str).is_none_or(|s| s.is_empty() || s.len() > 255) {
             return Err(SignInError::IdToken("the token has no valid sub".into()));
         }
-        Ok(claims)
+        Ok(())
     }
 
     /// [`Self::verify_id_token`] without requiring `sub` (a logout token may carry only `sid`).
     pub async fn verify_jwt(&self, token: &str, nonce: Option<&str>) -> Result<Claims, SignInError> {
+        self.verify_jwt_for(token, nonce, &[self.config.client_id.as_str()]).await
+    }
+
+    /// Verifies a JWT from this provider for one of `audiences` (with several `aud` values, `azp`
+    /// must be one of ours too).
+    async fn verify_jwt_for(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+        audiences: &[&str],
+    ) -> Result<Claims, SignInError> {
         let jws = jose::decode(token, &self.algs).map_err(|e| SignInError::IdToken(e.to_string()))?;
         let kid = jws.header.kid.clone();
         let mut key = Self::key_for(&*self.jwks(false).await?, kid.as_deref(), jws.algorithm);
@@ -302,12 +341,11 @@ impl OidcClient {
                 self.config.issuer
             )));
         }
+        let ours = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|a| audiences.contains(&a));
         let audience_ok = match claims.get("aud") {
-            Some(Value::String(aud)) => *aud == self.config.client_id,
+            Some(aud @ Value::String(_)) => ours(Some(aud)),
             Some(Value::Array(auds)) => {
-                auds.iter().any(|a| a.as_str() == Some(&self.config.client_id))
-                    && (auds.len() == 1
-                        || claims.get("azp").and_then(Value::as_str) == Some(self.config.client_id.as_str()))
+                auds.iter().any(|a| ours(Some(a))) && (auds.len() == 1 || ours(claims.get("azp")))
             }
             _ => false,
         };

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ErrorResponse;
-use crate::launch::register::{LaunchError, LaunchRequest, register_launch};
+use crate::domain::identity::Identity;
+use crate::federation::SignInError;
+use crate::launch::register::{LaunchError, LaunchRequest, UserForm, register_launch};
 use crate::oauth::client_auth::{ClientCredentials, authenticate_client};
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
@@ -64,26 +66,51 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
             return ErrorResponse(OAuthError::invalid_request(format!("the launch is not valid: {e}"))).into_response();
         }
     };
-    let (patient, app_id, user) = (request.patient.clone(), request.client_id.clone(), request.user.sub.clone());
+    let (patient, app_id) = (request.patient.clone(), request.client_id.clone());
     let app = match authority.clients.get(&request.client_id).await {
         Ok(app) => app,
         Err(e) => return ErrorResponse(e.into()).into_response(),
     };
-    let result = register_launch(
-        authority.stores.ephemeral.as_ref(),
-        &ehr.client,
-        app.as_deref(),
-        request,
-        authority.fhir_base(),
-        authority.config.launch.lifetime_secs,
-        authority.clock.now(),
-    )
-    .await;
     let actor = crate::audit::Actor {
         subject: Some(ehr.client.id.clone()),
         client_id: Some(ehr.client.id.clone()),
         ..Default::default()
     };
+    // Only a trusted EHR gets its presented tokens checked upstream.
+    let verified = if ehr.client.ehr_launch.is_none() {
+        None
+    } else {
+        match presented_user(&state, &request).await {
+            Ok(identity) => identity,
+            Err(response) => {
+                let event = crate::audit::AuditEvent::new(
+                    crate::audit::AuditKind::Launch,
+                    crate::audit::AuditOutcome::Failed,
+                    actor,
+                )
+                .patient(Some(&patient))
+                .detail(format!("presented user refused for {app_id}"));
+                authority.audit.record_or_log(&event).await;
+                return response;
+            }
+        }
+    };
+    let user = verified
+        .as_ref()
+        .map(|i| i.platform_subject())
+        .or_else(|| request.user.as_ref().map(|u| format!("ehr:{}:{}", ehr.client.id, u.sub)))
+        .unwrap_or_default();
+    let result = register_launch(
+        authority.stores.ephemeral.as_ref(),
+        &ehr.client,
+        app.as_deref(),
+        request,
+        verified,
+        authority.fhir_base(),
+        authority.config.launch.lifetime_secs,
+        authority.clock.now(),
+    )
+    .await;
     match result {
         Ok(Ok(response)) => {
             let event = crate::audit::AuditEvent::new(
@@ -103,9 +130,70 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
             }
             (StatusCode::CREATED, Json(response)).into_response()
         }
-        Ok(Err(LaunchError::NotTrusted(m))) => error(StatusCode::FORBIDDEN, "unauthorized_client", &m),
-        Ok(Err(LaunchError::NotAllowed(m))) => error(StatusCode::FORBIDDEN, "access_denied", &m),
         Ok(Err(LaunchError::Invalid(m))) => error(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        Ok(Err(refusal)) => {
+            // An EHR trying what it may not is worth a record.
+            let event = crate::audit::AuditEvent::new(
+                crate::audit::AuditKind::Launch,
+                crate::audit::AuditOutcome::Denied,
+                actor,
+            )
+            .patient(Some(&patient))
+            .detail(format!("launch of {app_id} refused: {refusal}"));
+            authority.audit.record_or_log(&event).await;
+            match refusal {
+                LaunchError::NotTrusted(m) => error(StatusCode::FORBIDDEN, "unauthorized_client", &m),
+                other => error(StatusCode::FORBIDDEN, "access_denied", &other.to_string()),
+            }
+        }
         Err(e) => ErrorResponse(e.into()).into_response(),
     }
+}
+
+/// Verifies the user a launch presents as a token: a configured provider's ID token (found by its
+/// `iss`) or a legacy smartcard session at the Spine Security Broker. `Ok(None)` when the EHR
+/// asserts the user instead.
+async fn presented_user(state: &AppState, request: &LaunchRequest) -> Result<Option<Identity>, Response> {
+    let now = state.authority.clock.now();
+    let refused = |e: SignInError| match e {
+        SignInError::Upstream(m) => {
+            tracing::warn!(error = %m, "presented launch user could not be checked");
+            error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", &m)
+        }
+        other => error(StatusCode::FORBIDDEN, "access_denied", &format!("the presented user was refused: {other}")),
+    };
+    match request.user_form() {
+        Ok(UserForm::Asserted) | Err(_) => Ok(None),
+        Ok(UserForm::IdToken) => {
+            let token = request.id_token.as_deref().unwrap_or_default();
+            let issuer = unverified_issuer(token).ok_or_else(|| {
+                error(StatusCode::BAD_REQUEST, "invalid_request", "id_token is not a signed JWT with an iss")
+            })?;
+            let provider = state.federation.by_issuer(&issuer).ok_or_else(|| {
+                error(
+                    StatusCode::FORBIDDEN,
+                    "access_denied",
+                    &format!("`{issuer}` is not a configured identity provider"),
+                )
+            })?;
+            provider.presented(token, request.access_token.as_deref(), now).await.map(Some).map_err(refused)
+        }
+        Ok(UserForm::SsoToken) => {
+            let ssb = state.federation.cis_sso.as_ref().ok_or_else(|| {
+                error(StatusCode::FORBIDDEN, "access_denied", "legacy smartcard sessions are not accepted here")
+            })?;
+            ssb.identity(request.sso_token.as_deref().unwrap_or_default(), now).await.map(Some).map_err(refused)
+        }
+    }
+}
+
+/// The `iss` of a compact JWS, read before verification only to pick the provider that must
+/// then verify it.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else { return None };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }

@@ -98,8 +98,8 @@ impl AppState {
             audit.clone(),
             policy.clone(),
         )?;
-        let federation =
-            crate::federation::Registry::build(&loaded.idps, clock.clone()).map_err(StartError::Federation)?;
+        let federation = crate::federation::Registry::build(&loaded.idps, &config.federation.cis_sso, clock.clone())
+            .map_err(StartError::Federation)?;
         let authority = Authority::new(config, clock, stores, keys, audit, policy, loaded.clients)?;
         Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir), federation: Arc::new(federation) })
     }

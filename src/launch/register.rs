@@ -41,7 +41,44 @@ pub struct LaunchRequest {
     pub need_patient_banner: Option<bool>,
     pub smart_style_url: Option<String>,
     pub tenant: Option<String>,
-    pub user: AssertedUser,
+    /// The user as the EHR vouches for them. Exactly one of `user`, `id_token` and `sso_token`.
+    pub user: Option<AssertedUser>,
+    /// The user as an ID token of a configured provider (CIS2, or an OIDC provider) that the EHR
+    /// holds; `access_token` lets carebroker read the provider's userinfo (CIS2 roles).
+    pub id_token: Option<String>,
+    pub access_token: Option<String>,
+    /// The user as a legacy CIS smartcard session (the Identity Agent's SSO token).
+    pub sso_token: Option<String>,
+}
+
+/// How the launch names its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserForm {
+    Asserted,
+    IdToken,
+    SsoToken,
+}
+
+impl LaunchRequest {
+    /// Which form the user comes in; exactly one is allowed.
+    pub fn user_form(&self) -> Result<UserForm, LaunchError> {
+        let forms: Vec<UserForm> = [
+            self.user.is_some().then_some(UserForm::Asserted),
+            self.id_token.is_some().then_some(UserForm::IdToken),
+            self.sso_token.is_some().then_some(UserForm::SsoToken),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if self.access_token.is_some() && self.id_token.is_none() {
+            return Err(LaunchError::Invalid("access_token goes with id_token".into()));
+        }
+        match forms.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(LaunchError::Invalid("name the user: `user`, `id_token` or `sso_token`".into())),
+            _ => Err(LaunchError::Invalid("give only one of `user`, `id_token` and `sso_token`".into())),
+        }
+    }
 }
 
 /// `POST /launch` answer.
@@ -71,16 +108,19 @@ fn launch_key(id: &str) -> String {
 }
 
 /// Checks a launch request against the EHR's trust and stores it.
+/// `verified` is the user when the request presented a token that has already been verified.
+#[allow(clippy::too_many_arguments)]
 pub async fn register_launch(
     store: &dyn EphemeralStore,
     ehr: &Client,
     app: Option<&Client>,
     request: LaunchRequest,
+    verified: Option<Identity>,
     fhir_base: &str,
     lifetime_secs: u64,
     now: i64,
 ) -> Result<Result<LaunchResponse, LaunchError>, StoreError> {
-    let launch = match check(ehr, app, request, now) {
+    let launch = match check(ehr, app, request, verified, now) {
         Ok(launch) => launch,
         Err(e) => return Ok(Err(e)),
     };
@@ -96,7 +136,13 @@ pub async fn register_launch(
     Ok(Ok(LaunchResponse { launch: id, launch_url: url.to_string(), expires_in: lifetime_secs }))
 }
 
-fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -> Result<EhrLaunch, LaunchError> {
+fn check(
+    ehr: &Client,
+    app: Option<&Client>,
+    request: LaunchRequest,
+    verified: Option<Identity>,
+    now: i64,
+) -> Result<EhrLaunch, LaunchError> {
     let trust = ehr
         .ehr_launch
         .as_ref()
@@ -106,6 +152,7 @@ fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -
         return Err(LaunchError::NotAllowed(format!("this EHR may not open `{}`", app.id)));
     }
     let patient = NhsNumber::parse(&request.patient).map_err(|e| LaunchError::Invalid(format!("patient: {e}")))?;
+    let form = request.user_form()?;
     if let Some(encounter) = &request.encounter {
         if !is_fhir_id(encounter) {
             return Err(LaunchError::Invalid("encounter must be a FHIR id".into()));
@@ -118,7 +165,41 @@ fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -
     if let Some(url) = &request.smart_style_url {
         check_https_or_loopback(url).map_err(|e| LaunchError::Invalid(format!("smart_style_url: {e}")))?;
     }
-    let user = request.user;
+    let identity = match (form, request.user, verified) {
+        (UserForm::Asserted, Some(user), _) => asserted_identity(ehr, trust, user, now)?,
+        (UserForm::IdToken | UserForm::SsoToken, _, Some(identity)) => {
+            // Proven by its provider, not vouched for by the EHR: the EHR's lists of subjects and
+            // roles it may assert do not apply, its organisations do.
+            if let Some(org) = identity.org.as_deref().filter(|org| !trust.may_assert_org(org)) {
+                return Err(LaunchError::NotAllowed(format!("this EHR may not launch users of organisation `{org}`")));
+            }
+            identity
+        }
+        _ => return Err(LaunchError::Invalid("the presented user was not verified".into())),
+    };
+    Ok(EhrLaunch {
+        ehr_client_id: ehr.id.clone(),
+        app_client_id: app.id.clone(),
+        identity,
+        context: LaunchContext {
+            patient: Some(patient.to_string()),
+            encounter: request.encounter,
+            fhir_context,
+            need_patient_banner: request.need_patient_banner,
+            intent: request.intent,
+            smart_style_url: request.smart_style_url,
+            tenant: request.tenant,
+        },
+        skip_consent: trust.skip_consent,
+    })
+}
+
+fn asserted_identity(
+    ehr: &Client,
+    trust: &crate::domain::client::EhrLaunchTrust,
+    user: AssertedUser,
+    now: i64,
+) -> Result<Identity, LaunchError> {
     if user.sub.is_empty() || user.sub.len() > 255 {
         return Err(LaunchError::Invalid("user.sub must be 1-255 characters".into()));
     }
@@ -141,33 +222,19 @@ fn check(ehr: &Client, app: Option<&Client>, request: LaunchRequest, now: i64) -
     if let Some(role) = user.role_codes.iter().find(|r| !trust.may_assert_role(r)) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for role `{role}`")));
     }
-    Ok(EhrLaunch {
-        ehr_client_id: ehr.id.clone(),
-        app_client_id: app.id.clone(),
-        identity: Identity {
-            provider: format!("ehr:{}", ehr.id),
-            source: "ehr".into(),
-            assurance: trust.assurance,
-            subject: user.sub,
-            name: user.name,
-            fhir_user: user.fhir_user,
-            org: Some(user.org),
-            role_codes: user.role_codes,
-            activity_codes: user.activity_codes,
-            amr: vec!["ehr".into()],
-            auth_time: now,
-            ..Default::default()
-        },
-        context: LaunchContext {
-            patient: Some(patient.to_string()),
-            encounter: request.encounter,
-            fhir_context,
-            need_patient_banner: request.need_patient_banner,
-            intent: request.intent,
-            smart_style_url: request.smart_style_url,
-            tenant: request.tenant,
-        },
-        skip_consent: trust.skip_consent,
+    Ok(Identity {
+        provider: format!("ehr:{}", ehr.id),
+        source: "ehr".into(),
+        assurance: trust.assurance,
+        subject: user.sub,
+        name: user.name,
+        fhir_user: user.fhir_user,
+        org: Some(user.org),
+        role_codes: user.role_codes,
+        activity_codes: user.activity_codes,
+        amr: vec!["ehr".into()],
+        auth_time: now,
+        ..Default::default()
     })
 }
 

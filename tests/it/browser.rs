@@ -171,6 +171,7 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
         session_idle_secs: None,
         session_absolute_secs: None,
         backchannel_logout: false,
+        ..Default::default()
     };
     let client = ClientMetadata {
         client_id: "e2e-app".into(),

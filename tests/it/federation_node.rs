@@ -79,6 +79,7 @@ async fn setup(profile: &str, idp_id: &str) -> Setup {
         session_idle_secs: None,
         session_absolute_secs: None,
         backchannel_logout: true,
+        ..Default::default()
     };
     let issuer = broker.clone();
     let app = TestApp::builder()

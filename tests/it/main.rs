@@ -9,6 +9,7 @@ mod cli;
 mod client_auth;
 mod discovery;
 mod ehr_launch;
+mod ehr_presented;
 mod federation;
 mod federation_node;
 mod fhir_api;

@@ -126,6 +126,7 @@ impl FakeIdp {
             session_idle_secs: None,
             session_absolute_secs: None,
             backchannel_logout: true,
+            ..Default::default()
         };
         if self.profile == "nhs_login" {
             let der = SigningKey::generate_pkcs8(Algorithm::RS512).expect("keygen");
@@ -178,6 +179,16 @@ impl FakeIdp {
             }
         }
         c.as_object().cloned().unwrap_or_default()
+    }
+
+    /// An ID token as the provider issued it to someone else's sign-in (no nonce of ours), as an
+    /// EHR would hold it; `change` edits the claims (`null` removes one).
+    pub fn held_id_token(&self, now: i64, change: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut claims = self.base_claims("", now);
+        claims.remove("nonce");
+        change(&mut claims);
+        claims.retain(|_, v| !v.is_null());
+        self.sign(&Value::Object(claims), &self.knobs.lock().clone())
     }
 
     /// Signs `claims` as this provider would (or as the knobs spoil it).

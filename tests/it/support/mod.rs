@@ -9,6 +9,7 @@ pub mod node_idp;
 pub mod pds_double;
 pub mod services;
 pub mod smart;
+pub mod ssb_double;
 
 use std::sync::{Arc, OnceLock};
 
