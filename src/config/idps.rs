@@ -108,7 +108,53 @@ pub struct IdpConfig {
     /// A presented token's sign-in (`auth_time`) may be this old: a CIS2 session lasts a shift.
     #[serde(default = "default_presented_age")]
     pub presented_max_auth_age_secs: i64,
+    /// `kind = "saml"`: the identity provider's metadata and our rules for it. `issuer` is its
+    /// entity ID; `[claims]` names its attributes (`subject` = `NameID` unless an attribute).
+    #[serde(default)]
+    pub saml: SamlIdpSettings,
 }
+
+/// A SAML 2.0 identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlIdpSettings {
+    /// The provider's metadata (its signing certificates and endpoints): a file, or a URL fetched
+    /// and cached for `discovery_cache_secs`.
+    pub metadata_file: Option<PathBuf>,
+    pub metadata_url: Option<String>,
+    /// Sign our AuthnRequests (needs `federation.saml.key_file`).
+    pub sign_requests: bool,
+    /// Signature algorithms accepted on responses (`rsa-sha256`, `rsa-sha384`, `rsa-sha512`,
+    /// `ecdsa-sha256`, `ecdsa-sha384`, `ecdsa-sha512`); SHA-1 never.
+    pub signature_algorithms: Vec<String>,
+    /// Clock skew allowed on `IssueInstant`, `NotBefore` and `NotOnOrAfter`.
+    pub max_skew_secs: i64,
+    /// The response and assertion must have been issued this recently.
+    pub max_issue_delay_secs: i64,
+    /// Ask the provider to sign the user in again (`ForceAuthn`).
+    pub force_authn: bool,
+    /// Assurance of identities from this provider on the 0-3 scale (a care home's own IdP: 2).
+    pub assurance: u8,
+}
+
+impl Default for SamlIdpSettings {
+    fn default() -> Self {
+        Self {
+            metadata_file: None,
+            metadata_url: None,
+            sign_requests: false,
+            signature_algorithms: vec!["rsa-sha256".into(), "rsa-sha512".into(), "ecdsa-sha256".into()],
+            max_skew_secs: 120,
+            max_issue_delay_secs: 300,
+            force_authn: false,
+            assurance: 2,
+        }
+    }
+}
+
+/// The accepted names of SAML signature algorithms.
+pub const SAML_ALGS: [&str; 6] =
+    ["rsa-sha256", "rsa-sha384", "rsa-sha512", "ecdsa-sha256", "ecdsa-sha384", "ecdsa-sha512"];
 
 fn default_discovery_cache() -> u64 {
     3600
@@ -160,6 +206,7 @@ impl Default for IdpConfig {
             accept_presented_tokens: false,
             presented_audiences: Vec::new(),
             presented_max_auth_age_secs: default_presented_age(),
+            saml: SamlIdpSettings::default(),
         }
     }
 }
@@ -214,6 +261,50 @@ pub(super) fn load_idps(config: &Config, problems: &mut Vec<ConfigProblem>) -> V
     out
 }
 
+/// A SAML provider: an entity ID, one metadata source, known algorithms, sane limits.
+fn check_saml(idp: &mut IdpConfig, base: &Path, push: &mut impl FnMut(&str, String)) {
+    if idp.issuer.is_empty() {
+        push("issuer", "the provider's entity ID is required".into());
+    }
+    let saml = &mut idp.saml;
+    match (&saml.metadata_file, &saml.metadata_url) {
+        (Some(file), None) => {
+            let full = base.join(file);
+            match std::fs::read_to_string(&full) {
+                Ok(xml) if xml.contains("EntityDescriptor") => saml.metadata_file = Some(full),
+                Ok(_) => push("saml.metadata_file", format!("`{}` is not SAML metadata", file.display())),
+                Err(e) => push("saml.metadata_file", format!("cannot read `{}`: {e}", file.display())),
+            }
+        }
+        (None, Some(url)) => {
+            if let Err(why) = check_https_or_loopback(url) {
+                push("saml.metadata_url", why);
+            }
+        }
+        _ => push("saml.metadata_file", "give metadata_file or metadata_url (one)".into()),
+    }
+    for (i, alg) in saml.signature_algorithms.iter().enumerate() {
+        if !SAML_ALGS.contains(&alg.as_str()) {
+            push(
+                &format!("saml.signature_algorithms[{i}]"),
+                format!("`{alg}` is not one of {} (SHA-1 is never accepted)", SAML_ALGS.join(", ")),
+            );
+        }
+    }
+    if saml.signature_algorithms.is_empty() {
+        push("saml.signature_algorithms", "at least one algorithm is needed".into());
+    }
+    if !(0..=600).contains(&saml.max_skew_secs) || !(1..=3600).contains(&saml.max_issue_delay_secs) {
+        push("saml.max_skew_secs", "skew is 0-600 s and the issue delay 1-3600 s".into());
+    }
+    if saml.assurance > 3 {
+        push("saml.assurance", "assurance is 0 to 3".into());
+    }
+    if idp.accept_presented_tokens {
+        push("accept_presented_tokens", "only OIDC providers' ID tokens can be presented".into());
+    }
+}
+
 fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig> {
     let label = path.display().to_string();
     let mut push =
@@ -242,8 +333,13 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
     if !idp.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || idp.id.is_empty() {
         push("(file name)", "a provider id (the file name) is letters, digits, - and _".into());
     }
-    if !matches!(idp.kind.as_str(), "oidc" | "cis2" | "nhs_login") {
-        push("kind", format!("`{}` is not oidc, cis2 or nhs_login", idp.kind));
+    if !matches!(idp.kind.as_str(), "oidc" | "cis2" | "nhs_login" | "saml") {
+        push("kind", format!("`{}` is not oidc, cis2, nhs_login or saml", idp.kind));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    if idp.kind == "saml" {
+        check_saml(&mut idp, base, &mut push);
+        return (problems.len() == before).then_some(idp);
     }
     if let Err(why) = check_https_or_loopback(&idp.issuer) {
         push("issuer", why);
@@ -251,7 +347,6 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
     if idp.client_id.is_empty() {
         push("client_id", "is required".into());
     }
-    let base = path.parent().unwrap_or(Path::new("."));
     if let Some(file) = idp.client_secret_file.take() {
         if idp.client_secret.is_some() {
             push("client_secret_file", "give client_secret or client_secret_file, not both".into());

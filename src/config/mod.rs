@@ -342,12 +342,33 @@ pub struct FederationConfig {
     pub upstream_timeout_secs: u64,
     /// Legacy CIS smartcard sessions, checked at the Spine Security Broker.
     pub cis_sso: CisSsoConfig,
+    /// carebroker as a SAML 2.0 service provider (for `kind = "saml"` providers).
+    pub saml: SamlSpConfig,
 }
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { idps_dir: "config/idps".into(), upstream_timeout_secs: 600, cis_sso: CisSsoConfig::default() }
+        Self {
+            idps_dir: "config/idps".into(),
+            upstream_timeout_secs: 600,
+            cis_sso: CisSsoConfig::default(),
+            saml: SamlSpConfig::default(),
+        }
     }
+}
+
+/// carebroker's own SAML service provider: one entity for every SAML identity provider, with its
+/// metadata at `/saml/metadata`, the Assertion Consumer Service at `/saml/acs` (HTTP-POST) and
+/// single logout at `/saml/slo` (HTTP-Redirect).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlSpConfig {
+    /// Our entity ID; `{public_url}/saml/metadata` when unset.
+    pub entity_id: Option<String>,
+    /// PKCS#8 PEM key and PEM certificate: signs AuthnRequests and logout messages and is
+    /// published in our metadata. Without them requests go unsigned.
+    pub key_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
 }
 
 /// Legacy CIS ("CIS1") smartcard SSO: a desktop client presents the Identity Agent's SSO token and

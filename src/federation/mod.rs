@@ -8,6 +8,7 @@ pub mod cis_sso;
 pub mod dev;
 pub mod oidc;
 pub mod profiles;
+pub mod saml;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,29 +46,60 @@ pub struct BeginOptions {
     pub asserted_login_identity: Option<String>,
 }
 
-/// An upstream OIDC provider with its kind's rules.
+/// An upstream provider with its kind's rules: OpenID Connect (generic, CIS2, NHS login) or SAML.
 #[derive(Debug)]
 pub struct UpstreamProvider {
-    pub client: OidcClient,
+    config: IdpConfig,
+    protocol: Protocol,
+}
+
+#[derive(Debug)]
+enum Protocol {
+    Oidc(OidcClient),
+    Saml(saml::SamlIdp),
 }
 
 impl UpstreamProvider {
     pub fn id(&self) -> &str {
-        &self.client.config.id
+        &self.config.id
     }
     pub fn name(&self) -> &str {
-        &self.client.config.name
+        &self.config.name
     }
     pub fn kind(&self) -> &str {
-        &self.client.config.kind
+        &self.config.kind
     }
     pub fn config(&self) -> &IdpConfig {
-        &self.client.config
+        &self.config
+    }
+
+    /// The OpenID Connect client, unless this is a SAML provider.
+    pub fn oidc(&self) -> Option<&OidcClient> {
+        match &self.protocol {
+            Protocol::Oidc(client) => Some(client),
+            Protocol::Saml(_) => None,
+        }
+    }
+
+    /// The SAML provider, if this is one.
+    pub fn saml(&self) -> Option<&saml::SamlIdp> {
+        match &self.protocol {
+            Protocol::Saml(idp) => Some(idp),
+            Protocol::Oidc(_) => None,
+        }
     }
 
     /// The URL to send the browser to.
     pub async fn begin(&self, redirect_uri: &str, options: &BeginOptions) -> Result<(String, RoundTrip), SignInError> {
-        let config = &self.client.config;
+        let client = match &self.protocol {
+            Protocol::Oidc(client) => client,
+            Protocol::Saml(idp) if options.silent => {
+                let _ = idp;
+                return Err(SignInError::Provider { code: "login_required".into(), description: None });
+            }
+            Protocol::Saml(idp) => return idp.begin(options.force_login).await,
+        };
+        let config = &self.config;
         let mut extra: Vec<(&str, String)> = Vec::new();
         let mut vtr = Vec::new();
         match config.kind.as_str() {
@@ -95,10 +127,10 @@ impl UpstreamProvider {
         } else if options.force_login && !has_prompt {
             extra.push(("prompt", "login".into()));
         }
-        self.client.authorization_url(redirect_uri, &extra, vtr).await
+        client.authorization_url(redirect_uri, &extra, vtr).await
     }
 
-    /// Completes the sign-in from the provider's answer.
+    /// Completes an OpenID Connect sign-in from the provider's answer (the code).
     pub async fn complete(
         &self,
         trip: &RoundTrip,
@@ -106,8 +138,11 @@ impl UpstreamProvider {
         code: &str,
         now: i64,
     ) -> Result<Identity, SignInError> {
-        let claims = self.client.redeem(trip, redirect_uri, code).await?;
-        let config = &self.client.config;
+        let Protocol::Oidc(client) = &self.protocol else {
+            return Err(SignInError::Upstream("a SAML provider answers at /saml/acs".into()));
+        };
+        let claims = client.redeem(trip, redirect_uri, code).await?;
+        let config = &self.config;
         match config.kind.as_str() {
             "cis2" => profiles::cis2(config, &claims, now),
             "nhs_login" => profiles::nhs_login(config, &claims, trip, now),
@@ -127,16 +162,19 @@ impl UpstreamProvider {
         access_token: Option<&str>,
         now: i64,
     ) -> Result<Identity, SignInError> {
-        let config = &self.client.config;
+        let config = &self.config;
+        let Protocol::Oidc(client) = &self.protocol else {
+            return Err(SignInError::Rejected(format!("`{}` is not an OpenID Connect provider", config.id)));
+        };
         if !config.accept_presented_tokens {
             return Err(SignInError::Rejected(format!("`{}` tokens are not accepted from EHRs", config.id)));
         }
         let audiences: Vec<&str> = std::iter::once(config.client_id.as_str())
             .chain(config.presented_audiences.iter().map(String::as_str))
             .collect();
-        let mut claims = self.client.verify_presented_id_token(id_token, &audiences).await?;
-        if let (true, Some(access)) = (self.client.uses_userinfo(), access_token) {
-            self.client.merge_userinfo(&mut claims, access).await?;
+        let mut claims = client.verify_presented_id_token(id_token, &audiences).await?;
+        if let (true, Some(access)) = (client.uses_userinfo(), access_token) {
+            client.merge_userinfo(&mut claims, access).await?;
         }
         let mut relaxed = config.clone();
         relaxed.max_auth_age_secs = config.presented_max_auth_age_secs;
@@ -156,17 +194,33 @@ pub struct Registry {
     providers: BTreeMap<String, Arc<UpstreamProvider>>,
     /// The Spine Security Broker, when legacy smartcard sessions are accepted.
     pub cis_sso: Option<cis_sso::SsbClient>,
+    /// carebroker as a SAML service provider (for its metadata).
+    pub saml_sp: Option<Arc<saml::SpSettings>>,
 }
 
 impl Registry {
     /// Builds every provider (loading private keys).
-    pub fn build(
-        idps: &[IdpConfig],
-        cis_sso: &crate::config::CisSsoConfig,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, String> {
+    pub fn build(idps: &[IdpConfig], broker: &crate::config::Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let mut providers = BTreeMap::new();
-        for config in idps {
+        let mut sp: Option<Arc<saml::SpSettings>> = None;
+        for config in idps.iter().filter(|c| c.kind == "saml") {
+            let settings = match &sp {
+                Some(settings) => settings.clone(),
+                None => {
+                    let settings =
+                        Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?);
+                    sp = Some(settings.clone());
+                    settings
+                }
+            };
+            let idp = saml::SamlIdp::new(config.clone(), settings, clock.clone())
+                .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
+            providers.insert(
+                config.id.clone(),
+                Arc::new(UpstreamProvider { config: config.clone(), protocol: Protocol::Saml(idp) }),
+            );
+        }
+        for config in idps.iter().filter(|c| c.kind != "saml") {
             let mut config = config.clone();
             for required in
                 ["openid"].into_iter().chain((config.kind == "cis2" && config.select_role).then_some("selectedrole"))
@@ -177,14 +231,20 @@ impl Registry {
             }
             let client = OidcClient::new(config.clone(), clock.clone())
                 .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
-            providers.insert(config.id.clone(), Arc::new(UpstreamProvider { client }));
+            providers
+                .insert(config.id.clone(), Arc::new(UpstreamProvider { config, protocol: Protocol::Oidc(client) }));
         }
-        let cis_sso = if cis_sso.enabled {
-            Some(cis_sso::SsbClient::new(cis_sso.clone()).map_err(|e| format!("federation.cis_sso: {e}"))?)
+        let sso = &broker.federation.cis_sso;
+        let cis_sso = if sso.enabled {
+            Some(cis_sso::SsbClient::new(sso.clone()).map_err(|e| format!("federation.cis_sso: {e}"))?)
         } else {
             None
         };
-        Ok(Self { providers, cis_sso })
+        let saml_sp = match sp {
+            Some(sp) => Some(sp),
+            None => Some(Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?)),
+        };
+        Ok(Self { providers, cis_sso, saml_sp })
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<UpstreamProvider>> {

@@ -34,13 +34,19 @@ pub struct Discovery {
 }
 
 /// What must survive the round trip to the provider (stored server-side under `state`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// For SAML, `state` is the RelayState and `saml_request_id` the AuthnRequest's ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoundTrip {
     pub state: String,
+    #[serde(default)]
     pub nonce: String,
+    #[serde(default)]
     pub code_verifier: String,
     /// Parameters sent that the answer is checked against (NHS login `vtr`).
+    #[serde(default)]
     pub requested_vtr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saml_request_id: Option<String>,
 }
 
 /// How the client proves itself at the provider's token endpoint.
@@ -169,6 +175,7 @@ impl OidcClient {
             nonce: random_token(24),
             code_verifier: random_token(48),
             requested_vtr: vtr,
+            saml_request_id: None,
         };
         let mut url = url::Url::parse(&doc.authorization_endpoint).map_err(upstream)?;
         let scope = if self.config.scopes.is_empty() { "openid".to_owned() } else { self.config.scopes.join(" ") };

@@ -17,6 +17,7 @@ use super::interaction::{SessionLimits, establish_session, policy, redirect, res
 use super::pages::{self, PagePolicy};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::client::Client;
+use crate::domain::identity::Identity;
 use crate::domain::launch::{EhrLaunch, LaunchContext};
 use crate::federation::oidc::RoundTrip;
 use crate::federation::{BeginOptions, SignInError, UpstreamProvider};
@@ -34,16 +35,16 @@ enum Purpose {
 
 /// Remembered between the redirect to the provider and its answer (single use).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Upstream {
-    idp: String,
-    trip: RoundTrip,
+pub(super) struct Upstream {
+    pub(super) idp: String,
+    pub(super) trip: RoundTrip,
     purpose: Purpose,
 }
 
-fn upstream_key(state: &str) -> String {
+pub(super) fn upstream_key(state: &str) -> String {
     format!("upstream:{state}")
 }
-fn browser_marker(state: &str) -> String {
+pub(super) fn browser_marker(state: &str) -> String {
     format!("upstream-state:{state}")
 }
 
@@ -65,7 +66,7 @@ pub fn allowed_providers(state: &AppState, client: &Client) -> Vec<(String, Stri
     all.into_iter().filter(|(id, _)| client.identity_providers.contains(id)).collect()
 }
 
-fn failure_page(state: &AppState, err: &SignInError, nhs_app: bool) -> Response {
+pub(super) fn failure_page(state: &AppState, err: &SignInError, nhs_app: bool) -> Response {
     tracing::info!(error = %err, "federated sign-in failed");
     let home = state.authority.config.nhs_app.home_url.clone();
     let back = nhs_app.then_some(("Go back to the NHS App", home.as_str()));
@@ -177,13 +178,7 @@ pub struct CallbackQuery {
 /// `GET /federation/callback`: the provider's answer.
 pub async fn callback(State(state): State<AppState>, session: Session, Query(q): Query<CallbackQuery>) -> Response {
     let authority = &state.authority;
-    let gone = || {
-        pages::sign_in_failed(
-            "This sign-in has expired or was started in another browser. Go back to the app and start again.",
-            None,
-            &PagePolicy::default(),
-        )
-    };
+    let gone = expired_page;
     let Some(round) = q.state.as_deref() else { return gone() };
     let mine = session.get::<bool>(&browser_marker(round)).await.ok().flatten().unwrap_or(false);
     let record = match authority.stores.ephemeral.take(&upstream_key(round)).await {
@@ -212,27 +207,49 @@ pub async fn callback(State(state): State<AppState>, session: Session, Query(q):
             return failure_page(&state, &e, nhs_app);
         }
     };
+    finish_sign_in(&state, &session, record, identity).await
+}
+
+/// The page for an answer we no longer (or never) expected.
+pub(super) fn expired_page() -> Response {
+    pages::sign_in_failed(
+        "This sign-in has expired or was started in another browser. Go back to the app and start again.",
+        None,
+        &PagePolicy::default(),
+    )
+}
+
+/// After a provider vouched for `identity`: our session, then whatever the sign-in was for.
+pub(super) async fn finish_sign_in(
+    state: &AppState,
+    session: &Session,
+    record: Upstream,
+    identity: Identity,
+) -> Response {
+    let authority = &state.authority;
+    let gone = expired_page;
+    let Some(provider) = state.federation.get(&record.idp) else { return gone() };
     let config = provider.config();
     let limits = SessionLimits {
         idle_secs: config.session_idle_secs.or((config.kind == "nhs_login").then_some(1800)),
         absolute_secs: config.session_absolute_secs.or((config.kind == "nhs_login").then_some(43_200)),
     };
-    let session_id = match establish_session(authority, &session, identity.clone(), limits).await {
+    let session_id = match establish_session(authority, session, identity.clone(), limits).await {
         Ok(id) => id,
         Err(response) => return response,
     };
-    remember_upstream_session(&state, &record.idp, &identity, &session_id).await;
+    remember_upstream_session(state, &record.idp, &identity, &session_id).await;
     match record.purpose {
         Purpose::Authorize { pending_id } => match authorize::load_pending(authority, &pending_id).await {
             Ok(Some((pending, client))) => {
                 match authorize::signed_in(authority, pending, &client, identity, session_id).await {
-                    Ok(outcome) => respond_outcome(&state, &session, outcome, Some(&client)).await,
-                    Err(e) => failure_page(&state, &SignInError::Upstream(e.to_string()), false),
+                    Ok(outcome) => respond_outcome(state, session, outcome, Some(&client)).await,
+                    Err(e) => failure_page(state, &SignInError::Upstream(e.to_string()), false),
                 }
             }
             _ => gone(),
         },
-        Purpose::NhsApp { journey } => open_journey(&state, &journey, identity).await,
+        Purpose::NhsApp { journey } => open_journey(state, &journey, identity).await,
     }
 }
 
@@ -284,7 +301,8 @@ pub async fn backchannel_logout(
     };
     let Some(token) = params.get("logout_token") else { return refuse("missing logout_token") };
     let now = authority.clock.now();
-    let target = match crate::federation::backchannel::verify_logout_token(&provider.client, token, now).await {
+    let Some(client) = provider.oidc() else { return refuse("back-channel logout is for OpenID Connect providers") };
+    let target = match crate::federation::backchannel::verify_logout_token(client, token, now).await {
         Ok(t) => t,
         Err(e) => return refuse(&e.to_string()),
     };

@@ -11,6 +11,7 @@ mod middleware;
 mod oauth;
 mod oidc;
 pub mod pages;
+mod saml;
 pub mod session_store;
 
 use std::net::SocketAddr;
@@ -98,8 +99,8 @@ impl AppState {
             audit.clone(),
             policy.clone(),
         )?;
-        let federation = crate::federation::Registry::build(&loaded.idps, &config.federation.cis_sso, clock.clone())
-            .map_err(StartError::Federation)?;
+        let federation =
+            crate::federation::Registry::build(&loaded.idps, &config, clock.clone()).map_err(StartError::Federation)?;
         let authority = Authority::new(config, clock, stores, keys, audit, policy, loaded.clients)?;
         Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir), federation: Arc::new(federation) })
     }
@@ -115,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/oauth-authorization-server", get(discovery::authorization_server_metadata))
         .route("/fhir/.well-known/smart-configuration", get(discovery::smart_configuration))
         .route("/jwks.json", get(discovery::jwks))
+        .route("/saml/metadata", get(saml::metadata))
         .route("/fhir/metadata", get(fhir::metadata))
         .route("/.well-known/assetlinks.json", get(federation::assetlinks))
         .route("/.well-known/apple-app-site-association", get(federation::apple_app_site_association))
@@ -158,6 +160,7 @@ pub fn app(state: AppState) -> Router {
         .route("/register", post(oauth::registration))
         .route("/launch", post(launch::register))
         .route("/federation/backchannel-logout/{idp}", post(federation::backchannel_logout))
+        .route("/saml/acs", post(saml::acs))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .layer(axum::middleware::from_fn(middleware::no_store));
 
@@ -182,6 +185,7 @@ pub fn app(state: AppState) -> Router {
         .route("/authorize/consent", get(interaction::consent_get).post(interaction::consent_submit))
         .route("/logout", get(oidc::logout_get).post(oidc::logout_post))
         .route("/federation/callback", get(federation::callback))
+        .route("/saml/continue", get(saml::resume))
         .route("/nhs-app/{journey}", get(federation::nhs_app_entry))
         .layer(sessions);
 

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::browser::{Browser, hidden_value};
+use crate::support::browser::{Browser, assert_no_session, consent_and_exchange};
 use crate::support::fake_idp::FakeIdp;
 use crate::support::smart::*;
 use crate::support::{Reply, TestApp};
@@ -48,45 +48,6 @@ async fn follow_provider(app: &TestApp, browser: &mut Browser, reply: &Reply) ->
     let path = back.trim_start_matches(crate::support::ISSUER).to_owned();
     assert!(path.starts_with("/federation/callback"), "{back}");
     browser.get(app, &path).await
-}
-
-/// After a failed sign-in the browser has no session: a new authorization asks to sign in again.
-async fn assert_no_session(app: &TestApp, browser: &mut Browser, failed: &Reply, why: &str) {
-    assert_eq!(failed.status, 403, "{why}: {}", failed.text());
-    assert!(failed.text().contains("You could not be signed in"), "{why}");
-    assert!(failed.header("location").is_none(), "{why}");
-    let (_, challenge) = pkce_pair();
-    let again = browser.get(app, &authorize_path(&challenge, &[("idp_hint", "dev")])).await;
-    assert!(again.header("location").unwrap().starts_with("/signin"), "{why}: a session was created");
-}
-
-async fn consent_and_exchange(
-    app: &TestApp,
-    browser: &mut Browser,
-    reply: &Reply,
-    verifier_challenge: Option<(String, String)>,
-) -> serde_json::Value {
-    let _ = verifier_challenge;
-    let page = browser.follow(app, reply).await;
-    let html = page.text();
-    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
-    let scopes: Vec<String> = html
-        .match_indices("name=\"scope\" type=\"checkbox\" value=\"")
-        .map(|(i, m)| html[i + m.len()..].split('"').next().unwrap().to_owned())
-        .collect();
-    let mut form = vec![("csrf", csrf.as_str()), ("req", req.as_str()), ("decision", "allow")];
-    form.extend(scopes.iter().map(|s| ("scope", s.as_str())));
-    let back = browser.post(app, "/authorize/consent", &form, &[]).await;
-    let location = back.header("location").unwrap().to_owned();
-    url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect::<std::collections::HashMap<_, _>>()
-        .get("code")
-        .cloned()
-        .map(|c| json!(c))
-        .unwrap_or(json!(null))
 }
 
 #[tokio::test]

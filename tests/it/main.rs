@@ -18,6 +18,7 @@ mod pds;
 mod policy;
 mod registration;
 mod remote_jwks;
+mod saml;
 mod scale_out;
 mod stores;
 mod support;

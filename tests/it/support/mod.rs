@@ -7,6 +7,7 @@ pub mod fhir;
 pub mod keys;
 pub mod node_idp;
 pub mod pds_double;
+pub mod saml_idp;
 pub mod services;
 pub mod smart;
 pub mod ssb_double;

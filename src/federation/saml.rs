@@ -1,0 +1,424 @@
+//! SAML 2.0 identity providers (trusts, care homes, councils): carebroker as a service provider
+//! built on `samael` with xmlsec. AuthnRequest by HTTP-Redirect (signed when configured), the
+//! Response by HTTP-POST at `/saml/acs`.
+//!
+//! A response is accepted only when xmlsec verifies a signature by a certificate from the
+//! provider's metadata, and only the element that signature covers is read (samael reduces the
+//! document to its verified content, which defeats signature wrapping). Before that, documents with
+//! a DTD (entity expansion, XXE) or comments (NameID truncation) are refused outright. After it,
+//! carebroker checks against its own clock: Destination, Recipient, Audience, Issuer,
+//! `InResponseTo` (a request it sent, consumed once by the caller), IssueInstant, NotBefore and
+//! NotOnOrAfter with bounded skew; and it never accepts an assertion ID twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use openssl::pkey::{PKey, Private};
+use parking_lot::Mutex;
+use samael::crypto::AllowedSignatureAlgorithm;
+use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
+use samael::schema::Assertion;
+use samael::service_provider::ServiceProvider;
+use samael::traits::ToXml;
+
+use super::SignInError;
+use super::oidc::RoundTrip;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::config::idps::IdpConfig;
+use crate::domain::identity::{Identity, is_fhir_user_reference};
+use crate::store::EphemeralStore;
+use crate::token::random_token;
+
+const SAML2P: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+const SAML2: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+/// The largest `SAMLResponse` accepted (base64).
+const MAX_RESPONSE_BYTES: usize = 512 * 1024;
+
+/// carebroker as one SAML service provider.
+pub struct SpSettings {
+    pub entity_id: String,
+    pub acs_url: String,
+    pub slo_url: String,
+    key: Option<PKey<Private>>,
+    cert_der: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpSettings").field("entity_id", &self.entity_id).finish_non_exhaustive()
+    }
+}
+
+fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = pem.split(&begin).nth(1)?.split(&end).next()?;
+    let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(compact).ok()
+}
+
+impl SpSettings {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let sp = &config.federation.saml;
+        let (key, cert_der) = match (&sp.key_file, &sp.cert_file) {
+            (Some(key_file), Some(cert_file)) => {
+                let key_pem =
+                    std::fs::read(key_file).map_err(|e| format!("cannot read `{}`: {e}", key_file.display()))?;
+                let key = PKey::private_key_from_pem(&key_pem).map_err(|e| format!("`{}`: {e}", key_file.display()))?;
+                let cert_pem = std::fs::read_to_string(cert_file)
+                    .map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?;
+                let cert = pem_der(&cert_pem, "CERTIFICATE")
+                    .ok_or_else(|| format!("`{}` holds no PEM certificate", cert_file.display()))?;
+                (Some(key), Some(cert))
+            }
+            (None, None) => (None, None),
+            _ => return Err("federation.saml needs key_file and cert_file together".into()),
+        };
+        Ok(Self {
+            entity_id: sp.entity_id.clone().unwrap_or_else(|| config.endpoint("/saml/metadata")),
+            acs_url: config.endpoint("/saml/acs"),
+            slo_url: config.endpoint("/saml/slo"),
+            key,
+            cert_der,
+        })
+    }
+
+    fn service_provider(&self, idp_metadata: EntityDescriptor) -> ServiceProvider {
+        ServiceProvider {
+            entity_id: Some(self.entity_id.clone()),
+            certificate: self.cert_der.clone().map(Into::into),
+            metadata_url: Some(self.entity_id.clone()),
+            acs_url: Some(self.acs_url.clone()),
+            slo_url: Some(self.slo_url.clone()),
+            idp_metadata,
+            authn_name_id_format: None,
+            allow_idp_initiated: false,
+            // carebroker checks every time itself, against its own clock (see `check_times`).
+            max_issue_delay: chrono::Duration::days(36_500),
+            max_clock_skew: chrono::Duration::days(36_500),
+            ..ServiceProvider::default()
+        }
+    }
+
+    /// Our metadata document, for `/saml/metadata`.
+    pub fn metadata_xml(&self) -> Result<String, String> {
+        let sp = self.service_provider(EntityDescriptor::default());
+        let descriptor = sp.metadata().map_err(|e| e.to_string())?;
+        descriptor.to_string().map_err(|e| format!("{e:?}"))
+    }
+}
+
+fn algorithm(name: &str) -> Option<AllowedSignatureAlgorithm> {
+    Some(match name {
+        "rsa-sha256" => AllowedSignatureAlgorithm::RsaSha256,
+        "rsa-sha384" => AllowedSignatureAlgorithm::RsaSha384,
+        "rsa-sha512" => AllowedSignatureAlgorithm::RsaSha512,
+        "ecdsa-sha256" => AllowedSignatureAlgorithm::EcdsaSha256,
+        "ecdsa-sha384" => AllowedSignatureAlgorithm::EcdsaSha384,
+        "ecdsa-sha512" => AllowedSignatureAlgorithm::EcdsaSha512,
+        _ => return None,
+    })
+}
+
+/// One SAML identity provider.
+pub struct SamlIdp {
+    pub config: IdpConfig,
+    sp: Arc<SpSettings>,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    metadata: Mutex<Option<(Arc<EntityDescriptor>, i64)>>,
+}
+
+impl std::fmt::Debug for SamlIdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlIdp")
+            .field("id", &self.config.id)
+            .field("entity_id", &self.config.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_metadata(xml: &str, entity_id: &str) -> Result<EntityDescriptor, String> {
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return Err("the metadata carries a document type declaration".into());
+    }
+    let descriptor: EntityDescriptor = xml.parse().map_err(|e| format!("the metadata is not readable: {e}"))?;
+    if descriptor.entity_id.as_deref() != Some(entity_id) {
+        return Err(format!(
+            "the metadata is for `{}`, not the configured `{entity_id}`",
+            descriptor.entity_id.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(descriptor)
+}
+
+impl SamlIdp {
+    /// Builds the provider; metadata from a file is read and checked now.
+    pub fn new(config: IdpConfig, sp: Arc<SpSettings>, clock: Arc<dyn Clock>) -> Result<Self, String> {
+        if config.saml.sign_requests && sp.key.is_none() {
+            return Err("saml.sign_requests needs federation.saml.key_file and cert_file".into());
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let idp = Self { config, sp, http, clock, metadata: Mutex::new(None) };
+        if let Some(file) = &idp.config.saml.metadata_file {
+            let xml = std::fs::read_to_string(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+            let descriptor = parse_metadata(&xml, &idp.config.issuer)?;
+            *idp.metadata.lock() = Some((Arc::new(descriptor), i64::MAX));
+        }
+        Ok(idp)
+    }
+
+    /// The provider's metadata: from its file, or its URL cached for `discovery_cache_secs`.
+    async fn metadata(&self) -> Result<Arc<EntityDescriptor>, SignInError> {
+        let now = self.clock.now();
+        if let Some((doc, at)) = self.metadata.lock().clone() {
+            if at == i64::MAX || now - at < self.config.discovery_cache_secs as i64 {
+                return Ok(doc);
+            }
+        }
+        let url = self.config.saml.metadata_url.as_deref().unwrap_or_default();
+        let response = self.http.get(url).send().await.map_err(|e| SignInError::Upstream(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(SignInError::Upstream(format!(
+                "the metadata URL answered HTTP {}",
+                response.status().as_u16()
+            )));
+        }
+        let xml = response.text().await.map_err(|e| SignInError::Upstream(e.to_string()))?;
+        let descriptor = Arc::new(parse_metadata(&xml, &self.config.issuer).map_err(SignInError::Upstream)?);
+        *self.metadata.lock() = Some((descriptor.clone(), now));
+        Ok(descriptor)
+    }
+
+    async fn service_provider(&self) -> Result<ServiceProvider, SignInError> {
+        let metadata = self.metadata().await?;
+        let mut sp = self.sp.service_provider((*metadata).clone());
+        sp.allowed_signature_algorithms =
+            Some(self.config.saml.signature_algorithms.iter().filter_map(|a| algorithm(a)).collect());
+        Ok(sp)
+    }
+
+    /// The URL to send the browser to (an AuthnRequest by HTTP-Redirect) and what to remember.
+    pub async fn begin(&self, force_login: bool) -> Result<(String, RoundTrip), SignInError> {
+        let sp = self.service_provider().await?;
+        let sso = sp.sso_binding_location(HTTP_REDIRECT_BINDING).ok_or_else(|| {
+            SignInError::Upstream("the provider's metadata has no HTTP-Redirect SingleSignOnService".into())
+        })?;
+        let mut request = sp.make_authentication_request(&sso).map_err(|e| SignInError::Upstream(e.to_string()))?;
+        // An NCName with 144 random bits (samael's own ids have 32).
+        request.id = format!("_{}", random_token(24));
+        request.force_authn = Some(self.config.saml.force_authn || force_login);
+        let trip =
+            RoundTrip { state: random_token(24), saml_request_id: Some(request.id.clone()), ..RoundTrip::default() };
+        let url = match (&self.sp.key, self.config.saml.sign_requests) {
+            (Some(key), true) => request.signed_redirect(&trip.state, key),
+            _ => request.redirect(&trip.state),
+        }
+        .map_err(|e| SignInError::Upstream(e.to_string()))?
+        .ok_or_else(|| SignInError::Upstream("no SingleSignOnService".into()))?;
+        Ok((url.to_string(), trip))
+    }
+
+    /// Verifies the `SAMLResponse` answering `trip` and returns the identity it asserts.
+    pub async fn complete(
+        &self,
+        trip: &RoundTrip,
+        encoded: &str,
+        replays: &dyn EphemeralStore,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        let refused = |why: String| SignInError::IdToken(why);
+        let request_id =
+            trip.saml_request_id.clone().ok_or_else(|| refused("this sign-in was not a SAML request".into()))?;
+        let xml = decode(encoded)?;
+        let (destination, status) = outer_facts(&xml)?;
+        if let Some((code, message)) = status {
+            return Err(SignInError::Provider { code, description: message });
+        }
+        if destination.as_deref().is_some_and(|d| d != self.sp.acs_url) {
+            return Err(refused(format!(
+                "the response is addressed to `{}`, not to us",
+                destination.unwrap_or_default()
+            )));
+        }
+        let sp = self.service_provider().await?;
+        let assertion = sp
+            .parse_xml_response(&xml, Some(&[request_id.as_str()]))
+            .map_err(|e| refused(format!("the response failed verification: {e}")))?;
+        self.check_assertion(&assertion, now)?;
+        // Never the same assertion twice (kept until it could no longer be valid anyway).
+        let until = assertion_expiry(&assertion).unwrap_or(now) + self.config.saml.max_skew_secs;
+        let ttl = Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(60));
+        let fresh = replays
+            .put_if_absent(&format!("saml-assertion:{}:{}", self.config.id, assertion.id), b"1", ttl)
+            .await
+            .map_err(|e| SignInError::Upstream(e.to_string()))?;
+        if !fresh {
+            return Err(refused("this assertion was already used".into()));
+        }
+        self.identity(&assertion, now)
+    }
+
+    /// The checks samael leaves to us or makes against the wall clock.
+    fn check_assertion(&self, assertion: &Assertion, now: i64) -> Result<(), SignInError> {
+        let refused = |why: &str| Err(SignInError::IdToken(why.to_owned()));
+        let skew = self.config.saml.max_skew_secs;
+        if assertion.issuer.value.as_deref() != Some(self.config.issuer.as_str()) {
+            return refused("the assertion was issued by another provider");
+        }
+        let issued = assertion.issue_instant.timestamp();
+        if issued > now + skew || issued < now - self.config.saml.max_issue_delay_secs - skew {
+            return refused("the assertion was not issued just now (IssueInstant)");
+        }
+        let Some(conditions) = &assertion.conditions else { return refused("the assertion has no Conditions") };
+        if conditions.not_before.is_some_and(|t| t.timestamp() > now + skew) {
+            return refused("the assertion is not valid yet (NotBefore)");
+        }
+        if conditions.not_on_or_after.is_some_and(|t| t.timestamp() <= now - skew) {
+            return refused("the assertion has expired (NotOnOrAfter)");
+        }
+        let restrictions = conditions.audience_restrictions.as_deref().unwrap_or_default();
+        if restrictions.is_empty() || !restrictions.iter().all(|r| r.audience.iter().any(|a| *a == self.sp.entity_id)) {
+            return refused("the assertion is not for this service (Audience)");
+        }
+        let confirmations =
+            assertion.subject.as_ref().and_then(|s| s.subject_confirmations.as_deref()).unwrap_or_default();
+        let bearer_valid = confirmations.iter().filter_map(|c| c.subject_confirmation_data.as_ref()).any(|data| {
+            data.not_on_or_after.is_some_and(|t| t.timestamp() > now - skew)
+                && data.not_before.is_none_or(|t| t.timestamp() <= now + skew)
+                && data.recipient.as_deref() == Some(self.sp.acs_url.as_str())
+        });
+        if !bearer_valid {
+            return refused("the assertion's subject confirmation has expired or is for someone else");
+        }
+        if assertion.authn_statements.as_deref().unwrap_or_default().is_empty() {
+            return refused("the assertion does not say the user signed in (no AuthnStatement)");
+        }
+        Ok(())
+    }
+
+    fn identity(&self, assertion: &Assertion, now: i64) -> Result<Identity, SignInError> {
+        let map = &self.config.claims;
+        let attributes: Vec<_> =
+            assertion.attribute_statements.iter().flatten().flat_map(|s| s.attributes.iter()).collect();
+        let values = |name: &str| -> Vec<String> {
+            attributes
+                .iter()
+                .filter(|a| a.name.as_deref() == Some(name) || a.friendly_name.as_deref() == Some(name))
+                .flat_map(|a| a.values.iter().filter_map(|v| v.value.clone()))
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let first = |name: &str| values(name).into_iter().next();
+        let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref()).map(|n| n.value.trim().to_owned());
+        let subject = match map.subject.as_str() {
+            "sub" | "NameID" | "" => name_id,
+            attribute => first(attribute),
+        }
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .ok_or_else(|| SignInError::Rejected("the provider named no user (NameID)".into()))?;
+        let fhir_user =
+            first(&map.fhir_user).or_else(|| map.fhir_user_template.as_ref().map(|t| t.replace("{sub}", &subject)));
+        if let Some(reference) = fhir_user.as_deref().filter(|r| !is_fhir_user_reference(r)) {
+            return Err(SignInError::Rejected(format!(
+                "the provider's fhirUser `{reference}` is not a FHIR user reference"
+            )));
+        }
+        let authn = assertion.authn_statements.as_deref().unwrap_or_default().first();
+        Ok(Identity {
+            provider: self.config.id.clone(),
+            source: "saml".into(),
+            assurance: self.config.saml.assurance,
+            issuer: Some(self.config.issuer.clone()),
+            subject,
+            name: first(&map.name),
+            fhir_user,
+            org: first(&map.org).or_else(|| map.default_org.clone()),
+            role_codes: values(&map.roles),
+            activity_codes: values(&map.activities),
+            amr: vec!["saml".into()],
+            auth_time: authn.and_then(|a| a.authn_instant).map_or(now, |t| t.timestamp()),
+            upstream_session: authn.and_then(|a| a.session_index.clone()),
+            ..Default::default()
+        })
+    }
+}
+
+/// The latest instant the assertion could be valid.
+fn assertion_expiry(assertion: &Assertion) -> Option<i64> {
+    let confirmations = assertion.subject.as_ref().and_then(|s| s.subject_confirmations.as_deref()).unwrap_or_default();
+    confirmations
+        .iter()
+        .filter_map(|c| c.subject_confirmation_data.as_ref()?.not_on_or_after)
+        .chain(assertion.conditions.as_ref().and_then(|c| c.not_on_or_after))
+        .map(|t| t.timestamp())
+        .max()
+}
+
+/// Base64 → XML text, refusing what is never accepted: oversize, a DTD (entity expansion, XXE),
+/// comments (which truncate a NameID on some readers without breaking the signature).
+fn decode(encoded: &str) -> Result<String, SignInError> {
+    let refused = |why: &str| Err(SignInError::IdToken(why.to_owned()));
+    if encoded.len() > MAX_RESPONSE_BYTES {
+        return refused("the response is too large");
+    }
+    let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(compact) else {
+        return refused("the SAMLResponse is not base64");
+    };
+    let Ok(xml) = String::from_utf8(bytes) else { return refused("the response is not UTF-8 XML") };
+    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+        return refused("the response carries a document type declaration, which is never accepted");
+    }
+    if xml.contains("<!--") {
+        return refused("the response contains XML comments, which are never accepted");
+    }
+    Ok(xml)
+}
+
+fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    node.children().find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2P) && n.tag_name().name() == name)
+}
+
+/// The Response's Destination and, when it is not Success, its status code and message. Read
+/// before verification: a failure status is shown to the user, never trusted for access.
+#[allow(clippy::type_complexity)]
+fn outer_facts(xml: &str) -> Result<(Option<String>, Option<(String, Option<String>)>), SignInError> {
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|_| SignInError::IdToken("the response is not well-formed XML".into()))?;
+    let root = doc.root_element();
+    if root.tag_name().namespace() != Some(SAML2P) || root.tag_name().name() != "Response" {
+        return Err(SignInError::IdToken("the message is not a SAML 2.0 Response".into()));
+    }
+    // One assertion, anywhere in the document: every wrapping attack needs a second one.
+    let assertions = doc
+        .descendants()
+        .filter(|n| {
+            n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name().ends_with("Assertion")
+        })
+        .count();
+    let status = child(root, "Status");
+    let code = status.and_then(|s| child(s, "StatusCode"));
+    let failure = match code.and_then(|c| c.attribute("Value")) {
+        Some(SUCCESS) => None,
+        value => {
+            let detail = code.and_then(|c| child(c, "StatusCode")).and_then(|c| c.attribute("Value"));
+            let code = detail.or(value).unwrap_or("no status").rsplit(':').next().unwrap_or_default().to_owned();
+            let message = status.and_then(|s| child(s, "StatusMessage")).and_then(|m| m.text()).map(str::to_owned);
+            Some((code, message))
+        }
+    };
+    if failure.is_none() && assertions != 1 {
+        return Err(SignInError::IdToken(format!("a response must carry exactly one assertion, not {assertions}")));
+    }
+    Ok((root.attribute("Destination").map(str::to_owned), failure))
+}
