@@ -2,10 +2,11 @@
 # Installs the Debian packages carebroker needs, only those missing. Usage: install-deps.sh run|test|bench
 set -euo pipefail
 what=${1:-run}
-packages=(pkg-config)
+# building: xmlsec (SAML signatures) through bindgen (libclang) and OpenSSL
+packages=(pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev)
 case "$what" in
   run) ;;
-  test) packages+=(redis-server postgresql chromium nodejs) ;;
+  test) packages+=(redis-server postgresql chromium nodejs simplesamlphp php-cli php-xml php-mbstring) ;;
   bench) packages+=(wrk nodejs) ;;
   *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac

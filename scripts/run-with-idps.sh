@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# carebroker with the bundled upstream test identity providers (node-oidc-provider, tests/idp):
-# a CIS2-shaped one on :9101 and an NHS login-shaped one on :9102, the NHS App journey `careplan`,
-# and the demo SMART app on :8765. Then open the printed standalone launch URL in a browser and
-# choose "NHS smartcard" (sign in as 555057896106) or "NHS login" (sign in as 9434765919).
+# carebroker with the bundled upstream test identity providers: node-oidc-provider (tests/idp) as a
+# CIS2-shaped one on :9101 and an NHS login-shaped one on :9102, Debian's SimpleSAMLphp
+# (tests/saml-idp) as a care home's SAML IdP on :9103, the NHS App journey `careplan`, and the demo
+# SMART app on :8765. Then open the printed standalone launch URL in a browser and choose
+# "NHS smartcard" (sign in as 555057896106), "NHS login" (9434765919) or "Lavender Care Homes"
+# (carer / carer-pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh test
@@ -18,9 +20,13 @@ pids+=($!)
 NODE_ENV=production node tests/idp/oidc-idp.mjs --port 9102 --profile nhs_login --client-id carebroker --redirect-uri "$callback" \
   --client-jwks certs/test/idp-rp-nhslogin.jwks.json &
 pids+=($!)
+tests/saml-idp/serve.sh 9103 http://127.0.0.1:8080 "$(mktemp -d)" &
+pids+=($!)
 node tests/e2e/smart_launch.mjs --serve-only --app-port 8765 --client-id demo-app &
 pids+=($!)
 export CAREBROKER__FEDERATION__IDPS_DIR=config/dev/idps
+export CAREBROKER__FEDERATION__SAML__KEY_FILE=certs/test/saml-sp.key.pem
+export CAREBROKER__FEDERATION__SAML__CERT_FILE=certs/test/saml-sp.crt.pem
 export CAREBROKER__NHS_APP__ENABLED=true
 export CAREBROKER__NHS_APP__IDP=nhs-login-local
 export CAREBROKER__NHS_APP__HOME_URL=https://www.nhsapp.service.nhs.uk/

@@ -40,7 +40,8 @@ function options() {
       patient: { type: "string", default: "9000000009" },
       screenshots: { type: "string" },
       "read-patient": { type: "boolean", default: false },
-      // Sign in at an upstream provider's page (tests/idp) with this login instead of ours.
+      // Sign in at an upstream provider's page with this login instead of ours: tests/idp takes a
+      // login (any password), tests/saml-idp `user:password`.
       "idp-login": { type: "string" },
       // Run only one of the two launches.
       only: { type: "string" },
@@ -178,6 +179,10 @@ async function classify(page) {
       if (window.__result) return { kind: "result", parsed };
       // node-oidc-provider's sign-in page (tests/idp): an upstream identity provider.
       if (document.querySelector("input[name=login]")) return { kind: "upstream-signin", parsed };
+      // SimpleSAMLphp's sign-in page (tests/saml-idp): a SAML identity provider.
+      if (document.querySelector("input[name=username]") && location.pathname.includes("loginuserpass")) {
+        return { kind: "saml-signin", parsed };
+      }
       if (document.querySelector("input[name=password]")) return { kind: "signin", parsed };
       if (document.querySelector("input[type=radio][name=patient]")) return { kind: "picker", parsed };
       if (document.querySelector("button[name=decision][value=allow]")) return { kind: "consent", parsed };
@@ -282,6 +287,12 @@ async function runFlow(browser, opts, name, url) {
         await page.locator("input[name=login]").fill(opts.idpLogin);
         await page.locator("input[name=password]").fill("any");
         await submitAndWait(page, () => page.locator("button[type=submit]").click());
+      } else if (kind === "saml-signin") {
+        if (!opts.idpLogin) throw await fail("a SAML sign-in page appeared but --idp-login was not given");
+        const [user, password] = opts.idpLogin.split(":");
+        await page.locator("input[name=username]").fill(user);
+        await page.locator("input[name=password]").fill(password ?? "");
+        await submitAndWait(page, () => page.locator("form [type=submit]").first().click());
       } else if (kind === "signin") {
         await page.getByLabel("Username").fill(opts.username);
         await page.getByLabel("Password").fill(opts.password);

@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use crate::support::TestApp;
 use crate::support::smart::{EHR, EHR_SECRET, trusted_ehr};
 
+/// A resident of the care home VNC12 in the seeded records (`config/dev/fhir/patients.json`).
+const PATIENT_AT_VNC12: &str = "9449306621";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -230,4 +233,93 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
         serde_json::json!(["9000000009", "9434765919"]),
         "patients of the CIS2 role's organisation"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
+    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+    let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/test");
+    let app_port = free_port();
+    let app_origin = format!("http://127.0.0.1:{app_port}");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let broker = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().unwrap();
+    let idp = crate::support::simplesaml::SimpleSaml::start(&broker).await;
+    let idp_config = carebroker::config::idps::IdpConfig {
+        id: "lavender".into(),
+        kind: "saml".into(),
+        name: "Lavender Care Homes".into(),
+        issuer: idp.entity_id(),
+        claims: carebroker::config::idps::ClaimMapping {
+            subject: "NameID".into(),
+            name: "displayName".into(),
+            org: "odsCode".into(),
+            roles: "role".into(),
+            fhir_user_template: Some("Practitioner/{sub}".into()),
+            ..Default::default()
+        },
+        saml: carebroker::config::idps::SamlIdpSettings {
+            metadata_url: Some(idp.entity_id()),
+            sign_requests: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let client = ClientMetadata {
+        client_id: "e2e-app".into(),
+        client_name: Some("E2E care plan app".into()),
+        token_endpoint_auth_method: "none".into(),
+        redirect_uris: vec![format!("{app_origin}/callback")],
+        launch_uri: Some(format!("{app_origin}/launch")),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.rs".into(),
+        default_identity_provider: Some("lavender".into()),
+        ..Default::default()
+    };
+    let issuer = broker.clone();
+    let app = TestApp::builder()
+        .with_client(client)
+        .with_dev_users()
+        .with_idp(idp_config)
+        .with_config(move |c| {
+            c.server.public_url = issuer;
+            c.federation.saml.key_file = Some(certs.join("saml-sp.key.pem"));
+            c.federation.saml.cert_file = Some(certs.join("saml-sp.crt.pem"));
+        })
+        .with_dir(dir)
+        .build()
+        .await;
+    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
+    let state = app.state.clone();
+    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+
+    let args = vec![
+        format!("{e2e}/smart_launch.mjs"),
+        "--broker".into(),
+        broker,
+        "--app-port".into(),
+        app_port.to_string(),
+        "--client-id".into(),
+        "e2e-app".into(),
+        "--only".into(),
+        "standalone".into(),
+        "--idp-login".into(),
+        "carer:carer-pass".into(),
+        "--patient".into(),
+        PATIENT_AT_VNC12.into(),
+    ];
+    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output())
+        .await
+        .expect("join")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser run failed:\n{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    let result: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let standalone = &result["standalone"];
+    assert_eq!(standalone["ok"], true, "{standalone}");
+    assert_eq!(standalone["pages_seen"], serde_json::json!(["saml-signin", "picker", "consent"]));
+    assert_eq!(standalone["id_token"]["sub"], "lavender:cj-4471", "the identity came from the SAML IdP");
+    assert_eq!(standalone["token"]["patient"], PATIENT_AT_VNC12);
+    assert_eq!(standalone["http_errors"], serde_json::json!([]));
 }

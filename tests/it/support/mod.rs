@@ -9,6 +9,7 @@ pub mod node_idp;
 pub mod pds_double;
 pub mod saml_idp;
 pub mod services;
+pub mod simplesaml;
 pub mod smart;
 pub mod ssb_double;
 
