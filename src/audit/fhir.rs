@@ -26,6 +26,7 @@ fn subtype(kind: AuditKind) -> Value {
         AuditKind::FhirCreate => ("http://hl7.org/fhir/restful-interaction", "create"),
         AuditKind::FhirUpdate => ("http://hl7.org/fhir/restful-interaction", "update"),
         AuditKind::SignIn => ("http://dicom.nema.org/resources/ontology/DCM", "110122"),
+        AuditKind::SignOut => ("http://dicom.nema.org/resources/ontology/DCM", "110123"),
         _ => ("https://carebroker.nhs.uk/CodeSystem/audit-event", ""),
     };
     let code = if code.is_empty() {

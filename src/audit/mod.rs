@@ -30,6 +30,7 @@ pub enum AuditKind {
     TokenRevoke,
     TokenExchange,
     SignIn,
+    SignOut,
     Launch,
 }
 
@@ -41,7 +42,12 @@ impl AuditKind {
             Self::FhirRead | Self::FhirVread | Self::FhirHistory | Self::FhirSearch | Self::AvailabilityCheck => "R",
             Self::FhirUpdate => "U",
             Self::TokenRevoke => "D",
-            Self::TokenIssue | Self::TokenRefresh | Self::TokenExchange | Self::SignIn | Self::Launch => "E",
+            Self::TokenIssue
+            | Self::TokenRefresh
+            | Self::TokenExchange
+            | Self::SignIn
+            | Self::SignOut
+            | Self::Launch => "E",
         }
     }
 }

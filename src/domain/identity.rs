@@ -42,9 +42,12 @@ pub struct Identity {
     /// NHS number, for patients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nhs_number: Option<String>,
-    /// The provider's own session id (`sid`), for back-channel logout.
+    /// The provider's own session id (OIDC `sid`, SAML `SessionIndex`), for provider logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_session: Option<String>,
+    /// The SAML `NameID` (value, format) exactly as issued, for single logout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_name_id: Option<(String, Option<String>)>,
 }
 
 impl Identity {

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod oidc;
 pub mod profiles;
 pub mod saml;
+pub mod saml_logout;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -31,8 +31,8 @@ use crate::domain::identity::{Identity, is_fhir_user_reference};
 use crate::store::EphemeralStore;
 use crate::token::random_token;
 
-const SAML2P: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
-const SAML2: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+pub(super) const SAML2P: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+pub(super) const SAML2: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 /// The largest `SAMLResponse` accepted (base64).
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
@@ -42,7 +42,7 @@ pub struct SpSettings {
     pub entity_id: String,
     pub acs_url: String,
     pub slo_url: String,
-    key: Option<PKey<Private>>,
+    pub(super) key: Option<PKey<Private>>,
     cert_der: Option<Vec<u8>>,
 }
 
@@ -126,7 +126,7 @@ fn algorithm(name: &str) -> Option<AllowedSignatureAlgorithm> {
 /// One SAML identity provider.
 pub struct SamlIdp {
     pub config: IdpConfig,
-    sp: Arc<SpSettings>,
+    pub(super) sp: Arc<SpSettings>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     metadata: Mutex<Option<(Arc<EntityDescriptor>, i64)>>,
@@ -152,7 +152,13 @@ fn parse_metadata(xml: &str, entity_id: &str) -> Result<EntityDescriptor, String
             descriptor.entity_id.as_deref().unwrap_or("?")
         ));
     }
-    Ok(descriptor)
+    // Without a signing certificate samael would verify nothing: such metadata is refused.
+    let probe = ServiceProvider { idp_metadata: descriptor.clone(), ..ServiceProvider::default() };
+    match probe.idp_signing_certs() {
+        Ok(Some(certs)) if !certs.is_empty() => Ok(descriptor),
+        Ok(_) => Err("the metadata names no signing certificate".into()),
+        Err(e) => Err(format!("the metadata's certificate is unreadable: {e}")),
+    }
 }
 
 impl SamlIdp {
@@ -198,7 +204,7 @@ impl SamlIdp {
         Ok(descriptor)
     }
 
-    async fn service_provider(&self) -> Result<ServiceProvider, SignInError> {
+    pub(super) async fn service_provider(&self) -> Result<ServiceProvider, SignInError> {
         let metadata = self.metadata().await?;
         let mut sp = self.sp.service_provider((*metadata).clone());
         sp.allowed_signature_algorithms =
@@ -250,6 +256,9 @@ impl SamlIdp {
             )));
         }
         let sp = self.service_provider().await?;
+        if !sp.idp_signing_certs().is_ok_and(|c| c.is_some_and(|c| !c.is_empty())) {
+            return Err(refused("the provider's metadata names no signing certificate".into()));
+        }
         let assertion = sp
             .parse_xml_response(&xml, Some(&[request_id.as_str()]))
             .map_err(|e| refused(format!("the response failed verification: {e}")))?;
@@ -319,7 +328,8 @@ impl SamlIdp {
                 .collect()
         };
         let first = |name: &str| values(name).into_iter().next();
-        let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref()).map(|n| n.value.trim().to_owned());
+        let issued_name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref());
+        let name_id = issued_name_id.map(|n| n.value.trim().to_owned());
         let subject = match map.subject.as_str() {
             "sub" | "NameID" | "" => name_id,
             attribute => first(attribute),
@@ -348,6 +358,7 @@ impl SamlIdp {
             amr: vec!["saml".into()],
             auth_time: authn.and_then(|a| a.authn_instant).map_or(now, |t| t.timestamp()),
             upstream_session: authn.and_then(|a| a.session_index.clone()),
+            upstream_name_id: issued_name_id.map(|n| (n.value.clone(), n.format.clone())),
             ..Default::default()
         })
     }
@@ -385,7 +396,7 @@ fn decode(encoded: &str) -> Result<String, SignInError> {
     Ok(xml)
 }
 
-fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+pub(super) fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
     node.children().find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2P) && n.tag_name().name() == name)
 }
 
@@ -421,4 +432,53 @@ fn outer_facts(xml: &str) -> Result<(Option<String>, Option<(String, Option<Stri
         return Err(SignInError::IdToken(format!("a response must carry exactly one assertion, not {assertions}")));
     }
     Ok((root.attribute("Destination").map(str::to_owned), failure))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENTITY: &str = "https://idp.example/saml";
+
+    fn metadata(key_descriptor: &str) -> String {
+        format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{ENTITY}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{key_descriptor}<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        )
+    }
+
+    fn test_cert() -> String {
+        let pem = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/certs/test/saml-idp.crt.pem")).unwrap();
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    #[test]
+    fn metadata_must_name_the_entity_and_a_signing_certificate() {
+        let with_cert = metadata(&format!(
+            r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+            test_cert()
+        ));
+        assert!(parse_metadata(&with_cert, ENTITY).is_ok());
+        // samael would verify nothing without a certificate: refused
+        let err = parse_metadata(&metadata(""), ENTITY).unwrap_err();
+        assert!(err.contains("no signing certificate"), "{err}");
+        let err = parse_metadata(&with_cert, "https://another.example/saml").unwrap_err();
+        assert!(err.contains("not the configured"), "{err}");
+        let err = parse_metadata(&format!("<!DOCTYPE x>{with_cert}"), ENTITY).unwrap_err();
+        assert!(err.contains("document type"), "{err}");
+    }
+
+    #[test]
+    fn responses_with_a_dtd_comments_or_bad_encoding_are_refused_before_parsing() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        for (xml, says) in [
+            ("<!DOCTYPE r []><r/>", "document type"),
+            ("<r><!-- x --></r>", "comments"),
+        ] {
+            let err = decode(&b64(xml)).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        assert!(decode("%%%").unwrap_err().to_string().contains("base64"));
+        assert!(decode(&"A".repeat(MAX_RESPONSE_BYTES + 4)).unwrap_err().to_string().contains("too large"));
+        assert_eq!(decode(&format!(" {}\n", b64("<r/>"))).unwrap(), "<r/>", "line-wrapped base64 is fine");
+    }
 }

@@ -266,6 +266,10 @@ async fn remember_upstream_session(
     if let Some(sid) = &identity.upstream_session {
         keys.push(format!("upstream-sid:{idp}:{sid}"));
     }
+    // a SAML logout request names the user by NameID, which need not be our subject
+    if let Some((name_id, _)) = identity.upstream_name_id.as_ref().filter(|(n, _)| *n != identity.subject) {
+        keys.push(format!("upstream-sub:{idp}:{name_id}"));
+    }
     for key in keys {
         if let Err(e) = store.put(&key, session_id.as_bytes(), ttl).await {
             tracing::warn!(error = %e, "upstream session not indexed; back-channel logout will not find it");

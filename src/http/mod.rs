@@ -161,6 +161,7 @@ pub fn app(state: AppState) -> Router {
         .route("/launch", post(launch::register))
         .route("/federation/backchannel-logout/{idp}", post(federation::backchannel_logout))
         .route("/saml/acs", post(saml::acs))
+        .route("/saml/slo", get(saml::slo))
         .route("/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .layer(axum::middleware::from_fn(middleware::no_store));
 

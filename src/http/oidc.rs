@@ -11,6 +11,7 @@ use super::AppState;
 use super::error::ErrorResponse;
 use super::interaction::{FormFields, check_form, csrf_token, current_user, policy};
 use super::pages;
+use crate::domain::identity::Identity;
 use crate::oauth::oidc;
 
 pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -35,9 +36,10 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
             Err(response) => response,
         };
     };
-    if let Err(response) = sign_out(&state, &session).await {
-        return response;
-    }
+    let ended = match sign_out(&state, &session).await {
+        Ok(ended) => ended,
+        Err(response) => return response,
+    };
     match get("post_logout_redirect_uri") {
         Some(uri) => match oidc::post_logout_target(authority, &hint.aud, uri).await {
             Ok(true) => {
@@ -45,6 +47,9 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
                 if let (Ok(mut url), Some(state_value)) = (url::Url::parse(uri), get("state")) {
                     url.query_pairs_mut().append_pair("state", state_value);
                     target = url.to_string();
+                }
+                if let Some(upstream) = upstream_logout(&state, ended.as_ref(), Some(target.clone())).await {
+                    return upstream;
                 }
                 let mut response = StatusCode::FOUND.into_response();
                 if let Ok(value) = HeaderValue::from_str(&target) {
@@ -60,8 +65,16 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
             ),
             Err(e) => ErrorResponse(e).into_response(),
         },
-        None => pages::signed_out(&policy(authority, None)),
+        None => match upstream_logout(&state, ended.as_ref(), None).await {
+            Some(upstream) => upstream,
+            None => pages::signed_out(&policy(authority, None)),
+        },
     }
+}
+
+/// Single logout at the user's SAML provider, when it has one: the redirect there.
+async fn upstream_logout(state: &AppState, ended: Option<&Identity>, then: Option<String>) -> Option<Response> {
+    super::saml::single_logout(state, ended?, then).await
 }
 
 /// `POST /logout`: the confirmation form.
@@ -78,13 +91,18 @@ pub async fn logout_post(State(state): State<AppState>, session: Session, header
         return response;
     }
     match sign_out(&state, &session).await {
-        Ok(()) => pages::signed_out(&policy(&state.authority, None)),
+        Ok(ended) => match upstream_logout(&state, ended.as_ref(), None).await {
+            Some(upstream) => upstream,
+            None => pages::signed_out(&policy(&state.authority, None)),
+        },
         Err(response) => response,
     }
 }
 
-async fn sign_out(state: &AppState, session: &Session) -> Result<(), Response> {
-    if let Some(user) = current_user(&state.authority, session).await? {
+/// Ends this browser's sign-in session; returns whose it was.
+async fn sign_out(state: &AppState, session: &Session) -> Result<Option<Identity>, Response> {
+    let user = current_user(&state.authority, session).await?;
+    if let Some(user) = &user {
         if let Err(e) = oidc::end_session(&state.authority, &user.session_id).await {
             return Err(ErrorResponse(e).into_response());
         }
@@ -92,5 +110,6 @@ async fn sign_out(state: &AppState, session: &Session) -> Result<(), Response> {
     session.flush().await.map_err(|e| {
         tracing::error!(error = %e, "session store failure");
         StatusCode::SERVICE_UNAVAILABLE.into_response()
-    })
+    })?;
+    Ok(user.map(|u| u.identity))
 }

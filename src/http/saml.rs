@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -20,9 +20,11 @@ use tower_sessions::Session;
 use super::AppState;
 use super::federation::{Upstream, browser_marker, expired_page, failure_page, finish_sign_in, upstream_key};
 use super::interaction::redirect;
+use super::pages::{self, PagePolicy};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::identity::Identity;
 use crate::federation::SignInError;
+use crate::federation::saml_logout::{RedirectMessage, read_redirect};
 use crate::oauth::params::Params;
 use crate::token::random_token;
 
@@ -118,4 +120,134 @@ pub async fn resume(State(state): State<AppState>, session: Session, Query(q): Q
     }
     let _ = session.remove_value(&marker).await;
     finish_sign_in(&state, &session, verified.upstream, verified.identity).await
+}
+
+/// A logout we asked a SAML provider for, waiting for its answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingLogout {
+    idp: String,
+    request_id: String,
+    /// Where the user goes after (a client's post-logout redirect), or our signed-out page.
+    then: Option<String>,
+}
+
+fn logout_key(relay_state: &str) -> String {
+    format!("saml-logout:{relay_state}")
+}
+
+/// After the user signed out here: the redirect asking their SAML provider to sign them out
+/// too, when it supports single logout (`None` otherwise, or when the request cannot be made).
+pub(super) async fn single_logout(state: &AppState, ended: &Identity, then: Option<String>) -> Option<Response> {
+    let authority = &state.authority;
+    let provider = state.federation.get(&ended.provider)?;
+    let idp = provider.saml()?;
+    let relay = random_token(24);
+    let now = authority.clock.now();
+    let (url, request_id) = match idp.logout_request(ended, &relay, now).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(idp = %ended.provider, error = %e, "SAML single logout not started");
+            return None;
+        }
+    };
+    let pending = PendingLogout { idp: ended.provider.clone(), request_id, then };
+    let bytes = serde_json::to_vec(&pending).ok()?;
+    let ttl = Duration::from_secs(authority.config.federation.upstream_timeout_secs);
+    authority.stores.ephemeral.put(&logout_key(&relay), &bytes, ttl).await.ok()?;
+    Some(redirect(&url, StatusCode::SEE_OTHER))
+}
+
+fn logout_refused(why: &str) -> Response {
+    tracing::warn!(reason = %why, "SAML logout message refused");
+    pages::error_page(StatusCode::BAD_REQUEST, "This sign-out could not be completed", why, &PagePolicy::default())
+}
+
+/// `GET /saml/slo`: a provider's logout request (the user signed out there), or its answer to ours.
+pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let authority = &state.authority;
+    let raw = query.unwrap_or_default();
+    let message = match read_redirect(&raw) {
+        Ok(m) => m,
+        Err(e) => return logout_refused(&e.to_string()),
+    };
+    let now = authority.clock.now();
+    if !message.is_request {
+        return logout_answered(&state, &raw, &message).await;
+    }
+    let Some(provider) = message.issuer.as_deref().and_then(|i| state.federation.by_issuer(i)) else {
+        return logout_refused("the logout request is not from a configured provider");
+    };
+    let Some(idp) = provider.saml() else { return logout_refused("the logout request is not from a SAML provider") };
+    let ask = match idp.accept_logout_request(&raw, &message, now).await {
+        Ok(ask) => ask,
+        Err(e) => return logout_refused(&e.to_string()),
+    };
+    let mut keys: Vec<String> =
+        ask.session_indexes.iter().map(|s| format!("upstream-sid:{}:{s}", provider.id())).collect();
+    keys.push(format!("upstream-sub:{}:{}", provider.id(), ask.name_id));
+    let mut ended = 0;
+    let mut failed = false;
+    for key in keys {
+        match authority.stores.ephemeral.take(&key).await {
+            Ok(Some(session_id)) => {
+                match crate::oauth::oidc::end_session(authority, &String::from_utf8_lossy(&session_id)).await {
+                    Ok(_) => ended += 1,
+                    Err(_) => failed = true,
+                }
+            }
+            Ok(None) => {}
+            Err(_) => failed = true,
+        }
+    }
+    tracing::info!(idp = %provider.id(), ended, "SAML single logout from the provider");
+    let actor = Actor { subject: Some(format!("{}:{}", provider.id(), ask.name_id)), ..Default::default() };
+    let outcome = if failed { AuditOutcome::Failed } else { AuditOutcome::Success };
+    authority
+        .audit
+        .record_or_log(
+            &AuditEvent::new(AuditKind::SignOut, outcome, actor)
+                .detail(format!("provider logout ended {ended} session(s)")),
+        )
+        .await;
+    match idp.logout_response(&ask.request_id, message.relay_state.as_deref(), !failed, now).await {
+        Ok(Some(url)) => redirect(&url, StatusCode::SEE_OTHER),
+        Ok(None) => pages::signed_out(&PagePolicy::default()),
+        Err(e) => logout_refused(&e.to_string()),
+    }
+}
+
+/// The provider's answer to the logout we asked for.
+async fn logout_answered(state: &AppState, raw: &str, message: &RedirectMessage) -> Response {
+    let authority = &state.authority;
+    let Some(relay) = message.relay_state.as_deref() else {
+        return logout_refused("the logout answer has no RelayState");
+    };
+    // Read, verify, then consume: a forged answer must not spend the real one.
+    let pending = match authority.stores.ephemeral.get(&logout_key(relay)).await {
+        Ok(Some(bytes)) => serde_json::from_slice::<PendingLogout>(&bytes).ok(),
+        _ => None,
+    };
+    let Some(pending) = pending else { return logout_refused("this sign-out has expired or was already completed") };
+    let Some(idp) = state.federation.get(&pending.idp) else {
+        return logout_refused("the provider is no longer configured");
+    };
+    let Some(saml) = idp.saml() else { return logout_refused("the provider is not a SAML provider") };
+    let verdict = saml.accept_logout_response(raw, message, &pending.request_id, authority.clock.now()).await;
+    if verdict.is_ok() && !matches!(authority.stores.ephemeral.take(&logout_key(relay)).await, Ok(Some(_))) {
+        return logout_refused("this sign-out was already completed");
+    }
+    match verdict {
+        Ok(true) => match pending.then {
+            Some(target) => redirect(&target, StatusCode::FOUND),
+            None => pages::signed_out(&PagePolicy::default()),
+        },
+        Ok(false) => pages::error_page(
+            StatusCode::OK,
+            "You have signed out here",
+            "Your organisation's sign-in service could not sign you out. Close the browser to end that session.",
+            &PagePolicy::default(),
+        ),
+        Err(e) => logout_refused(&e.to_string()),
+    }
 }

@@ -301,3 +301,162 @@ async fn an_idp_failure_status_and_garbage_end_on_a_clear_page() {
     let reply = answer(&app, &mut browser, &relay, "<not-saml/>").await;
     assert_no_session(&app, &mut browser, &reply, "not SAML").await;
 }
+
+/// Signs a carer in through the IdP and returns their tokens.
+async fn signed_in(app: &TestApp, browser: &mut Browser) -> serde_json::Value {
+    let (request_id, relay, verifier) = begin(app, browser).await;
+    let back = answer(app, browser, &relay, &good_response(&Shape::new(&request_id, app.now()))).await;
+    let code = consent_and_exchange(app, browser, &back, None).await;
+    exchange(app, code.as_str().unwrap(), &verifier).await.json()
+}
+
+async fn still_signed_in(app: &TestApp, browser: &mut Browser) -> bool {
+    let (_, challenge) = pkce_pair();
+    let reply = browser.get(app, &authorize_path(&challenge, &[("idp_hint", IDP)])).await;
+    !reply.header("location").is_some_and(|l| l.starts_with("/signin"))
+}
+
+#[tokio::test]
+async fn the_idp_signs_the_user_out_here_with_a_signed_logout_request() {
+    use saml_idp::{IDP_ENTITY, IDP_SLO, logout_request, redirect_message, slo_path};
+    let app = saml_app(|_| {}).await;
+    let mut browser = Browser::new();
+    let tokens = signed_in(&app, &mut browser).await;
+    assert!(still_signed_in(&app, &mut browser).await);
+    let now = app.now();
+    let slo = format!("{ISSUER}/saml/slo");
+    // refused, changing nothing: unsigned, signed by a stranger, from another issuer, stale, misaddressed
+    let refusals = [
+        (
+            "unsigned",
+            slo_path("SAMLRequest", &logout_request(now, 1, IDP_ENTITY, &slo, "cj-4471", "_session-1"), None, None),
+        ),
+        (
+            "foreign key",
+            slo_path(
+                "SAMLRequest",
+                &logout_request(now, 1, IDP_ENTITY, &slo, "cj-4471", "_session-1"),
+                None,
+                Some("saml-foreign"),
+            ),
+        ),
+        (
+            "unknown issuer",
+            slo_path(
+                "SAMLRequest",
+                &logout_request(now, 1, "https://rogue.example/idp", &slo, "cj-4471", "_session-1"),
+                None,
+                Some("saml-idp"),
+            ),
+        ),
+        (
+            "stale",
+            slo_path(
+                "SAMLRequest",
+                &logout_request(now, 3600, IDP_ENTITY, &slo, "cj-4471", "_session-1"),
+                None,
+                Some("saml-idp"),
+            ),
+        ),
+        (
+            "misaddressed",
+            slo_path(
+                "SAMLRequest",
+                &logout_request(now, 1, IDP_ENTITY, "https://other-sp.example/slo", "cj-4471", "_session-1"),
+                None,
+                Some("saml-idp"),
+            ),
+        ),
+    ];
+    for (why, path) in refusals {
+        let reply = app.get(&path).await;
+        assert_eq!(reply.status, 400, "{why}: {}", reply.text());
+        assert!(reply.header("location").is_none(), "{why}");
+        assert!(still_signed_in(&app, &mut browser).await, "{why}: the session survives");
+    }
+    // the real thing, with the RelayState the IdP wants back
+    let path = slo_path(
+        "SAMLRequest",
+        &logout_request(now, 1, IDP_ENTITY, &slo, "cj-4471", "_session-1"),
+        Some("idp-relay"),
+        Some("saml-idp"),
+    );
+    let reply = app.get(&path).await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    let location = reply.header("location").unwrap();
+    assert!(location.starts_with(IDP_SLO), "{location}");
+    let answer = redirect_message(location, "SAMLResponse");
+    assert!(answer.contains("urn:oasis:names:tc:SAML:2.0:status:Success"), "{answer}");
+    assert!(answer.contains(&format!("<saml:Issuer>{ISSUER}/saml/metadata</saml:Issuer>")), "{answer}");
+    assert!(location.contains("RelayState=idp-relay"), "{location}");
+    assert!(!still_signed_in(&app, &mut browser).await, "the session ended");
+    let refreshed = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap_or("none")),
+                ("client_id", APP),
+            ],
+            &[],
+        )
+        .await;
+    assert_ne!(refreshed.status, 200, "online grants of the session are revoked: {}", refreshed.text());
+}
+
+#[tokio::test]
+async fn signing_out_here_asks_the_idp_to_sign_the_user_out_too() {
+    use saml_idp::{IDP_SLO, logout_response, redirect_message, slo_path};
+    let app = saml_app(|_| {}).await;
+    let mut browser = Browser::new();
+    let tokens = signed_in(&app, &mut browser).await;
+    let hint = tokens["id_token"].as_str().unwrap();
+    let reply = browser
+        .get(
+            &app,
+            &format!(
+                "/logout?id_token_hint={hint}&post_logout_redirect_uri=https%3A%2F%2Fviewer.example%2Fbye&state=s1"
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    let location = reply.header("location").unwrap().to_owned();
+    assert!(location.starts_with(IDP_SLO), "{location}");
+    let request = redirect_message(&location, "SAMLRequest");
+    assert!(
+        request.contains(">cj-4471</saml:NameID>")
+            && request.contains("<samlp:SessionIndex>_session-1</samlp:SessionIndex>"),
+        "{request}"
+    );
+    assert!(!still_signed_in(&app, &mut browser).await, "signed out here before asking the IdP");
+    let request_id = attribute_of(&request, "ID");
+    let relay =
+        url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "RelayState").unwrap().1.into_owned();
+    let now = app.now();
+    // refused, and the pending logout kept: an answer to another request, unsigned, a stranger's
+    for (why, path) in [
+        (
+            "other request",
+            slo_path("SAMLResponse", &logout_response(now, "_other", "Success"), Some(&relay), Some("saml-idp")),
+        ),
+        ("unsigned", slo_path("SAMLResponse", &logout_response(now, &request_id, "Success"), Some(&relay), None)),
+        (
+            "foreign key",
+            slo_path("SAMLResponse", &logout_response(now, &request_id, "Success"), Some(&relay), Some("saml-foreign")),
+        ),
+        (
+            "unknown relay",
+            slo_path("SAMLResponse", &logout_response(now, &request_id, "Success"), Some("nope"), Some("saml-idp")),
+        ),
+    ] {
+        let reply = app.get(&path).await;
+        assert_eq!(reply.status, 400, "{why}: {}", reply.text());
+        assert!(reply.header("location").is_none(), "{why}");
+    }
+    let good = slo_path("SAMLResponse", &logout_response(now, &request_id, "Success"), Some(&relay), Some("saml-idp"));
+    let done = app.get(&good).await;
+    assert_eq!(done.status, 302, "{}", done.text());
+    assert_eq!(done.header("location"), Some("https://viewer.example/bye?state=s1"));
+    let replayed = app.get(&good).await;
+    assert_eq!(replayed.status, 400, "an answer is used once");
+}

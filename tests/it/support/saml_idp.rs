@@ -207,3 +207,59 @@ pub fn strip_declaration(xml: &str) -> String {
 pub fn encode(xml: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(xml)
 }
+
+pub const IDP_SLO: &str = "https://idp.test/saml/slo";
+
+/// Inflates the `param` (`SAMLRequest`/`SAMLResponse`) of a redirect-binding URL.
+pub fn redirect_message(location: &str, param: &str) -> String {
+    let url = url::Url::parse(location).expect("redirect URL");
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let deflated = base64::engine::general_purpose::STANDARD.decode(&q[param]).expect("base64");
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&deflated[..]).read_to_string(&mut xml).expect("deflate");
+    xml
+}
+
+/// `/saml/slo?{param}=…&RelayState=…` signed (redirect binding) with `key`, or unsigned.
+pub fn slo_path(param: &str, xml: &str, relay: Option<&str>, key: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(xml.as_bytes()).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(encoder.finish().unwrap());
+    let mut url = url::Url::parse("http://127.0.0.1:8080/saml/slo").unwrap();
+    url.query_pairs_mut().append_pair(param, &encoded);
+    if let Some(relay) = relay {
+        url.query_pairs_mut().append_pair("RelayState", relay);
+    }
+    if let Some(key) = key {
+        let pem = std::fs::read(certs().join(format!("{key}.key.pem"))).unwrap();
+        let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
+        url = samael::crypto::sign_url(url, &key).unwrap();
+    }
+    format!("/saml/slo?{}", url.query().unwrap())
+}
+
+/// The IdP's LogoutRequest for `name_id` / `session_index`, issued `issued_ago` seconds before `now`.
+pub fn logout_request(
+    now: i64,
+    issued_ago: i64,
+    issuer: &str,
+    destination: &str,
+    name_id: &str,
+    session_index: &str,
+) -> String {
+    format!(
+        r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_lr{}" Version="2.0" IssueInstant="{}" Destination="{destination}"><saml:Issuer>{issuer}</saml:Issuer><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">{name_id}</saml:NameID><samlp:SessionIndex>{session_index}</samlp:SessionIndex></samlp:LogoutRequest>"#,
+        carebroker::token::random_token(12),
+        xml_time(now - issued_ago),
+    )
+}
+
+/// The IdP's LogoutResponse to our request `in_response_to`.
+pub fn logout_response(now: i64, in_response_to: &str, status: &str) -> String {
+    format!(
+        r#"<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_ls{}" Version="2.0" IssueInstant="{}" Destination="http://127.0.0.1:8080/saml/slo" InResponseTo="{in_response_to}"><saml:Issuer>{IDP_ENTITY}</saml:Issuer><samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:{status}"/></samlp:Status></samlp:LogoutResponse>"#,
+        carebroker::token::random_token(12),
+        xml_time(now),
+    )
+}
