@@ -3,7 +3,8 @@
 #         -e CAREBROKER__SERVER__PUBLIC_URL=https://carebroker.example.nhs.uk carebroker
 FROM rust:1-bookworm AS build
 WORKDIR /src
-RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends pkg-config && rm -rf /var/lib/apt/lists/*
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+    pkg-config libssl-dev libxml2-dev libxmlsec1-dev libclang-dev && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
@@ -11,7 +12,8 @@ COPY examples ./examples
 RUN cargo build --release --locked --bin carebroker
 
 FROM debian:bookworm-slim
-RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+    ca-certificates libssl3 libxml2 libxmlsec1 libxmlsec1-openssl && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/carebroker --create-home carebroker
 COPY --from=build /src/target/release/carebroker /usr/local/bin/carebroker
 COPY config/carebroker.toml /etc/carebroker/carebroker.toml

@@ -51,6 +51,8 @@ pub struct IdpConfig {
     pub name: String,
     /// Compared exactly with the discovery document and every ID token (CIS2's has `:443`).
     pub issuer: String,
+    /// Our client id at an OpenID provider (not used for SAML).
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<Secret>,
@@ -122,7 +124,8 @@ pub struct SamlIdpSettings {
     /// and cached for `discovery_cache_secs`.
     pub metadata_file: Option<PathBuf>,
     pub metadata_url: Option<String>,
-    /// Sign our AuthnRequests (needs `federation.saml.key_file`).
+    /// This provider requires signed AuthnRequests: a missing `federation.saml.key_file` is then a
+    /// startup error. (With a key, every request is signed anyway.)
     pub sign_requests: bool,
     /// Signature algorithms accepted on responses (`rsa-sha256`, `rsa-sha384`, `rsa-sha512`,
     /// `ecdsa-sha256`, `ecdsa-sha384`, `ecdsa-sha512`); SHA-1 never.

@@ -107,7 +107,13 @@ impl SpSettings {
     pub fn metadata_xml(&self) -> Result<String, String> {
         let sp = self.service_provider(EntityDescriptor::default());
         let descriptor = sp.metadata().map_err(|e| e.to_string())?;
-        descriptor.to_string().map_err(|e| format!("{e:?}"))
+        let xml = descriptor.to_string().map_err(|e| format!("{e:?}"))?;
+        // samael always writes "false"; we sign every AuthnRequest when we have a key
+        Ok(if self.key.is_some() {
+            xml.replacen(r#"AuthnRequestsSigned="false""#, r#"AuthnRequestsSigned="true""#, 1)
+        } else {
+            xml
+        })
     }
 }
 
@@ -224,9 +230,10 @@ impl SamlIdp {
         request.force_authn = Some(self.config.saml.force_authn || force_login);
         let trip =
             RoundTrip { state: random_token(24), saml_request_id: Some(request.id.clone()), ..RoundTrip::default() };
-        let url = match (&self.sp.key, self.config.saml.sign_requests) {
-            (Some(key), true) => request.signed_redirect(&trip.state, key),
-            _ => request.redirect(&trip.state),
+        // Signed whenever we have a key (our metadata says so); `sign_requests` makes the key required.
+        let url = match &self.sp.key {
+            Some(key) => request.signed_redirect(&trip.state, key),
+            None => request.redirect(&trip.state),
         }
         .map_err(|e| SignInError::Upstream(e.to_string()))?
         .ok_or_else(|| SignInError::Upstream("no SingleSignOnService".into()))?;
@@ -470,10 +477,7 @@ mod tests {
     #[test]
     fn responses_with_a_dtd_comments_or_bad_encoding_are_refused_before_parsing() {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        for (xml, says) in [
-            ("<!DOCTYPE r []><r/>", "document type"),
-            ("<r><!-- x --></r>", "comments"),
-        ] {
+        for (xml, says) in [("<!DOCTYPE r []><r/>", "document type"), ("<r><!-- x --></r>", "comments")] {
             let err = decode(&b64(xml)).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }

@@ -101,6 +101,12 @@ fn deflate_b64(xml: &str) -> Result<String, SignInError> {
 }
 
 impl SamlIdp {
+    /// The origin of the provider's logout service (for pages whose form answer redirects there).
+    pub async fn slo_origin(&self) -> Option<String> {
+        let location = self.slo_location().await.ok()??;
+        url::Url::parse(&location).ok().map(|u| u.origin().ascii_serialization())
+    }
+
     async fn slo_location(&self) -> Result<Option<String>, SignInError> {
         Ok(self.service_provider().await?.slo_binding_location(HTTP_REDIRECT_BINDING))
     }

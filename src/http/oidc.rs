@@ -31,8 +31,14 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let hint = get("id_token_hint").and_then(|h| oidc::verify_id_token_hint(authority, h));
     let Some(hint) = hint else {
+        let signed_in = match current_user(authority, &session).await {
+            Ok(user) => user.map(|u| u.identity),
+            Err(response) => return response,
+        };
+        let mut page_policy = policy(authority, None);
+        page_policy.form_targets = super::saml::logout_form_targets(&state, signed_in.as_ref()).await;
         return match csrf_token(&session).await {
-            Ok(csrf) => pages::confirm_sign_out(&csrf, &policy(authority, None)),
+            Ok(csrf) => pages::confirm_sign_out(&csrf, &page_policy),
             Err(response) => response,
         };
     };

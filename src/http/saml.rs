@@ -158,6 +158,15 @@ pub(super) async fn single_logout(state: &AppState, ended: &Identity, then: Opti
     Some(redirect(&url, StatusCode::SEE_OTHER))
 }
 
+/// Where the sign-out form's answer may redirect: the signed-in user's SAML logout service.
+pub(super) async fn logout_form_targets(state: &AppState, signed_in: Option<&Identity>) -> Vec<String> {
+    let Some(provider) = signed_in.and_then(|i| state.federation.get(&i.provider)) else { return Vec::new() };
+    match provider.saml() {
+        Some(idp) => idp.slo_origin().await.into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
 fn logout_refused(why: &str) -> Response {
     tracing::warn!(reason = %why, "SAML logout message refused");
     pages::error_page(StatusCode::BAD_REQUEST, "This sign-out could not be completed", why, &PagePolicy::default())
