@@ -59,14 +59,12 @@ impl SsbClient {
             url::Url::parse(&format!("{}/saml/RoleAssertion", self.config.role_assertion_url.trim_end_matches('/')))
                 .map_err(|e| SignInError::Upstream(e.to_string()))?;
         url.query_pairs_mut().append_pair("token", token);
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| SignInError::Upstream(format!("the Spine Security Broker could not be reached: {e}")))?;
+        let response = self.http.get(url).send().await.map_err(|e| {
+            // the URL carries the session token: never in a message or a log
+            SignInError::Upstream(format!("the Spine Security Broker could not be reached: {}", e.without_url()))
+        })?;
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| SignInError::Upstream(e.to_string()))?;
+        let body = response.text().await.map_err(|e| SignInError::Upstream(e.without_url().to_string()))?;
         if status >= 500 {
             return Err(SignInError::Upstream(format!("the Spine Security Broker answered HTTP {status}")));
         }

@@ -192,6 +192,16 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
         Ok(ask) => ask,
         Err(e) => return logout_refused(&e.to_string()),
     };
+    // a signed request is acted on once
+    let seen = format!("saml-logout-request:{}:{}", provider.id(), ask.request_id);
+    let ttl = Duration::from_secs(
+        u64::try_from(idp.config.saml.max_issue_delay_secs + 2 * idp.config.saml.max_skew_secs).unwrap_or(900),
+    );
+    match authority.stores.ephemeral.put_if_absent(&seen, b"1", ttl).await {
+        Ok(true) => {}
+        Ok(false) => return logout_refused("this logout request was already used"),
+        Err(e) => return logout_refused(&e.to_string()),
+    }
     let mut keys: Vec<String> =
         ask.session_indexes.iter().map(|s| format!("upstream-sid:{}:{s}", provider.id())).collect();
     keys.push(format!("upstream-sub:{}:{}", provider.id(), ask.name_id));

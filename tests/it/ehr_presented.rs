@@ -334,6 +334,9 @@ async fn smartcard_sessions_are_refused_when_the_broker_is_not_configured_or_unr
         .with_dir(dir)
         .build()
         .await;
+    let reply = post_launch(&app, &presenting(json!({"sso_token": "secret-sso-token-1"}))).await;
+    assert_eq!(reply.status, 503);
+    assert!(!reply.text().contains("secret-sso-token-1"), "the token never appears in an answer: {}", reply.text());
     refused(&app, &presenting(json!({"sso_token": "tok"})), 503, "temporarily_unavailable", "could not be reached")
         .await;
 }

@@ -390,6 +390,8 @@ async fn the_idp_signs_the_user_out_here_with_a_signed_logout_request() {
     assert!(answer.contains(&format!("<saml:Issuer>{ISSUER}/saml/metadata</saml:Issuer>")), "{answer}");
     assert!(location.contains("RelayState=idp-relay"), "{location}");
     assert!(!still_signed_in(&app, &mut browser).await, "the session ended");
+    let replayed = app.get(&path).await;
+    assert_eq!(replayed.status, 400, "a logout request is acted on once: {}", replayed.text());
     let refreshed = app
         .post_form(
             "/token",
