@@ -13,6 +13,7 @@ pub mod fhir;
 pub mod http;
 pub mod launch;
 pub mod oauth;
+pub mod outbound;
 pub mod pds;
 pub mod policy;
 pub mod store;

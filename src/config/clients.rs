@@ -8,26 +8,19 @@ use super::Config;
 use super::load::ConfigProblem;
 use crate::domain::client::{Client, ClientMetadata};
 use crate::domain::jwk::JwkSet;
-use crate::domain::url_rules::is_loopback_host;
 
 /// Loads every client file; problems are reported as `{file}: {field}`.
 pub(super) fn load_clients(config: &Config, problems: &mut Vec<ConfigProblem>) -> Vec<Client> {
     let dir = &config.clients.dir;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+    let paths = match super::toml_files(dir) {
+        Ok(paths) => paths,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
             problems.push(ConfigProblem::new("clients.dir", format!("cannot read `{}`: {e}", dir.display())));
             return Vec::new();
         }
     };
-    let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+    let loopback = config.public_url_is_loopback();
     let mut clients: Vec<Client> = Vec::new();
     for path in paths {
         let label = path.display().to_string();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::load::ConfigProblem;
 use super::{Config, Secret};
-use crate::domain::url_rules::{check_https_or_loopback, is_loopback_host};
+use crate::domain::url_rules::check_https_or_loopback;
 
 /// Which claims carry which facts (generic OIDC; CIS2 and NHS login have fixed mappings).
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +228,16 @@ impl IdpConfig {
         vec![if self.kind == "nhs_login" { "RS512" } else { "RS256" }.to_owned()]
     }
 
+    /// Session limits (idle, absolute) for identities from this provider: as configured, else
+    /// NHS login's 30 minutes idle and 12 hours.
+    pub fn session_limits(&self) -> (Option<i64>, Option<i64>) {
+        let nhs_login = self.kind == "nhs_login";
+        (
+            self.session_idle_secs.or(nhs_login.then_some(1800)),
+            self.session_absolute_secs.or(nhs_login.then_some(43_200)),
+        )
+    }
+
     /// The requested vectors of trust (NHS login).
     pub fn vtr(&self) -> Vec<String> {
         if self.vtr.is_empty() { DEFAULT_VTR.iter().map(|s| (*s).to_owned()).collect() } else { self.vtr.clone() }
@@ -237,21 +247,15 @@ impl IdpConfig {
 /// Loads every provider file; problems are reported as `{file}: {field}`.
 pub(super) fn load_idps(config: &Config, problems: &mut Vec<ConfigProblem>) -> Vec<IdpConfig> {
     let dir = &config.federation.idps_dir;
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+    let paths = match super::toml_files(dir) {
+        Ok(paths) => paths,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
             problems.push(ConfigProblem::new("federation.idps_dir", format!("cannot read `{}`: {e}", dir.display())));
             return Vec::new();
         }
     };
-    let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+    let loopback = config.public_url_is_loopback();
     let mut out = Vec::new();
     for path in paths {
         if let Some(idp) = read_idp(&path, problems) {

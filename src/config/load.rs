@@ -160,6 +160,17 @@ fn insert_path(table: &mut toml::Table, parents: &[String], last: &str, value: t
     }
 }
 
+/// The `*.toml` files directly in `dir`, sorted by name (client, provider and policy folders).
+pub fn toml_files(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

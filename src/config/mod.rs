@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use load::{ConfigProblem, Loaded, load, load_from};
+pub use load::{ConfigProblem, Loaded, load, load_from, toml_files};
 
 /// The embedded development default (`config/dev.toml`), used when `serve` gets no `--config`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/dev.toml");
@@ -480,6 +480,11 @@ impl Config {
     }
 
     /// An absolute URL of one of our endpoints.
+    /// Whether the public URL is on a loopback host (development: `dev_only` files load).
+    pub fn public_url_is_loopback(&self) -> bool {
+        url::Url::parse(&self.server.public_url).is_ok_and(|u| crate::domain::url_rules::is_loopback_host(u.host()))
+    }
+
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer())
     }

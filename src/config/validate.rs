@@ -151,7 +151,7 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     if launch.offline_grant_lifetime_secs < 3600 {
         push("launch.offline_grant_lifetime_secs", "must be at least 3600".into());
     }
-    let loopback = url::Url::parse(&config.server.public_url).is_ok_and(|u| is_loopback_host(u.host()));
+    let loopback = config.public_url_is_loopback();
     if config.dev_idp.enabled && !loopback {
         push("dev_idp.enabled", "the development identity provider is allowed only on a loopback public URL".into());
     }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod identity;
 pub mod jwk;
 pub mod launch;
+pub mod markup;
 pub mod nhs_number;
 pub mod pkce;
 pub mod scope;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::SignInError;
 use super::profiles::job_role;
+use super::xml::{has_dtd, is};
 use crate::config::CisSsoConfig;
 use crate::domain::identity::Identity;
 use crate::domain::xml_time::parse_utc;
@@ -37,10 +38,7 @@ struct RoleBlock {
 
 impl SsbClient {
     pub fn new(config: CisSsoConfig) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")));
+        let mut builder = crate::outbound::client_builder(Duration::from_secs(config.timeout_secs));
         if let Some(file) = &config.ca_file {
             let pem = std::fs::read(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())? {
@@ -77,25 +75,21 @@ impl SsbClient {
     }
 }
 
-fn local<'a>(node: roxmltree::Node<'a, 'a>, ns: &str, name: &str) -> bool {
-    node.is_element() && node.tag_name().name() == name && node.tag_name().namespace() == Some(ns)
-}
-
 /// Reads an SSB role assertion into an [`Identity`].
 pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Result<Identity, SignInError> {
     let bad = |why: &str| SignInError::Upstream(format!("the role assertion {why}"));
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+    if has_dtd(xml) {
         return Err(bad("carries a document type declaration, which is never accepted"));
     }
     let doc = roxmltree::Document::parse(xml).map_err(|_| bad("is not well-formed XML"))?;
     let root = doc.root_element();
-    if !local(root, SAML1_PROTOCOL, "Response") {
+    if !is(root, SAML1_PROTOCOL, "Response") {
         return Err(bad("is not a SAML 1.1 Response"));
     }
     let status = root
         .children()
-        .find(|n| local(*n, SAML1_PROTOCOL, "Status"))
-        .and_then(|s| s.children().find(|n| local(*n, SAML1_PROTOCOL, "StatusCode")))
+        .find(|n| is(*n, SAML1_PROTOCOL, "Status"))
+        .and_then(|s| s.children().find(|n| is(*n, SAML1_PROTOCOL, "StatusCode")))
         .and_then(|c| c.attribute("Value"));
     if !status.is_some_and(|v| v == "samlp:Success" || v.ends_with(":Success")) {
         return Err(SignInError::Rejected(format!(
@@ -103,7 +97,7 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
             status.unwrap_or("no status")
         )));
     }
-    let assertions: Vec<_> = root.children().filter(|n| local(*n, SAML1_ASSERTION, "Assertion")).collect();
+    let assertions: Vec<_> = root.children().filter(|n| is(*n, SAML1_ASSERTION, "Assertion")).collect();
     let [assertion] = assertions.as_slice() else {
         return Err(bad("must hold exactly one assertion"));
     };
@@ -112,7 +106,7 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
             return Err(bad(&format!("was issued by `{}`", assertion.attribute("Issuer").unwrap_or("?"))));
         }
     }
-    let conditions = assertion.children().find(|n| local(*n, SAML1_ASSERTION, "Conditions"));
+    let conditions = assertion.children().find(|n| is(*n, SAML1_ASSERTION, "Conditions"));
     let instant = |name: &str| conditions.and_then(|c| c.attribute(name)).and_then(parse_utc);
     let (Some(not_before), Some(not_on_or_after)) = (instant("NotBefore"), instant("NotOnOrAfter")) else {
         return Err(bad("has no validity period"));
@@ -121,8 +115,7 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
     if now + skew < not_before || now - skew >= not_on_or_after {
         return Err(SignInError::Rejected("the smartcard session's role assertion is not valid now".into()));
     }
-    let statements: Vec<_> =
-        assertion.children().filter(|n| local(*n, SAML1_ASSERTION, "AttributeStatement")).collect();
+    let statements: Vec<_> = assertion.children().filter(|n| is(*n, SAML1_ASSERTION, "AttributeStatement")).collect();
     let [statement] = statements.as_slice() else {
         return Err(bad("must hold exactly one attribute statement"));
     };
@@ -130,11 +123,11 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
     // starting at `nhsIdCode`.
     let mut person: Vec<(String, Vec<String>)> = Vec::new();
     let mut roles: Vec<RoleBlock> = Vec::new();
-    for attribute in statement.children().filter(|n| local(*n, SAML1_ASSERTION, "Attribute")) {
+    for attribute in statement.children().filter(|n| is(*n, SAML1_ASSERTION, "Attribute")) {
         let name = attribute.attribute("AttributeName").unwrap_or_default();
         let values: Vec<String> = attribute
             .children()
-            .filter(|n| local(*n, SAML1_ASSERTION, "AttributeValue"))
+            .filter(|n| is(*n, SAML1_ASSERTION, "AttributeValue"))
             .map(|v| v.text().unwrap_or_default().trim().to_owned())
             .collect();
         let first = values.first().cloned().filter(|v| !v.is_empty());
@@ -175,7 +168,7 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
     // The card sign-in time, from the SSO token's own assertion nested in the subject.
     let auth_time = assertion
         .descendants()
-        .find(|n| local(*n, SAML1_ASSERTION, "AuthenticationStatement"))
+        .find(|n| is(*n, SAML1_ASSERTION, "AuthenticationStatement"))
         .and_then(|n| n.attribute("AuthenticationInstant"))
         .and_then(parse_utc)
         .unwrap_or(now);

@@ -10,6 +10,7 @@ pub mod oidc;
 pub mod profiles;
 pub mod saml;
 pub mod saml_logout;
+pub mod xml;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,13 @@ pub enum SignInError {
     /// The provider returned an OAuth error (e.g. `login_required`, `access_denied`).
     #[error("the identity provider returned `{code}`{}", .description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Provider { code: String, description: Option<String> },
+}
+
+impl SignInError {
+    /// A provider or transport failure, as its message.
+    pub fn upstream(e: impl std::fmt::Display) -> Self {
+        Self::Upstream(e.to_string())
+    }
 }
 
 /// Options for one sign-in.
@@ -94,8 +102,7 @@ impl UpstreamProvider {
     pub async fn begin(&self, redirect_uri: &str, options: &BeginOptions) -> Result<(String, RoundTrip), SignInError> {
         let client = match &self.protocol {
             Protocol::Oidc(client) => client,
-            Protocol::Saml(idp) if options.silent => {
-                let _ = idp;
+            Protocol::Saml(_) if options.silent => {
                 return Err(SignInError::Provider { code: "login_required".into(), description: None });
             }
             Protocol::Saml(idp) => return idp.begin(options.force_login).await,
@@ -145,7 +152,7 @@ impl UpstreamProvider {
         let claims = client.redeem(trip, redirect_uri, code).await?;
         let config = &self.config;
         match config.kind.as_str() {
-            "cis2" => profiles::cis2(config, &claims, now),
+            "cis2" => profiles::cis2(config, &claims, config.max_auth_age_secs, now),
             "nhs_login" => profiles::nhs_login(config, &claims, trip, now),
             _ => profiles::generic(config, &claims, now),
         }
@@ -177,11 +184,9 @@ impl UpstreamProvider {
         if let (true, Some(access)) = (client.uses_userinfo(), access_token) {
             client.merge_userinfo(&mut claims, access).await?;
         }
-        let mut relaxed = config.clone();
-        relaxed.max_auth_age_secs = config.presented_max_auth_age_secs;
         let mut identity = match config.kind.as_str() {
-            "cis2" => profiles::cis2(&relaxed, &claims, now)?,
-            "oidc" => profiles::generic(&relaxed, &claims, now)?,
+            "cis2" => profiles::cis2(config, &claims, config.presented_max_auth_age_secs, now)?,
+            "oidc" => profiles::generic(config, &claims, now)?,
             other => return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented by an EHR"))),
         };
         identity.amr.push("ehr-presented".into());
@@ -190,31 +195,22 @@ impl UpstreamProvider {
 }
 
 /// The configured upstream providers by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     providers: BTreeMap<String, Arc<UpstreamProvider>>,
     /// The Spine Security Broker, when legacy smartcard sessions are accepted.
     pub cis_sso: Option<cis_sso::SsbClient>,
     /// carebroker as a SAML service provider (for its metadata).
-    pub saml_sp: Option<Arc<saml::SpSettings>>,
+    pub saml_sp: Arc<saml::SpSettings>,
 }
 
 impl Registry {
     /// Builds every provider (loading private keys).
     pub fn build(idps: &[IdpConfig], broker: &crate::config::Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
         let mut providers = BTreeMap::new();
-        let mut sp: Option<Arc<saml::SpSettings>> = None;
+        let saml_sp = Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?);
         for config in idps.iter().filter(|c| c.kind == "saml") {
-            let settings = match &sp {
-                Some(settings) => settings.clone(),
-                None => {
-                    let settings =
-                        Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?);
-                    sp = Some(settings.clone());
-                    settings
-                }
-            };
-            let idp = saml::SamlIdp::new(config.clone(), settings, clock.clone())
+            let idp = saml::SamlIdp::new(config.clone(), saml_sp.clone(), clock.clone())
                 .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
             providers.insert(
                 config.id.clone(),
@@ -240,10 +236,6 @@ impl Registry {
             Some(cis_sso::SsbClient::new(sso.clone()).map_err(|e| format!("federation.cis_sso: {e}"))?)
         } else {
             None
-        };
-        let saml_sp = match sp {
-            Some(sp) => Some(sp),
-            None => Some(Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?)),
         };
         Ok(Self { providers, cis_sso, saml_sp })
     }

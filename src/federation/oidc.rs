@@ -58,6 +58,10 @@ enum UpstreamAuth {
 /// Verified claims from the ID token, merged with UserInfo when used.
 pub type Claims = Map<String, Value>;
 
+/// The provider's keys usable for verification: (kid, algorithm, key) for each accepted algorithm
+/// the key's type allows.
+type ProviderKeys = Vec<(Option<String>, Algorithm, VerifyingKey)>;
+
 /// A generic OIDC upstream.
 pub struct OidcClient {
     pub config: IdpConfig,
@@ -66,7 +70,8 @@ pub struct OidcClient {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     discovery: Mutex<Option<(Arc<Discovery>, i64)>>,
-    jwks: Mutex<Option<(Arc<JwkSet>, i64)>>,
+    /// The provider's verification keys, parsed once per fetch for each accepted algorithm.
+    jwks: Mutex<Option<(Arc<ProviderKeys>, i64)>>,
 }
 
 impl std::fmt::Debug for OidcClient {
@@ -76,10 +81,6 @@ impl std::fmt::Debug for OidcClient {
             .field("issuer", &self.config.issuer)
             .finish_non_exhaustive()
     }
-}
-
-fn upstream(e: impl std::fmt::Display) -> SignInError {
-    SignInError::Upstream(e.to_string())
 }
 
 /// Reads a JSON number or numeric string (CIS2 sends assurance levels as either).
@@ -104,21 +105,17 @@ impl OidcClient {
             (None, None) => return Err("no client credential".into()),
         };
         let algs = config.id_token_algs().iter().filter_map(|a| Algorithm::parse(a)).collect();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::outbound::client_builder(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
         Ok(Self { config, auth, algs, http, clock, discovery: Mutex::new(None), jwks: Mutex::new(None) })
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, SignInError> {
-        let response = self.http.get(url).header("accept", "application/json").send().await.map_err(upstream)?;
+        let response =
+            self.http.get(url).header("accept", "application/json").send().await.map_err(SignInError::upstream)?;
         if !response.status().is_success() {
             return Err(SignInError::Upstream(format!("{url} answered HTTP {}", response.status().as_u16())));
         }
-        response.json().await.map_err(upstream)
+        response.json().await.map_err(SignInError::upstream)
     }
 
     /// The provider's discovery document, cached for `discovery_cache_secs` (or fetched again).
@@ -145,7 +142,7 @@ impl OidcClient {
         Ok(doc)
     }
 
-    async fn jwks(&self, refresh: bool) -> Result<Arc<JwkSet>, SignInError> {
+    async fn jwks(&self, refresh: bool) -> Result<Arc<ProviderKeys>, SignInError> {
         let now = self.clock.now();
         if !refresh {
             if let Some((set, at)) = self.jwks.lock().clone() {
@@ -157,9 +154,20 @@ impl OidcClient {
         let doc = self.discovery(false).await?;
         let set: JwkSet = serde_json::from_value(self.get_json(&doc.jwks_uri).await?)
             .map_err(|e| SignInError::Upstream(format!("JWKS: {e}")))?;
-        let set = Arc::new(set);
-        *self.jwks.lock() = Some((set.clone(), now));
-        Ok(set)
+        let keys: ProviderKeys = set
+            .keys
+            .iter()
+            .filter(|k| k.is_for_verification())
+            .flat_map(|k| {
+                self.algs
+                    .iter()
+                    .filter(|alg| k.kty == alg.key_type())
+                    .filter_map(|&alg| VerifyingKey::from_jwk(k, alg).ok().map(|key| (k.kid.clone(), alg, key)))
+            })
+            .collect();
+        let keys = Arc::new(keys);
+        *self.jwks.lock() = Some((keys.clone(), now));
+        Ok(keys)
     }
 
     /// The authorization URL to send the browser to, and what to remember for the answer.
@@ -177,7 +185,7 @@ impl OidcClient {
             requested_vtr: vtr,
             saml_request_id: None,
         };
-        let mut url = url::Url::parse(&doc.authorization_endpoint).map_err(upstream)?;
+        let mut url = url::Url::parse(&doc.authorization_endpoint).map_err(SignInError::upstream)?;
         let scope = if self.config.scopes.is_empty() { "openid".to_owned() } else { self.config.scopes.join(" ") };
         url.query_pairs_mut()
             .append_pair("response_type", "code")
@@ -198,7 +206,7 @@ impl OidcClient {
     fn client_assertion(&self, key: &SigningKey, audience: &str) -> Result<String, SignInError> {
         let now = self.clock.now();
         let claims = json!({"iss": self.config.client_id, "sub": self.config.client_id, "aud": audience, "iat": now, "exp": now + 60, "jti": random_token(18)});
-        key.sign("JWT", &claims).map_err(upstream)
+        key.sign("JWT", &claims).map_err(SignInError::upstream)
     }
 
     /// Exchanges the code and returns the verified, merged claims.
@@ -222,9 +230,9 @@ impl OidcClient {
                 form.push(("client_assertion", self.client_assertion(key, &doc.token_endpoint)?));
             }
         }
-        let response = request.form(&form).send().await.map_err(upstream)?;
+        let response = request.form(&form).send().await.map_err(SignInError::upstream)?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.map_err(upstream)?;
+        let body: Value = response.json().await.map_err(SignInError::upstream)?;
         if status != 200 {
             return Err(SignInError::Upstream(format!(
                 "the token endpoint refused the code: {} {}",
@@ -258,11 +266,12 @@ impl OidcClient {
             .userinfo_endpoint
             .clone()
             .ok_or_else(|| SignInError::Upstream("the provider has no userinfo endpoint".into()))?;
-        let response = self.http.get(&endpoint).bearer_auth(access_token).send().await.map_err(upstream)?;
+        let response =
+            self.http.get(&endpoint).bearer_auth(access_token).send().await.map_err(SignInError::upstream)?;
         if !response.status().is_success() {
             return Err(SignInError::Upstream(format!("userinfo answered HTTP {}", response.status().as_u16())));
         }
-        let info: Map<String, Value> = response.json().await.map_err(upstream)?;
+        let info: Map<String, Value> = response.json().await.map_err(SignInError::upstream)?;
         if info.get("sub") != claims.get("sub") {
             return Err(SignInError::IdToken("the userinfo `sub` does not match the ID token".into()));
         }
@@ -272,19 +281,14 @@ impl OidcClient {
         Ok(())
     }
 
-    fn key_for(set: &JwkSet, kid: Option<&str>, alg: Algorithm) -> Option<VerifyingKey> {
-        let candidates: Vec<_> = set
-            .keys
+    /// The one key for `alg` (and `kid`, when the token names one).
+    fn key_for(keys: &ProviderKeys, kid: Option<&str>, alg: Algorithm) -> Option<VerifyingKey> {
+        let mut candidates = keys
             .iter()
-            .filter(|k| {
-                k.kty == alg.key_type()
-                    && k.is_for_verification()
-                    && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid))
-            })
-            .filter_map(|k| VerifyingKey::from_jwk(k, alg).ok())
-            .collect();
-        match candidates.as_slice() {
-            [one] => Some(one.clone()),
+            .filter(|(k, a, _)| *a == alg && kid.is_none_or(|kid| k.as_deref() == Some(kid)))
+            .map(|(_, _, key)| key);
+        match (candidates.next(), candidates.next()) {
+            (Some(one), None) => Some(one.clone()),
             _ => None,
         }
     }

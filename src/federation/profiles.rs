@@ -74,9 +74,9 @@ pub fn job_role(role_code: &str) -> Option<String> {
     role_code.split(':').find(|p| p.starts_with('R')).map(str::to_owned)
 }
 
-/// NHS CIS2: assurance levels, recent `auth_time`, and the selected role from
-/// `nhsid_nrbac_roles` (by `selected_roleid`, ID token first) with its organisation.
-pub fn cis2(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity, SignInError> {
+/// NHS CIS2: assurance levels, an `auth_time` at most `max_auth_age` seconds ago, and the selected
+/// role from `nhsid_nrbac_roles` (by `selected_roleid`, ID token first) with its organisation.
+pub fn cis2(config: &IdpConfig, claims: &Claims, max_auth_age: i64, now: i64) -> Result<Identity, SignInError> {
     let reject = |why: String| Err(SignInError::Rejected(why));
     let subject = text(claims, "sub").unwrap_or_default();
     let aal = claims.get("authentication_assurance_level").and_then(number_claim).or_else(|| {
@@ -113,11 +113,10 @@ pub fn cis2(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity, S
         .get("auth_time")
         .and_then(Value::as_i64)
         .ok_or_else(|| SignInError::Rejected("the provider sent no auth_time".into()))?;
-    if now - auth_time > config.max_auth_age_secs {
+    if now - auth_time > max_auth_age {
         return reject(format!(
-            "the smartcard sign-in was {} s ago; at most {} s is accepted",
-            now - auth_time,
-            config.max_auth_age_secs
+            "the smartcard sign-in was {} s ago; at most {max_auth_age} s is accepted",
+            now - auth_time
         ));
     }
     let roles = claims.get("nhsid_nrbac_roles").and_then(Value::as_array).cloned().unwrap_or_default();

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
 use parking_lot::Mutex;
-use samael::crypto::AllowedSignatureAlgorithm;
+use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer};
 use samael::metadata::{EntityDescriptor, HTTP_REDIRECT_BINDING};
 use samael::schema::Assertion;
 use samael::service_provider::ServiceProvider;
@@ -24,6 +25,7 @@ use samael::traits::ToXml;
 
 use super::SignInError;
 use super::oidc::RoundTrip;
+use super::xml::{SAML2, SAML2_SUCCESS, SAML2P, child, child_text, has_dtd, is};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::idps::IdpConfig;
@@ -31,9 +33,6 @@ use crate::domain::identity::{Identity, is_fhir_user_reference};
 use crate::store::EphemeralStore;
 use crate::token::random_token;
 
-pub(super) const SAML2P: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
-pub(super) const SAML2: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
-const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 /// The largest `SAMLResponse` accepted (base64).
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
 
@@ -52,14 +51,6 @@ impl std::fmt::Debug for SpSettings {
     }
 }
 
-fn pem_der(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let body = pem.split(&begin).nth(1)?.split(&end).next()?;
-    let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(compact).ok()
-}
-
 impl SpSettings {
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let sp = &config.federation.saml;
@@ -68,10 +59,11 @@ impl SpSettings {
                 let key_pem =
                     std::fs::read(key_file).map_err(|e| format!("cannot read `{}`: {e}", key_file.display()))?;
                 let key = PKey::private_key_from_pem(&key_pem).map_err(|e| format!("`{}`: {e}", key_file.display()))?;
-                let cert_pem = std::fs::read_to_string(cert_file)
-                    .map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?;
-                let cert = pem_der(&cert_pem, "CERTIFICATE")
-                    .ok_or_else(|| format!("`{}` holds no PEM certificate", cert_file.display()))?;
+                let cert_pem =
+                    std::fs::read(cert_file).map_err(|e| format!("cannot read `{}`: {e}", cert_file.display()))?;
+                let cert = X509::from_pem(&cert_pem)
+                    .and_then(|c| c.to_der())
+                    .map_err(|_| format!("`{}` holds no PEM certificate", cert_file.display()))?;
                 (Some(key), Some(cert))
             }
             (None, None) => (None, None),
@@ -103,17 +95,19 @@ impl SpSettings {
         }
     }
 
-    /// Our metadata document, for `/saml/metadata`.
+    /// Our metadata document, for `/saml/metadata` (made per request: it carries `validUntil`).
     pub fn metadata_xml(&self) -> Result<String, String> {
         let sp = self.service_provider(EntityDescriptor::default());
-        let descriptor = sp.metadata().map_err(|e| e.to_string())?;
-        let xml = descriptor.to_string().map_err(|e| format!("{e:?}"))?;
-        // samael always writes "false"; we sign every AuthnRequest when we have a key
-        Ok(if self.key.is_some() {
-            xml.replacen(r#"AuthnRequestsSigned="false""#, r#"AuthnRequestsSigned="true""#, 1)
-        } else {
-            xml
-        })
+        let mut descriptor = sp.metadata().map_err(|e| e.to_string())?;
+        for role in descriptor.sp_sso_descriptors.iter_mut().flatten() {
+            // we sign every AuthnRequest when we have a key (samael always says false)
+            role.authn_requests_signed = Some(self.key.is_some());
+            // `/saml/slo` speaks HTTP-Redirect (samael advertises HTTP-POST)
+            for endpoint in role.single_logout_services.iter_mut().flatten() {
+                endpoint.binding = HTTP_REDIRECT_BINDING.to_owned();
+            }
+        }
+        descriptor.to_string().map_err(|e| format!("{e:?}"))
     }
 }
 
@@ -135,7 +129,16 @@ pub struct SamlIdp {
     pub(super) sp: Arc<SpSettings>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    metadata: Mutex<Option<(Arc<EntityDescriptor>, i64)>>,
+    algorithms: Vec<AllowedSignatureAlgorithm>,
+    /// The checked metadata as a samael service provider, and when it was fetched.
+    trusted: Mutex<Option<(Arc<Trusted>, i64)>>,
+}
+
+/// A provider's checked metadata, built once per fetch: samael's service provider for it and the
+/// signing certificates it names (never empty).
+pub(super) struct Trusted {
+    pub sp: ServiceProvider,
+    pub certs: Vec<CertificateDer>,
 }
 
 impl std::fmt::Debug for SamlIdp {
@@ -147,84 +150,76 @@ impl std::fmt::Debug for SamlIdp {
     }
 }
 
-fn parse_metadata(xml: &str, entity_id: &str) -> Result<EntityDescriptor, String> {
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
-        return Err("the metadata carries a document type declaration".into());
-    }
-    let descriptor: EntityDescriptor = xml.parse().map_err(|e| format!("the metadata is not readable: {e}"))?;
-    if descriptor.entity_id.as_deref() != Some(entity_id) {
-        return Err(format!(
-            "the metadata is for `{}`, not the configured `{entity_id}`",
-            descriptor.entity_id.as_deref().unwrap_or("?")
-        ));
-    }
-    // Without a signing certificate samael would verify nothing: such metadata is refused.
-    let probe = ServiceProvider { idp_metadata: descriptor.clone(), ..ServiceProvider::default() };
-    match probe.idp_signing_certs() {
-        Ok(Some(certs)) if !certs.is_empty() => Ok(descriptor),
-        Ok(_) => Err("the metadata names no signing certificate".into()),
-        Err(e) => Err(format!("the metadata's certificate is unreadable: {e}")),
-    }
-}
-
 impl SamlIdp {
     /// Builds the provider; metadata from a file is read and checked now.
     pub fn new(config: IdpConfig, sp: Arc<SpSettings>, clock: Arc<dyn Clock>) -> Result<Self, String> {
         if config.saml.sign_requests && sp.key.is_none() {
             return Err("saml.sign_requests needs federation.saml.key_file and cert_file".into());
         }
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let idp = Self { config, sp, http, clock, metadata: Mutex::new(None) };
+        let http = crate::outbound::client_builder(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
+        let algorithms = config.saml.signature_algorithms.iter().filter_map(|a| algorithm(a)).collect();
+        let idp = Self { config, sp, http, clock, algorithms, trusted: Mutex::new(None) };
         if let Some(file) = &idp.config.saml.metadata_file {
             let xml = std::fs::read_to_string(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            let descriptor = parse_metadata(&xml, &idp.config.issuer)?;
-            *idp.metadata.lock() = Some((Arc::new(descriptor), i64::MAX));
+            let trusted = idp.trust(&xml)?;
+            *idp.trusted.lock() = Some((Arc::new(trusted), i64::MAX));
         }
         Ok(idp)
     }
 
-    /// The provider's metadata: from its file, or its URL cached for `discovery_cache_secs`.
-    async fn metadata(&self) -> Result<Arc<EntityDescriptor>, SignInError> {
+    /// Checks metadata: ours to use only if it names the configured entity and a signing
+    /// certificate (without one samael would verify nothing).
+    fn trust(&self, xml: &str) -> Result<Trusted, String> {
+        if has_dtd(xml) {
+            return Err("the metadata carries a document type declaration".into());
+        }
+        let descriptor: EntityDescriptor = xml.parse().map_err(|e| format!("the metadata is not readable: {e}"))?;
+        let entity_id = &self.config.issuer;
+        if descriptor.entity_id.as_deref() != Some(entity_id.as_str()) {
+            return Err(format!(
+                "the metadata is for `{}`, not the configured `{entity_id}`",
+                descriptor.entity_id.as_deref().unwrap_or("?")
+            ));
+        }
+        let mut sp = self.sp.service_provider(descriptor);
+        sp.allowed_signature_algorithms = Some(self.algorithms.clone());
+        match sp.idp_signing_certs() {
+            Ok(Some(certs)) if !certs.is_empty() => Ok(Trusted { sp, certs }),
+            Ok(_) => Err("the metadata names no signing certificate".into()),
+            Err(e) => Err(format!("the metadata's certificate is unreadable: {e}")),
+        }
+    }
+
+    /// The provider's checked metadata: from its file, or its URL cached for `discovery_cache_secs`.
+    pub(super) async fn trusted(&self) -> Result<Arc<Trusted>, SignInError> {
         let now = self.clock.now();
-        if let Some((doc, at)) = self.metadata.lock().clone() {
+        if let Some((trusted, at)) = self.trusted.lock().clone() {
             if at == i64::MAX || now - at < self.config.discovery_cache_secs as i64 {
-                return Ok(doc);
+                return Ok(trusted);
             }
         }
         let url = self.config.saml.metadata_url.as_deref().unwrap_or_default();
-        let response = self.http.get(url).send().await.map_err(|e| SignInError::Upstream(e.to_string()))?;
+        let response = self.http.get(url).send().await.map_err(SignInError::upstream)?;
         if !response.status().is_success() {
             return Err(SignInError::Upstream(format!(
                 "the metadata URL answered HTTP {}",
                 response.status().as_u16()
             )));
         }
-        let xml = response.text().await.map_err(|e| SignInError::Upstream(e.to_string()))?;
-        let descriptor = Arc::new(parse_metadata(&xml, &self.config.issuer).map_err(SignInError::Upstream)?);
-        *self.metadata.lock() = Some((descriptor.clone(), now));
-        Ok(descriptor)
-    }
-
-    pub(super) async fn service_provider(&self) -> Result<ServiceProvider, SignInError> {
-        let metadata = self.metadata().await?;
-        let mut sp = self.sp.service_provider((*metadata).clone());
-        sp.allowed_signature_algorithms =
-            Some(self.config.saml.signature_algorithms.iter().filter_map(|a| algorithm(a)).collect());
-        Ok(sp)
+        let xml = response.text().await.map_err(SignInError::upstream)?;
+        let trusted = Arc::new(self.trust(&xml).map_err(SignInError::Upstream)?);
+        *self.trusted.lock() = Some((trusted.clone(), now));
+        Ok(trusted)
     }
 
     /// The URL to send the browser to (an AuthnRequest by HTTP-Redirect) and what to remember.
     pub async fn begin(&self, force_login: bool) -> Result<(String, RoundTrip), SignInError> {
-        let sp = self.service_provider().await?;
+        let trusted = self.trusted().await?;
+        let sp = &trusted.sp;
         let sso = sp.sso_binding_location(HTTP_REDIRECT_BINDING).ok_or_else(|| {
             SignInError::Upstream("the provider's metadata has no HTTP-Redirect SingleSignOnService".into())
         })?;
-        let mut request = sp.make_authentication_request(&sso).map_err(|e| SignInError::Upstream(e.to_string()))?;
+        let mut request = sp.make_authentication_request(&sso).map_err(SignInError::upstream)?;
         // An NCName with 144 random bits (samael's own ids have 32).
         request.id = format!("_{}", random_token(24));
         request.force_authn = Some(self.config.saml.force_authn || force_login);
@@ -235,7 +230,7 @@ impl SamlIdp {
             Some(key) => request.signed_redirect(&trip.state, key),
             None => request.redirect(&trip.state),
         }
-        .map_err(|e| SignInError::Upstream(e.to_string()))?
+        .map_err(SignInError::upstream)?
         .ok_or_else(|| SignInError::Upstream("no SingleSignOnService".into()))?;
         Ok((url.to_string(), trip))
     }
@@ -262,11 +257,10 @@ impl SamlIdp {
                 destination.unwrap_or_default()
             )));
         }
-        let sp = self.service_provider().await?;
-        if !sp.idp_signing_certs().is_ok_and(|c| c.is_some_and(|c| !c.is_empty())) {
-            return Err(refused("the provider's metadata names no signing certificate".into()));
-        }
-        let assertion = sp
+        let assertion = self
+            .trusted()
+            .await?
+            .sp
             .parse_xml_response(&xml, Some(&[request_id.as_str()]))
             .map_err(|e| refused(format!("the response failed verification: {e}")))?;
         self.check_assertion(&assertion, now)?;
@@ -276,7 +270,7 @@ impl SamlIdp {
         let fresh = replays
             .put_if_absent(&format!("saml-assertion:{}:{}", self.config.id, assertion.id), b"1", ttl)
             .await
-            .map_err(|e| SignInError::Upstream(e.to_string()))?;
+            .map_err(SignInError::upstream)?;
         if !fresh {
             return Err(refused("this assertion was already used".into()));
         }
@@ -394,17 +388,13 @@ fn decode(encoded: &str) -> Result<String, SignInError> {
         return refused("the SAMLResponse is not base64");
     };
     let Ok(xml) = String::from_utf8(bytes) else { return refused("the response is not UTF-8 XML") };
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") {
+    if has_dtd(&xml) {
         return refused("the response carries a document type declaration, which is never accepted");
     }
     if xml.contains("<!--") {
         return refused("the response contains XML comments, which are never accepted");
     }
     Ok(xml)
-}
-
-pub(super) fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    node.children().find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2P) && n.tag_name().name() == name)
 }
 
 /// The Response's Destination and, when it is not Success, its status code and message. Read
@@ -414,7 +404,7 @@ fn outer_facts(xml: &str) -> Result<(Option<String>, Option<(String, Option<Stri
     let doc = roxmltree::Document::parse(xml)
         .map_err(|_| SignInError::IdToken("the response is not well-formed XML".into()))?;
     let root = doc.root_element();
-    if root.tag_name().namespace() != Some(SAML2P) || root.tag_name().name() != "Response" {
+    if !is(root, SAML2P, "Response") {
         return Err(SignInError::IdToken("the message is not a SAML 2.0 Response".into()));
     }
     // One assertion, anywhere in the document: every wrapping attack needs a second one.
@@ -424,14 +414,14 @@ fn outer_facts(xml: &str) -> Result<(Option<String>, Option<(String, Option<Stri
             n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name().ends_with("Assertion")
         })
         .count();
-    let status = child(root, "Status");
-    let code = status.and_then(|s| child(s, "StatusCode"));
+    let status = child(root, SAML2P, "Status");
+    let code = status.and_then(|s| child(s, SAML2P, "StatusCode"));
     let failure = match code.and_then(|c| c.attribute("Value")) {
-        Some(SUCCESS) => None,
+        Some(SAML2_SUCCESS) => None,
         value => {
-            let detail = code.and_then(|c| child(c, "StatusCode")).and_then(|c| c.attribute("Value"));
+            let detail = code.and_then(|c| child(c, SAML2P, "StatusCode")).and_then(|c| c.attribute("Value"));
             let code = detail.or(value).unwrap_or("no status").rsplit(':').next().unwrap_or_default().to_owned();
-            let message = status.and_then(|s| child(s, "StatusMessage")).and_then(|m| m.text()).map(str::to_owned);
+            let message = status.and_then(|s| child_text(s, SAML2P, "StatusMessage"));
             Some((code, message))
         }
     };
@@ -458,19 +448,27 @@ mod tests {
         pem.lines().filter(|l| !l.starts_with("-----")).collect()
     }
 
+    fn provider() -> SamlIdp {
+        let config = IdpConfig { id: "t".into(), kind: "saml".into(), issuer: ENTITY.into(), ..IdpConfig::default() };
+        let sp = Arc::new(SpSettings::from_config(&Config::default()).unwrap());
+        SamlIdp::new(config, sp, Arc::new(crate::clock::SystemClock)).unwrap()
+    }
+
     #[test]
     fn metadata_must_name_the_entity_and_a_signing_certificate() {
         let with_cert = metadata(&format!(
             r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
             test_cert()
         ));
-        assert!(parse_metadata(&with_cert, ENTITY).is_ok());
+        let idp = provider();
+        assert!(idp.trust(&with_cert).is_ok_and(|t| t.certs.len() == 1));
         // samael would verify nothing without a certificate: refused
-        let err = parse_metadata(&metadata(""), ENTITY).unwrap_err();
+        let err = idp.trust(&metadata("")).err().unwrap();
         assert!(err.contains("no signing certificate"), "{err}");
-        let err = parse_metadata(&with_cert, "https://another.example/saml").unwrap_err();
+        let other = with_cert.replace(ENTITY, "https://another.example/saml");
+        let err = idp.trust(&other).err().unwrap();
         assert!(err.contains("not the configured"), "{err}");
-        let err = parse_metadata(&format!("<!DOCTYPE x>{with_cert}"), ENTITY).unwrap_err();
+        let err = idp.trust(&format!("<!DOCTYPE x>{with_cert}")).err().unwrap();
         assert!(err.contains("document type"), "{err}");
     }
 

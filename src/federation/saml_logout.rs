@@ -8,6 +8,7 @@
 //! Redirect-binding signatures cover the query string, not the XML (SAML bindings §3.4.4.1).
 
 use std::io::{Read as _, Write as _};
+use std::time::Duration;
 
 use base64::Engine as _;
 use flate2::Compression;
@@ -17,15 +18,17 @@ use samael::crypto::{UrlVerifier, sign_url};
 use samael::metadata::HTTP_REDIRECT_BINDING;
 
 use super::SignInError;
-use super::saml::{SAML2, SAML2P, SamlIdp, child};
+use super::saml::SamlIdp;
+use super::xml::{SAML2, SAML2_SUCCESS, SAML2P, child, child_text, children, has_dtd, is};
 use crate::domain::identity::Identity;
+use crate::domain::markup::escape;
 use crate::domain::xml_time::{format_utc, parse_utc};
+use crate::store::EphemeralStore;
 use crate::token::random_token;
 
 /// Redirect-binding signature algorithms accepted (what samael's verifier implements; no SHA-1).
 const SIG_ALGS: [&str; 2] =
     ["http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"];
-const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 /// The largest inflated message accepted.
 const MAX_MESSAGE: u64 = 64 * 1024;
 
@@ -49,10 +52,6 @@ pub struct LogoutAsk {
 
 fn bad(why: &str) -> SignInError {
     SignInError::IdToken(why.to_owned())
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
 /// Reads `SAMLRequest` or `SAMLResponse` from a redirect-binding query string.
@@ -79,24 +78,20 @@ pub fn read_redirect(raw_query: &str) -> Result<RedirectMessage, SignInError> {
         .take(MAX_MESSAGE)
         .read_to_string(&mut xml)
         .map_err(|_| bad("the message is not DEFLATE-compressed XML"))?;
-    if xml.contains("<!DOCTYPE") || xml.contains("<!ENTITY") || xml.contains("<!--") {
+    if has_dtd(&xml) || xml.contains("<!--") {
         return Err(bad("the message carries a document type declaration or comments"));
     }
     let issuer = {
         let doc = roxmltree::Document::parse(&xml).map_err(|_| bad("the message is not well-formed XML"))?;
-        doc.root_element()
-            .children()
-            .find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name() == "Issuer")
-            .and_then(|n| n.text())
-            .map(|t| t.trim().to_owned())
+        child_text(doc.root_element(), SAML2, "Issuer")
     };
     Ok(RedirectMessage { is_request, xml, relay_state: one("RelayState")?, issuer })
 }
 
 fn deflate_b64(xml: &str) -> Result<String, SignInError> {
     let mut encoder = DeflateEncoder::new(Vec::new(), Compression::default());
-    encoder.write_all(xml.as_bytes()).map_err(|e| SignInError::Upstream(e.to_string()))?;
-    let bytes = encoder.finish().map_err(|e| SignInError::Upstream(e.to_string()))?;
+    encoder.write_all(xml.as_bytes()).map_err(SignInError::upstream)?;
+    let bytes = encoder.finish().map_err(SignInError::upstream)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
@@ -108,7 +103,7 @@ impl SamlIdp {
     }
 
     async fn slo_location(&self) -> Result<Option<String>, SignInError> {
-        Ok(self.service_provider().await?.slo_binding_location(HTTP_REDIRECT_BINDING))
+        Ok(self.trusted().await?.sp.slo_binding_location(HTTP_REDIRECT_BINDING))
     }
 
     /// `location?{param}=…&RelayState=…`, signed with our key when we have one.
@@ -119,13 +114,13 @@ impl SamlIdp {
         xml: &str,
         relay_state: Option<&str>,
     ) -> Result<String, SignInError> {
-        let mut url = url::Url::parse(location).map_err(|e| SignInError::Upstream(e.to_string()))?;
+        let mut url = url::Url::parse(location).map_err(SignInError::upstream)?;
         url.query_pairs_mut().append_pair(param, &deflate_b64(xml)?);
         if let Some(relay) = relay_state {
             url.query_pairs_mut().append_pair("RelayState", relay);
         }
         match &self.sp.key {
-            Some(key) => sign_url(url, key).map(|u| u.to_string()).map_err(|e| SignInError::Upstream(e.to_string())),
+            Some(key) => sign_url(url, key).map(|u| u.to_string()).map_err(SignInError::upstream),
             None => Ok(url.to_string()),
         }
     }
@@ -137,10 +132,9 @@ impl SamlIdp {
         if !pairs.iter().any(|(k, _)| k == "Signature") || !sig_alg.is_some_and(|a| SIG_ALGS.contains(&a)) {
             return Err(bad("logout messages must be signed with RSA-SHA256 or ECDSA-SHA256"));
         }
-        let sp = self.service_provider().await?;
-        let certs = sp.idp_signing_certs().ok().flatten().unwrap_or_default();
+        let trusted = self.trusted().await?;
         let uri = format!("/saml/slo?{raw_query}");
-        let verified = certs.iter().any(|cert| {
+        let verified = trusted.certs.iter().any(|cert| {
             UrlVerifier::from_x509(cert).is_ok_and(|verifier| {
                 let result = if is_request {
                     verifier.verify_percent_encoded_request_uri_string(&uri)
@@ -155,12 +149,7 @@ impl SamlIdp {
 
     /// Issuer, Destination and IssueInstant of a verified logout message.
     fn check_envelope(&self, root: roxmltree::Node<'_, '_>, now: i64) -> Result<(), SignInError> {
-        let issuer = root
-            .children()
-            .find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name() == "Issuer")
-            .and_then(|n| n.text())
-            .map(str::trim);
-        if issuer != Some(self.config.issuer.as_str()) {
+        if child_text(root, SAML2, "Issuer").as_deref() != Some(self.config.issuer.as_str()) {
             return Err(bad("the logout message is from another provider"));
         }
         if root.attribute("Destination").is_some_and(|d| d != self.sp.slo_url) {
@@ -203,40 +192,52 @@ impl SamlIdp {
         Ok(Some((self.redirect_url(&location, "SAMLRequest", &xml, Some(relay_state))?, id)))
     }
 
-    /// Verifies the IdP's logout request (signature required) and says what it ends.
+    /// A logout message whose signature verifies, whose root is `{SAML2P}root_name`, and whose
+    /// issuer, destination and time are right.
+    async fn verified<'m>(
+        &self,
+        raw_query: &str,
+        message: &'m RedirectMessage,
+        root_name: &str,
+        now: i64,
+    ) -> Result<roxmltree::Document<'m>, SignInError> {
+        self.verify_redirect_signature(raw_query, message.is_request).await?;
+        let doc = roxmltree::Document::parse(&message.xml).map_err(|_| bad("the message is not well-formed XML"))?;
+        if !is(doc.root_element(), SAML2P, root_name) {
+            return Err(bad(&format!("the message is not a {root_name}")));
+        }
+        self.check_envelope(doc.root_element(), now)?;
+        Ok(doc)
+    }
+
+    /// Verifies the IdP's logout request (signature required; each acted on once) and says what
+    /// it ends.
     pub async fn accept_logout_request(
         &self,
         raw_query: &str,
         message: &RedirectMessage,
+        replays: &dyn EphemeralStore,
         now: i64,
     ) -> Result<LogoutAsk, SignInError> {
-        self.verify_redirect_signature(raw_query, true).await?;
-        let doc = roxmltree::Document::parse(&message.xml).map_err(|_| bad("the message is not well-formed XML"))?;
+        let doc = self.verified(raw_query, message, "LogoutRequest", now).await?;
         let root = doc.root_element();
-        if root.tag_name().namespace() != Some(SAML2P) || root.tag_name().name() != "LogoutRequest" {
-            return Err(bad("the message is not a LogoutRequest"));
-        }
-        self.check_envelope(root, now)?;
-        if root.attribute("NotOnOrAfter").and_then(parse_utc).is_some_and(|t| t <= now - self.config.saml.max_skew_secs)
-        {
+        let skew = self.config.saml.max_skew_secs;
+        if root.attribute("NotOnOrAfter").and_then(parse_utc).is_some_and(|t| t <= now - skew) {
             return Err(bad("the logout request has expired"));
         }
-        let name_id = root
-            .children()
-            .find(|n| n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name() == "NameID")
-            .and_then(|n| n.text())
-            .map(|t| t.trim().to_owned())
+        let name_id = child_text(root, SAML2, "NameID")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| bad("the logout request names no user"))?;
-        let session_indexes = root
-            .children()
-            .filter(|n| {
-                n.is_element() && n.tag_name().namespace() == Some(SAML2P) && n.tag_name().name() == "SessionIndex"
-            })
-            .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
-            .collect();
+        let session_indexes =
+            children(root, SAML2P, "SessionIndex").filter_map(|n| n.text().map(|t| t.trim().to_owned())).collect();
         let request_id =
             root.attribute("ID").filter(|id| !id.is_empty()).ok_or_else(|| bad("the logout request has no ID"))?;
+        // kept as long as the request could pass the time check above
+        let ttl = Duration::from_secs(u64::try_from(self.config.saml.max_issue_delay_secs + 2 * skew).unwrap_or(900));
+        let seen = format!("saml-logout-request:{}:{request_id}", self.config.id);
+        if !replays.put_if_absent(&seen, b"1", ttl).await.map_err(SignInError::upstream)? {
+            return Err(bad("this logout request was already used"));
+        }
         Ok(LogoutAsk { request_id: request_id.to_owned(), name_id, session_indexes })
     }
 
@@ -249,7 +250,7 @@ impl SamlIdp {
         now: i64,
     ) -> Result<Option<String>, SignInError> {
         let Some(location) = self.slo_location().await? else { return Ok(None) };
-        let status = if success { SUCCESS } else { "urn:oasis:names:tc:SAML:2.0:status:Responder" };
+        let status = if success { SAML2_SUCCESS } else { "urn:oasis:names:tc:SAML:2.0:status:Responder" };
         let xml = format!(
             r#"<samlp:LogoutResponse xmlns:samlp="{SAML2P}" xmlns:saml="{SAML2}" ID="_{}" Version="2.0" IssueInstant="{}" Destination="{}" InResponseTo="{}"><saml:Issuer>{}</saml:Issuer><samlp:Status><samlp:StatusCode Value="{status}"/></samlp:Status></samlp:LogoutResponse>"#,
             random_token(24),
@@ -270,17 +271,14 @@ impl SamlIdp {
         request_id: &str,
         now: i64,
     ) -> Result<bool, SignInError> {
-        self.verify_redirect_signature(raw_query, false).await?;
-        let doc = roxmltree::Document::parse(&message.xml).map_err(|_| bad("the message is not well-formed XML"))?;
+        let doc = self.verified(raw_query, message, "LogoutResponse", now).await?;
         let root = doc.root_element();
-        if root.tag_name().namespace() != Some(SAML2P) || root.tag_name().name() != "LogoutResponse" {
-            return Err(bad("the message is not a LogoutResponse"));
-        }
-        self.check_envelope(root, now)?;
         if root.attribute("InResponseTo") != Some(request_id) {
             return Err(bad("the logout response answers another request"));
         }
-        let code = child(root, "Status").and_then(|s| child(s, "StatusCode")).and_then(|c| c.attribute("Value"));
-        Ok(code == Some(SUCCESS))
+        let code = child(root, SAML2P, "Status")
+            .and_then(|s| child(s, SAML2P, "StatusCode"))
+            .and_then(|c| c.attribute("Value"));
+        Ok(code == Some(SAML2_SUCCESS))
     }
 }

@@ -58,13 +58,10 @@ impl FhirApi {
                 let plans = self
                     .stores
                     .durable
-                    .search_resources(
-                        "CarePlan",
-                        &[Criterion { key: "patient".into(), values: vec![nhs.clone()] }],
-                        1000,
-                    )
+                    .search_resources("CarePlan", &[Criterion { key: "patient".into(), values: vec![nhs.clone()] }], 1)
                     .await?;
-                let last = plans.iter().map(|p| p.last_updated).max();
+                // the store answers the most recently updated first: one row says both facts
+                let last = plans.first().map(|p| p.last_updated);
                 let mut entry = json!({
                     "nhs_number": nhs,
                     "identifier": {"system": NHS_NUMBER_SYSTEM, "value": nhs},

@@ -4,13 +4,16 @@ use serde_json::{Value, json};
 
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
-use super::resources::{careplan_patient, index_of, new_id, validate_careplan, with_meta};
+use super::resources::{careplan_patient, index_of, managing_org, new_id, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
 use super::{FhirApi, FhirResponse};
 use crate::audit::AuditKind;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::Permissions;
 use crate::store::{Criterion, ResourceWrite, StoredResource, UpdateOutcome};
+
+/// Organisations of patients already looked up in this request.
+type OrgMemo = std::collections::HashMap<String, Option<String>>;
 
 const TYPE: &str = "CarePlan";
 const MAX_MATCHES: i64 = 1000;
@@ -30,12 +33,22 @@ fn single(stored: &StoredResource, status: u16) -> FhirResponse {
 }
 
 impl FhirApi {
-    /// The ODS code of the organisation managing `patient` (for `same_organisation`).
-    async fn patient_org(&self, patient: Option<&str>) -> Result<Option<String>, FhirError> {
+    /// The stored Patient `nhs`, if known here.
+    async fn patient_resource(&self, nhs: &str) -> Result<Option<Value>, FhirError> {
+        let stored = self.stores.durable.read_resource("Patient", nhs).await?;
+        Ok(stored.map(|s| serde_json::from_str(&s.data).unwrap_or_default()))
+    }
+
+    /// The ODS code of the organisation managing `patient` (for `same_organisation`), read once
+    /// per request for each patient (`orgs` remembers them across the plans of a search).
+    async fn patient_org(&self, patient: Option<&str>, orgs: &mut OrgMemo) -> Result<Option<String>, FhirError> {
         let Some(patient) = patient else { return Ok(None) };
-        let Some(stored) = self.stores.durable.read_resource("Patient", patient).await? else { return Ok(None) };
-        let resource: Value = serde_json::from_str(&stored.data).unwrap_or_default();
-        Ok(resource["managingOrganization"]["identifier"]["value"].as_str().map(str::to_owned))
+        if let Some(org) = orgs.get(patient) {
+            return Ok(org.clone());
+        }
+        let org = self.patient_resource(patient).await?.and_then(|p| managing_org(&p).map(str::to_owned));
+        orgs.insert(patient.to_owned(), org.clone());
+        Ok(org)
     }
 
     /// Scope granularity, compartment and policy for one stored CarePlan.
@@ -46,6 +59,7 @@ impl FhirApi {
         stored: &StoredResource,
         interaction: Permissions,
         audit_patient: &mut Option<String>,
+        orgs: &mut OrgMemo,
     ) -> Result<Value, FhirError> {
         let plan: Value = serde_json::from_str(&stored.data)
             .map_err(|_| FhirError::Unavailable("a stored record is unreadable".into()))?;
@@ -56,7 +70,7 @@ impl FhirApi {
         if !access.admits(&plan) {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
-        let org = self.patient_org(patient.as_deref()).await?;
+        let org = self.patient_org(patient.as_deref(), orgs).await?;
         let record = Record { patient: patient.as_deref(), org: org.as_deref(), ..Record::default() };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(plan)
@@ -68,7 +82,7 @@ impl FhirApi {
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let stored = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient).await?;
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient, &mut OrgMemo::new()).await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -83,7 +97,7 @@ impl FhirApi {
             let version: i64 = version.parse().map_err(|_| FhirError::NotFound)?;
             let stored =
                 self.stores.durable.read_resource_version(TYPE, id, version).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient).await?;
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient, &mut OrgMemo::new()).await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -97,8 +111,9 @@ impl FhirApi {
             let access = caller.access(TYPE, Permissions::READ)?;
             let versions = self.stores.durable.resource_history(TYPE, id).await?;
             let mut entries = Vec::new();
+            let mut orgs = OrgMemo::new();
             for stored in &versions {
-                self.admit_careplan(caller, &access, stored, Permissions::READ, &mut patient).await?;
+                self.admit_careplan(caller, &access, stored, Permissions::READ, &mut patient, &mut orgs).await?;
                 let method = if stored.version == 1 { "POST" } else { "PUT" };
                 entries.push(json!({
                     "fullUrl": format!("{}/{TYPE}/{id}/_history/{}", self.fhir_base, stored.version),
@@ -185,8 +200,12 @@ impl FhirApi {
             let updated = query.all("_lastUpdated").into_iter().map(date_param).collect::<Result<Vec<_>, _>>()?;
             let candidates = self.stores.durable.search_resources(TYPE, &criteria, MAX_MATCHES).await?;
             let mut matches = Vec::new();
+            let mut orgs = OrgMemo::new();
             for stored in candidates {
-                let plan = match self.admit_careplan(caller, &access, &stored, Permissions::SEARCH, &mut None).await {
+                let plan = match self
+                    .admit_careplan(caller, &access, &stored, Permissions::SEARCH, &mut None, &mut orgs)
+                    .await
+                {
                     Ok(plan) => plan,
                     Err(FhirError::Hidden(_) | FhirError::Denied { .. }) => continue,
                     Err(e) => return Err(e),
@@ -224,16 +243,18 @@ impl FhirApi {
             return Err(if structural { FhirError::BadRequest(issues) } else { FhirError::Unprocessable(issues) });
         }
         let patient = careplan_patient(plan).unwrap_or_default();
-        let known = NhsNumber::parse(&patient).is_ok()
-            && self.stores.durable.read_resource("Patient", &patient).await?.is_some();
-        if !known {
+        let subject = match NhsNumber::parse(&patient) {
+            Ok(_) => self.patient_resource(&patient).await?,
+            Err(_) => None,
+        };
+        let Some(subject) = subject else {
             return Err(FhirError::Unprocessable(vec![Issue {
                 severity: "error",
                 code: "not-found",
                 diagnostics: format!("the subject Patient/{patient} is not known here"),
                 expression: Some("CarePlan.subject".into()),
             }]));
-        }
+        };
         if let Reach::Patient(own) = &access.reach {
             if *own != patient {
                 return Err(FhirError::Denied {
@@ -244,8 +265,8 @@ impl FhirApi {
         if !access.admits(plan) {
             return Err(FhirError::Denied { reason: "the plan is outside the granted granular scope".into() });
         }
-        let org = self.patient_org(Some(&patient)).await?;
-        let record = Record { patient: Some(&patient), org: org.as_deref(), only_notes_changed, restricted: false };
+        let record =
+            Record { patient: Some(&patient), org: managing_org(&subject), only_notes_changed, restricted: false };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(())
     }
@@ -301,7 +322,9 @@ impl FhirApi {
             let access = caller.access(TYPE, Permissions::UPDATE)?;
             let expected = parse_if_match(if_match)?;
             let current = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let previous = self.admit_careplan(caller, &access, &current, Permissions::UPDATE, &mut patient).await?;
+            let previous = self
+                .admit_careplan(caller, &access, &current, Permissions::UPDATE, &mut patient, &mut OrgMemo::new())
+                .await?;
             let mut plan = parse_json(body)?;
             if let Value::Object(map) = &mut plan {
                 map.remove("meta");

@@ -69,11 +69,6 @@ impl Access {
     }
 }
 
-fn bearer(header: Option<&str>) -> Option<&str> {
-    let (scheme, value) = header?.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim()).filter(|v| !v.is_empty())
-}
-
 impl FhirApi {
     /// Verifies the request's bearer token.
     pub async fn authenticate(
@@ -82,7 +77,7 @@ impl FhirApi {
         ip: Option<String>,
         break_glass: Option<String>,
     ) -> Result<Caller, FhirError> {
-        let token = bearer(authorization).ok_or(FhirError::NoToken)?;
+        let token = crate::token::bearer(authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
         let claims = access::verify(&self.keys.ring(), token, &self.issuer, Some(&self.fhir_base), now)
             .map_err(|e| FhirError::InvalidToken(e.to_string()))?;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::guard::{Caller, Reach, Record, within_compartment};
 use super::outcome::FhirError;
-use super::resources::{normalise_phone, with_meta};
+use super::resources::{managing_org, normalise_phone, with_meta};
 use super::search::{Query, date_param, paging, searchset};
 use super::{FhirApi, FhirResponse};
 use crate::audit::AuditKind;
@@ -17,10 +17,6 @@ use crate::store::{Criterion, StoredResource};
 
 /// Elements PDS withholds for a restricted (`R`) patient.
 const RESTRICTED_ELEMENTS: [&str; 3] = ["address", "telecom", "generalPractitioner"];
-
-fn record_org(patient: &Value) -> Option<&str> {
-    patient["managingOrganization"]["identifier"]["value"].as_str()
-}
 
 /// Marks a Patient restricted and removes what a restricted record must not show.
 fn restrict(patient: &mut Value) {
@@ -69,7 +65,7 @@ impl FhirApi {
             };
             let record = Record {
                 patient: Some(nhs.as_str()),
-                org: record_org(&resource),
+                org: managing_org(&resource),
                 restricted,
                 only_notes_changed: false,
             };
@@ -128,7 +124,8 @@ impl FhirApi {
                 .into_iter()
                 .filter(|stored| {
                     let resource: Value = serde_json::from_str(&stored.data).unwrap_or_default();
-                    let record = Record { patient: Some(&stored.id), org: record_org(&resource), ..Record::default() };
+                    let record =
+                        Record { patient: Some(&stored.id), org: managing_org(&resource), ..Record::default() };
                     caller.decide(&**policy, "Patient", Permissions::SEARCH, record).is_ok()
                 })
                 .collect();

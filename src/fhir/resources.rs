@@ -53,6 +53,11 @@ fn issue(code: &'static str, expression: &str, diagnostics: impl Into<String>) -
 
 /// The patient a CarePlan is about: `subject.reference` = `Patient/{nhs}`, or `subject.identifier`
 /// with the NHS number system.
+/// The ODS code of the organisation managing a Patient.
+pub fn managing_org(patient: &Value) -> Option<&str> {
+    patient["managingOrganization"]["identifier"]["value"].as_str()
+}
+
 pub fn careplan_patient(plan: &Value) -> Option<String> {
     let subject = &plan["subject"];
     if let Some(reference) = subject["reference"].as_str() {
@@ -229,7 +234,7 @@ pub fn index_of(resource_type: &str, resource: &Value) -> Vec<(String, String)> 
             if let Some(birth) = resource["birthDate"].as_str() {
                 put("birthdate", birth.to_owned());
             }
-            if let Some(org) = resource["managingOrganization"]["identifier"]["value"].as_str() {
+            if let Some(org) = managing_org(resource) {
                 put("organization", org.to_owned());
             }
         }

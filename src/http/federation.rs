@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::AppState;
+use super::error::ErrorResponse;
 use super::interaction::{SessionLimits, establish_session, policy, redirect, respond_outcome};
 use super::pages::{self, PagePolicy};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
@@ -22,7 +23,7 @@ use crate::domain::launch::{EhrLaunch, LaunchContext};
 use crate::federation::oidc::RoundTrip;
 use crate::federation::{BeginOptions, SignInError, UpstreamProvider};
 use crate::oauth::authorize::{self, Pending};
-use crate::token::random_token;
+use crate::oauth::error::OAuthError;
 
 /// Why the browser went to the provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -230,10 +231,8 @@ pub(super) async fn finish_sign_in(
     let gone = expired_page;
     let Some(provider) = state.federation.get(&record.idp) else { return gone() };
     let config = provider.config();
-    let limits = SessionLimits {
-        idle_secs: config.session_idle_secs.or((config.kind == "nhs_login").then_some(1800)),
-        absolute_secs: config.session_absolute_secs.or((config.kind == "nhs_login").then_some(43_200)),
-    };
+    let (idle_secs, absolute_secs) = config.session_limits();
+    let limits = SessionLimits { idle_secs, absolute_secs };
     let session_id = match establish_session(authority, session, identity.clone(), limits).await {
         Ok(id) => id,
         Err(response) => return response,
@@ -253,7 +252,36 @@ pub(super) async fn finish_sign_in(
     }
 }
 
-/// Indexes our sign-in session by the provider's `sid` and `sub`, for back-channel logout.
+/// Index keys of our sign-in sessions by the provider's session id (OIDC `sid`, SAML
+/// `SessionIndex`) and by its subject (OIDC `sub`, SAML `NameID`).
+pub(super) fn sid_key(idp: &str, sid: &str) -> String {
+    format!("upstream-sid:{idp}:{sid}")
+}
+pub(super) fn sub_key(idp: &str, sub: &str) -> String {
+    format!("upstream-sub:{idp}:{sub}")
+}
+
+/// Ends the sign-in sessions indexed under `keys` (and their online grants): how many ended, and
+/// whether any could not be.
+pub(super) async fn end_upstream_sessions(state: &AppState, keys: &[String]) -> (usize, bool) {
+    let authority = &state.authority;
+    let (mut ended, mut failed) = (0, false);
+    for key in keys {
+        match authority.stores.ephemeral.take(key).await {
+            Ok(Some(session_id)) => {
+                match crate::oauth::oidc::end_session(authority, &String::from_utf8_lossy(&session_id)).await {
+                    Ok(_) => ended += 1,
+                    Err(_) => failed = true,
+                }
+            }
+            Ok(None) => {}
+            Err(_) => failed = true,
+        }
+    }
+    (ended, failed)
+}
+
+/// Indexes our sign-in session by the provider's `sid` and `sub`, for provider logout.
 async fn remember_upstream_session(
     state: &AppState,
     idp: &str,
@@ -262,13 +290,13 @@ async fn remember_upstream_session(
 ) {
     let store = &state.authority.stores.ephemeral;
     let ttl = Duration::from_secs(state.authority.config.sessions.absolute_timeout_secs.unsigned_abs());
-    let mut keys = vec![format!("upstream-sub:{idp}:{}", identity.subject)];
+    let mut keys = vec![sub_key(idp, &identity.subject)];
     if let Some(sid) = &identity.upstream_session {
-        keys.push(format!("upstream-sid:{idp}:{sid}"));
+        keys.push(sid_key(idp, sid));
     }
     // a SAML logout request names the user by NameID, which need not be our subject
     if let Some((name_id, _)) = identity.upstream_name_id.as_ref().filter(|(n, _)| *n != identity.subject) {
-        keys.push(format!("upstream-sub:{idp}:{name_id}"));
+        keys.push(sub_key(idp, name_id));
     }
     for key in keys {
         if let Err(e) = store.put(&key, session_id.as_bytes(), ttl).await {
@@ -287,13 +315,7 @@ pub async fn backchannel_logout(
     let authority = &state.authority;
     let refuse = |why: &str| {
         tracing::warn!(idp = %idp, reason = %why, "back-channel logout refused");
-        let mut r = (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": "invalid_request", "error_description": why})),
-        )
-            .into_response();
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r
+        ErrorResponse(OAuthError::invalid_request(why)).into_response()
     };
     let provider = match state.federation.get(&idp) {
         Some(p) if p.config().backchannel_logout => p,
@@ -316,25 +338,14 @@ pub async fn backchannel_logout(
         Ok(false) => return refuse("this logout token was already used"),
         Err(e) => return refuse(&e.to_string()),
     }
-    let mut keys = Vec::new();
-    if let Some(sid) = &target.sid {
-        keys.push(format!("upstream-sid:{idp}:{sid}"));
-    } else if let Some(sub) = &target.sub {
-        keys.push(format!("upstream-sub:{idp}:{sub}"));
-    }
-    let mut ended = 0;
-    for key in keys {
-        if let Ok(Some(session_id)) = authority.stores.ephemeral.take(&key).await {
-            let session_id = String::from_utf8_lossy(&session_id).into_owned();
-            if crate::oauth::oidc::end_session(authority, &session_id).await.is_ok() {
-                ended += 1;
-            }
-        }
-    }
+    let key = match (&target.sid, &target.sub) {
+        (Some(sid), _) => sid_key(&idp, sid),
+        (None, Some(sub)) => sub_key(&idp, sub),
+        (None, None) => return refuse("the logout token names no session"),
+    };
+    let (ended, _) = end_upstream_sessions(&state, &[key]).await;
     tracing::info!(idp = %idp, ended, "back-channel logout");
-    let mut r = StatusCode::OK.into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    StatusCode::OK.into_response()
 }
 
 fn in_nhs_app(headers: &HeaderMap) -> bool {
@@ -424,51 +435,45 @@ async fn open_journey(state: &AppState, journey: &str, identity: crate::domain::
         context: LaunchContext { patient: Some(patient), need_patient_banner: Some(false), ..Default::default() },
         skip_consent: client.skip_consent,
     };
-    let id = random_token(24);
-    let stored = match serde_json::to_vec(&launch) {
-        Ok(bytes) => authority
-            .stores
-            .ephemeral
-            .put(&format!("launch:{id}"), &bytes, Duration::from_secs(authority.config.launch.lifetime_secs))
-            .await
-            .is_ok(),
-        Err(_) => false,
-    };
-    if !stored {
-        return pages::error_page(
+    let stored = crate::launch::register::store_launch(
+        authority.stores.ephemeral.as_ref(),
+        &launch,
+        &launch_uri,
+        authority.fhir_base(),
+        authority.config.launch.lifetime_secs,
+    )
+    .await;
+    match stored {
+        Ok((_, url)) => redirect(url.as_str(), StatusCode::SEE_OTHER),
+        Err(e) => pages::error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sorry, there is a problem with the service",
-            "Try again later.",
+            if matches!(e, crate::store::StoreError::Corrupt(_)) {
+                "The journey's app is misconfigured."
+            } else {
+                "Try again later."
+            },
             &PagePolicy::default(),
-        );
+        ),
     }
-    let Ok(mut url) = url::Url::parse(&launch_uri) else {
-        return pages::error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sorry, there is a problem with the service",
-            "The journey's app is misconfigured.",
-            &PagePolicy::default(),
-        );
-    };
-    url.query_pairs_mut().append_pair("iss", authority.fhir_base()).append_pair("launch", &id);
-    redirect(url.as_str(), StatusCode::SEE_OTHER)
 }
 
 /// `/.well-known/assetlinks.json` and `/.well-known/apple-app-site-association` (NHS App links).
-pub async fn well_known_file(state: &AppState, file: Option<&std::path::Path>) -> Response {
-    let _ = state;
-    match file.and_then(|f| std::fs::read(f).ok()) {
+async fn well_known_file(file: Option<&std::path::Path>) -> Response {
+    let bytes = match file {
+        Some(file) => tokio::fs::read(file).await.ok(),
+        None => None,
+    };
+    match bytes {
         Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 pub async fn assetlinks(State(state): State<AppState>) -> Response {
-    let file = state.authority.config.nhs_app.assetlinks_file.clone();
-    well_known_file(&state, file.as_deref()).await
+    well_known_file(state.authority.config.nhs_app.assetlinks_file.as_deref()).await
 }
 
 pub async fn apple_app_site_association(State(state): State<AppState>) -> Response {
-    let file = state.authority.config.nhs_app.apple_app_site_association_file.clone();
-    well_known_file(&state, file.as_deref()).await
+    well_known_file(state.authority.config.nhs_app.apple_app_site_association_file.as_deref()).await
 }

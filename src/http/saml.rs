@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::AppState;
-use super::federation::{Upstream, browser_marker, expired_page, failure_page, finish_sign_in, upstream_key};
+use super::federation::{
+    Upstream, browser_marker, end_upstream_sessions, expired_page, failure_page, finish_sign_in, sid_key, sub_key,
+    upstream_key,
+};
 use super::interaction::redirect;
 use super::pages::{self, PagePolicy};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
@@ -41,8 +44,7 @@ fn verified_key(reference: &str) -> String {
 
 /// `GET /saml/metadata`.
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    let Some(sp) = state.federation.saml_sp.as_ref() else { return StatusCode::NOT_FOUND.into_response() };
-    match sp.metadata_xml() {
+    match state.federation.saml_sp.metadata_xml() {
         Ok(xml) => {
             let mut r = xml.into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/samlmetadata+xml"));
@@ -188,37 +190,13 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
         return logout_refused("the logout request is not from a configured provider");
     };
     let Some(idp) = provider.saml() else { return logout_refused("the logout request is not from a SAML provider") };
-    let ask = match idp.accept_logout_request(&raw, &message, now).await {
+    let ask = match idp.accept_logout_request(&raw, &message, authority.stores.ephemeral.as_ref(), now).await {
         Ok(ask) => ask,
         Err(e) => return logout_refused(&e.to_string()),
     };
-    // a signed request is acted on once
-    let seen = format!("saml-logout-request:{}:{}", provider.id(), ask.request_id);
-    let ttl = Duration::from_secs(
-        u64::try_from(idp.config.saml.max_issue_delay_secs + 2 * idp.config.saml.max_skew_secs).unwrap_or(900),
-    );
-    match authority.stores.ephemeral.put_if_absent(&seen, b"1", ttl).await {
-        Ok(true) => {}
-        Ok(false) => return logout_refused("this logout request was already used"),
-        Err(e) => return logout_refused(&e.to_string()),
-    }
-    let mut keys: Vec<String> =
-        ask.session_indexes.iter().map(|s| format!("upstream-sid:{}:{s}", provider.id())).collect();
-    keys.push(format!("upstream-sub:{}:{}", provider.id(), ask.name_id));
-    let mut ended = 0;
-    let mut failed = false;
-    for key in keys {
-        match authority.stores.ephemeral.take(&key).await {
-            Ok(Some(session_id)) => {
-                match crate::oauth::oidc::end_session(authority, &String::from_utf8_lossy(&session_id)).await {
-                    Ok(_) => ended += 1,
-                    Err(_) => failed = true,
-                }
-            }
-            Ok(None) => {}
-            Err(_) => failed = true,
-        }
-    }
+    let mut keys: Vec<String> = ask.session_indexes.iter().map(|s| sid_key(provider.id(), s)).collect();
+    keys.push(sub_key(provider.id(), &ask.name_id));
+    let (ended, failed) = end_upstream_sessions(&state, &keys).await;
     tracing::info!(idp = %provider.id(), ended, "SAML single logout from the provider");
     let actor = Actor { subject: Some(format!("{}:{}", provider.id(), ask.name_id)), ..Default::default() };
     let outcome = if failed { AuditOutcome::Failed } else { AuditOutcome::Success };

@@ -30,7 +30,7 @@ pub fn display_name(patient: &Value) -> String {
 }
 
 fn managed_by(patient: &Value, org: &str) -> bool {
-    patient["managingOrganization"]["identifier"]["value"].as_str() == Some(org)
+    crate::fhir::resources::managing_org(patient) == Some(org)
 }
 
 /// The patients `identity` may choose from.

@@ -127,13 +127,26 @@ pub async fn register_launch(
     let Some(launch_uri) = app.and_then(|a| a.launch_uri.clone()) else {
         return Ok(Err(LaunchError::Invalid("the app has no launch_uri registered".into())));
     };
-    let id = random_token(24);
-    let bytes = serde_json::to_vec(&launch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(&launch_key(&id), &bytes, Duration::from_secs(lifetime_secs)).await?;
-    let mut url = url::Url::parse(&launch_uri).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    url.query_pairs_mut().append_pair("iss", fhir_base).append_pair("launch", &id);
+    let (id, url) = store_launch(store, &launch, &launch_uri, fhir_base, lifetime_secs).await?;
     tracing::info!(ehr = %ehr.id, app = %launch.app_client_id, user = %launch.identity.platform_subject(), "EHR launch registered");
     Ok(Ok(LaunchResponse { launch: id, launch_url: url.to_string(), expires_in: lifetime_secs }))
+}
+
+/// Stores `launch` under a fresh single-use id for `lifetime_secs`: (the id, the app's
+/// `launch_uri` with `iss` and `launch`).
+pub async fn store_launch(
+    store: &dyn EphemeralStore,
+    launch: &EhrLaunch,
+    launch_uri: &str,
+    fhir_base: &str,
+    lifetime_secs: u64,
+) -> Result<(String, url::Url), StoreError> {
+    let mut url = url::Url::parse(launch_uri).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let id = random_token(24);
+    let bytes = serde_json::to_vec(launch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    store.put(&launch_key(&id), &bytes, Duration::from_secs(lifetime_secs)).await?;
+    url.query_pairs_mut().append_pair("iss", fhir_base).append_pair("launch", &id);
+    Ok((id, url))
 }
 
 fn check(

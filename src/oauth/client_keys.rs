@@ -55,11 +55,7 @@ pub struct ClientKeys {
 
 impl ClientKeys {
     pub fn new(config: &ClientsConfig, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(config.jwks_fetch_timeout_secs))
-            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::outbound::client_builder(Duration::from_secs(config.jwks_fetch_timeout_secs)).build()?;
         Ok(Self {
             http,
             clock,

@@ -27,11 +27,6 @@ enum Caller {
     Client(String),
 }
 
-fn bearer(header: Option<&str>) -> Option<&str> {
-    let (scheme, value) = header?.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
-}
-
 /// Verifies an access token of ours and checks it is not revoked; `None` when it is not active.
 pub async fn active_access_token(
     authority: &Authority,
@@ -56,7 +51,7 @@ pub async fn active_access_token(
 pub async fn introspect(authority: &Authority, request: IntrospectionRequest<'_>) -> Result<Value, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let introspection_scope = Scope::parse(&authority.config.introspection.scope).ok();
-    let caller = if let Some(token) = bearer(request.authorization) {
+    let caller = if let Some(token) = crate::token::bearer(request.authorization) {
         let claims = active_access_token(authority, token, None)
             .await?
             .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;

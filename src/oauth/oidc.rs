@@ -14,14 +14,10 @@ use crate::domain::scope::{Scope, ScopeSet};
 use crate::token::jose;
 use crate::token::keys::ID_TOKEN_ALG;
 
-fn bearer(header: Option<&str>) -> Option<&str> {
-    let (scheme, value) = header?.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
-}
-
 /// UserInfo: the claims of the signed-in user, for a token holding `openid`.
 pub async fn userinfo(authority: &Authority, authorization: Option<&str>) -> Result<Value, OAuthError> {
-    let token = bearer(authorization).ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
+    let token = crate::token::bearer(authorization)
+        .ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
     let claims = active_access_token(authority, token, Some(authority.fhir_base()))
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the access token is not active"))?;

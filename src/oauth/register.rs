@@ -12,7 +12,6 @@ use crate::domain::client::{AuthMethod, ClientMetadata, GrantType};
 use crate::domain::jwk::JwkSet;
 use crate::domain::scope::{ScopeContext, ScopeSet};
 use crate::domain::secret::hash_secret;
-use crate::domain::url_rules::is_loopback_host;
 use crate::token::jose::{Algorithm, VerifyingKey};
 use crate::token::random_token;
 
@@ -177,7 +176,7 @@ fn to_metadata(
         .collect();
     let scope = scope.to_string();
 
-    let production = url::Url::parse(authority.issuer()).is_ok_and(|u| !is_loopback_host(u.host()));
+    let production = !authority.config.public_url_is_loopback();
     if production && request.jwks_uri.as_deref().is_some_and(|u| !u.starts_with("https://")) {
         return Err(metadata_error("jwks_uri must be https"));
     }

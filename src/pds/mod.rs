@@ -56,11 +56,7 @@ fn spine_code(outcome: &Value) -> Option<String> {
 
 impl PdsClient {
     pub fn new(config: &PdsConfig, cache: Arc<dyn EphemeralStore>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(config.timeout_secs))
-            .user_agent(concat!("carebroker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::outbound::client_builder(Duration::from_secs(config.timeout_secs)).build()?;
         Ok(Self { http, config: config.clone(), cache })
     }
 

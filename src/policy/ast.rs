@@ -82,7 +82,8 @@ impl std::fmt::Display for Condition {
     }
 }
 
-fn minutes(text: &str) -> Option<u16> {
+/// `HH:MM` as minutes since midnight.
+pub(crate) fn minutes(text: &str) -> Option<u16> {
     let (h, m) = text.split_once(':')?;
     let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)

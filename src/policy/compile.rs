@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::ast::{Condition, Effect, Policy};
 use super::conditions as c;
 use super::interpret::{obligations, reason};
-use super::request::{AccessRequest, DEFAULT_DENY, Decision, Obligations};
+use super::request::{AccessRequest, DEFAULT_DENY, DEFAULT_DENY_REASON, Decision, Obligations};
 use crate::domain::scope::Permissions;
 
 /// The most platform roles a policy may declare (bits of a `u64`).
@@ -198,7 +198,7 @@ impl CompiledPolicy {
             wildcard: table_for(None),
             rules: rules.into_boxed_slice(),
             default_deny: Arc::from(DEFAULT_DENY),
-            default_reason: Arc::from("no rule permits this"),
+            default_reason: Arc::from(DEFAULT_DENY_REASON),
         }
     }
 

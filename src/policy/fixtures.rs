@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::ast::parse_interactions;
+use super::ast::{minutes, parse_interactions};
 use super::mapping::{Facts, proofing_of, roles_for};
 use super::{AccessRequest, LoadedPolicy, interpret};
 
@@ -100,10 +100,7 @@ impl Case {
         let interaction = parse_interactions(&self.interaction)?;
         let minute = match self.time.as_deref() {
             None => 600,
-            Some(t) => t
-                .split_once(':')
-                .and_then(|(h, m)| Some(h.parse::<u16>().ok()? * 60 + m.parse::<u16>().ok()?))
-                .ok_or("time is HH:MM")?,
+            Some(t) => minutes(t).ok_or("time is HH:MM")?,
         };
         Ok(AccessRequest {
             roles,
@@ -128,13 +125,7 @@ impl Case {
 
 /// Reads every fixture file in `dir`, in file-name order, with the file each case came from.
 pub fn load_cases(dir: &Path) -> Result<Vec<(String, Case)>, String> {
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+    let paths = crate::config::toml_files(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
     let mut cases = Vec::new();
     for path in paths {
         let file = path.display().to_string();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::ast::{Condition, Effect, Obligation, Policy, Rule};
 use super::conditions as c;
-use super::request::{AccessRequest, DEFAULT_DENY, Decision, Obligations};
+use super::request::{AccessRequest, DEFAULT_DENY, DEFAULT_DENY_REASON, Decision, Obligations};
 
 fn holds(condition: &Condition, r: &AccessRequest<'_>) -> bool {
     match condition {
@@ -42,7 +42,7 @@ pub fn decide(policy: &Policy, r: &AccessRequest<'_>) -> Decision {
     if let Some(rule) = policy.rules.iter().find(|rule| rule.effect == Effect::Permit && matches(rule, r)) {
         return Decision::Permit { rule: Arc::from(rule.id.as_str()), obligations: obligations(&rule.obligations) };
     }
-    Decision::Deny { rule: Arc::from(DEFAULT_DENY), reason: Arc::from("no rule permits this") }
+    Decision::Deny { rule: Arc::from(DEFAULT_DENY), reason: Arc::from(DEFAULT_DENY_REASON) }
 }
 
 /// The deny reason of a forbid rule.

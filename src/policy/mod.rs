@@ -69,12 +69,7 @@ pub fn handle(policy: Box<dyn AccessPolicy>) -> PolicyHandle {
 
 /// The newest modification time of the policy files (for reloading on change).
 pub fn modified(dir: &Path) -> Option<std::time::SystemTime> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
+    crate::config::toml_files(dir).ok()?.iter().filter_map(|p| p.metadata().and_then(|m| m.modified()).ok()).max()
 }
 
 /// A loaded policy: the source (for mapping, explain and the reference) and its compiled form.
@@ -104,13 +99,8 @@ pub fn load_dir(dir: &Path) -> Result<LoadedPolicy, Vec<PolicyError>> {
     let unreadable = |message: String| {
         vec![PolicyError { origin: ast::Origin { file: dir.display().to_string(), line: 0 }, message }]
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| unreadable(format!("cannot read the policy folder: {e}")))?;
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+    let paths =
+        crate::config::toml_files(dir).map_err(|e| unreadable(format!("cannot read the policy folder: {e}")))?;
     if paths.is_empty() {
         return Err(unreadable("the policy folder has no *.toml files".into()));
     }

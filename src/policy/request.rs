@@ -75,3 +75,5 @@ impl Decision {
 
 /// The rule id of the default decision.
 pub const DEFAULT_DENY: &str = "default-deny";
+/// Its reason (both evaluators give it: decisions compare equal only if they do).
+pub const DEFAULT_DENY_REASON: &str = "no rule permits this";

@@ -615,14 +615,16 @@ impl SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError> {
-        let mut last_error = None;
-        for _ in 0..AUDIT_APPEND_ATTEMPTS {
+        // Only the database refusing the write (another node took the sequence number, SQLite
+        // busy) is worth another go; a pool or I/O failure is reported at once.
+        let mut attempt = 1;
+        loop {
             match self.try_append_audit(drafts).await {
                 Ok(seqs) => return Ok(seqs),
-                Err(e) => last_error = Some(e),
+                Err(e) if e.as_database_error().is_some() && attempt < AUDIT_APPEND_ATTEMPTS => attempt += 1,
+                Err(e) => return Err(unavailable(e)),
             }
         }
-        Err(unavailable(last_error.unwrap_or(sqlx::Error::PoolTimedOut)))
     }
 
     async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -67,3 +67,10 @@ impl KeyManager {
         Ok(true)
     }
 }
+
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive), if that is what it
+/// holds.
+pub fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+}
