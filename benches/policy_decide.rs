@@ -14,26 +14,21 @@
 mod cedar_model;
 
 use std::hint::black_box;
-use std::path::Path;
 
-use carebroker::policy::{self, AccessRequest, fixtures, interpret};
+use carebroker::policy::interpret;
 use cedar_policy::Authorizer;
 use criterion::{Criterion, Throughput};
 
 const GROUP: &str = "policy_decide";
 
 fn main() {
-    let loaded = policy::load_dir(Path::new("policies")).expect("policies/ loads");
-    let cases: Vec<_> =
-        fixtures::load_cases(Path::new("policies/tests")).expect("fixtures load").into_iter().map(|(_, c)| c).collect();
-    let roles: Vec<Vec<String>> = cases.iter().map(|c| c.roles(&loaded)).collect();
-    let requests: Vec<AccessRequest<'_>> =
-        cases.iter().zip(&roles).map(|(c, r)| c.request(r).expect("fixture request")).collect();
+    let fixtures = cedar_model::Fixtures::load();
+    let loaded = &fixtures.policy;
+    let requests = fixtures.requests();
     let cedar = cedar_model::CedarPolicy::load();
     let questions: Vec<_> = requests.iter().map(cedar_model::question).collect();
     let authorizer = Authorizer::new();
-    let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
-    let disagreements = cedar_model::disagreements(&loaded, &cedar, &requests, &names);
+    let disagreements = cedar_model::disagreements(loaded, &cedar, &requests, &fixtures.names());
     assert!(disagreements.is_empty(), "the evaluators disagree: {disagreements:#?}");
     let n = requests.len();
     println!("{n} fixture decisions agree across compiled, interpreter and Cedar");

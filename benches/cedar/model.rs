@@ -6,11 +6,39 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use carebroker::domain::scope::Permissions;
-use carebroker::policy::{AccessRequest, LoadedPolicy, interpret};
+use carebroker::policy::fixtures::{Case, load_cases};
+use carebroker::policy::{AccessRequest, LoadedPolicy, interpret, load_dir};
 use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicyId, PolicySet, Request};
 use serde_json::json;
 
 pub const POLICY: &str = include_str!("careplan.cedar");
+
+/// The shipped policy (`policies/`) and its decision fixtures with each case's roles mapped.
+pub struct Fixtures {
+    pub policy: LoadedPolicy,
+    pub cases: Vec<Case>,
+    roles: Vec<Vec<String>>,
+}
+
+impl Fixtures {
+    pub fn load() -> Self {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let policy = load_dir(&dir).unwrap_or_else(|e| panic!("policies/ loads: {e:?}"));
+        let cases: Vec<Case> =
+            load_cases(&dir.join("tests")).expect("fixtures load").into_iter().map(|(_, case)| case).collect();
+        let roles = cases.iter().map(|c| c.roles(&policy)).collect();
+        Self { policy, cases, roles }
+    }
+
+    /// Each case's request, in fixture order.
+    pub fn requests(&self) -> Vec<AccessRequest<'_>> {
+        self.cases.iter().zip(&self.roles).map(|(c, r)| c.request(r).expect("fixture request")).collect()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.cases.iter().map(|c| c.name.as_str()).collect()
+    }
+}
 
 /// The policy set with a map from Cedar's policy ids to our rule ids (the `@id` annotations).
 pub struct CedarPolicy {

@@ -9,26 +9,16 @@ use carebroker::domain::client::ClientMetadata;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::support::TestApp;
 use crate::support::smart::{EHR, EHR_SECRET, trusted_ehr};
+use crate::support::{TestApp, free_port};
 
 /// A resident of the care home VNC12 in the seeded records (`config/dev/fhir/patients.json`).
 const PATIENT_AT_VNC12: &str = "9449306621";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chromium() {
-    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
-    assert!(
-        std::path::Path::new(&format!("{e2e}/node_modules/fhirclient")).exists(),
-        "tests/e2e/node_modules is missing: run the suite with scripts/test.sh (it runs npm ci there)"
-    );
-    let app_port = free_port();
-    let app_origin = format!("http://127.0.0.1:{app_port}");
-    let client = ClientMetadata {
+/// The SMART app the e2e driver serves on `app_origin` (public, PKCE), optionally sent to one
+/// identity provider.
+fn e2e_client(app_origin: &str, idp: Option<&str>) -> ClientMetadata {
+    ClientMetadata {
         client_id: "e2e-app".into(),
         client_name: Some("E2E care plan app".into()),
         token_endpoint_auth_method: "none".into(),
@@ -36,8 +26,41 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
         launch_uri: Some(format!("{app_origin}/launch")),
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
         scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.rs".into(),
+        default_identity_provider: idp.map(str::to_owned),
         ..Default::default()
-    };
+    }
+}
+
+/// Serves `app` on `listener` for the browser, on real time (the browser and the app page are).
+fn serve_live(app: &TestApp, listener: TcpListener) {
+    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
+    let state = app.state.clone();
+    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+}
+
+/// Runs `tests/e2e/smart_launch.mjs` with `args` and returns its JSON result (its last line).
+async fn smart_launch(args: Vec<String>) -> Value {
+    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+    assert!(
+        std::path::Path::new(&format!("{e2e}/node_modules/fhirclient")).exists(),
+        "tests/e2e/node_modules is missing: run the suite with scripts/test.sh (it runs npm ci there)"
+    );
+    let mut all = vec![format!("{e2e}/smart_launch.mjs")];
+    all.extend(args);
+    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&all).output())
+        .await
+        .expect("join")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser run failed:\n{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chromium() {
+    let app_port = free_port();
+    let app_origin = format!("http://127.0.0.1:{app_port}");
+    let client = e2e_client(&app_origin, None);
     let mut ehr = trusted_ehr();
     if let Some(trust) = ehr.ehr_launch.as_mut() {
         trust.apps = vec!["e2e-app".into()];
@@ -54,8 +77,6 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
         })
         .build()
         .await;
-    // The browser and the app page run on real time.
-    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
     // Care plans for both patients, so the compartment shows in the app's search.
     for patient in ["9434765919", "9000000009", "9000000009"] {
         crate::support::fhir::create_plan(
@@ -64,12 +85,10 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
         )
         .await;
     }
-    let state = app.state.clone();
-    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+    serve_live(&app, listener);
 
     let shots = std::env::var("CAREBROKER_E2E_SCREENSHOTS").ok();
     let mut args = vec![
-        format!("{e2e}/smart_launch.mjs"),
         "--broker".into(),
         broker.clone(),
         "--app-port".into(),
@@ -91,15 +110,7 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
     if let Some(dir) = shots {
         args.extend(["--screenshots".into(), dir]);
     }
-    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output())
-        .await
-        .expect("join")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the browser run failed:\n{stderr}\n{stdout}");
-    let result: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = smart_launch(args).await;
 
     let ehr = &result["ehr"];
     assert_eq!(ehr["ok"], true, "{ehr}");
@@ -129,7 +140,6 @@ async fn smart_js_client_completes_an_ehr_launch_and_a_standalone_launch_in_chro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identity() {
     use carebroker::token::jose::{Algorithm, SigningKey};
-    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
     let app_port = free_port();
     let app_origin = format!("http://127.0.0.1:{app_port}");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -176,17 +186,7 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
         backchannel_logout: false,
         ..Default::default()
     };
-    let client = ClientMetadata {
-        client_id: "e2e-app".into(),
-        client_name: Some("E2E care plan app".into()),
-        token_endpoint_auth_method: "none".into(),
-        redirect_uris: vec![format!("{app_origin}/callback")],
-        launch_uri: Some(format!("{app_origin}/launch")),
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.rs".into(),
-        default_identity_provider: Some("cis2".into()),
-        ..Default::default()
-    };
+    let client = e2e_client(&app_origin, Some("cis2"));
     let issuer = broker.clone();
     let app = TestApp::builder()
         .with_client(client)
@@ -196,12 +196,9 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
         .with_dir(dir)
         .build()
         .await;
-    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
-    let state = app.state.clone();
-    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+    serve_live(&app, listener);
 
     let args = vec![
-        format!("{e2e}/smart_launch.mjs"),
         "--broker".into(),
         broker,
         "--app-port".into(),
@@ -215,14 +212,7 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
         "--patient".into(),
         "9000000009".into(),
     ];
-    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output())
-        .await
-        .expect("join")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the browser run failed:\n{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    let result: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = smart_launch(args).await;
     let standalone = &result["standalone"];
     assert_eq!(standalone["ok"], true, "{standalone}");
     assert_eq!(standalone["pages_seen"], serde_json::json!(["upstream-signin", "picker", "consent"]));
@@ -237,7 +227,6 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
-    let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
     let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs/test");
     let app_port = free_port();
     let app_origin = format!("http://127.0.0.1:{app_port}");
@@ -265,17 +254,7 @@ async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
         },
         ..Default::default()
     };
-    let client = ClientMetadata {
-        client_id: "e2e-app".into(),
-        client_name: Some("E2E care plan app".into()),
-        token_endpoint_auth_method: "none".into(),
-        redirect_uris: vec![format!("{app_origin}/callback")],
-        launch_uri: Some(format!("{app_origin}/launch")),
-        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
-        scope: "launch launch/patient openid fhirUser profile offline_access online_access patient/*.rs".into(),
-        default_identity_provider: Some("lavender".into()),
-        ..Default::default()
-    };
+    let client = e2e_client(&app_origin, Some("lavender"));
     let issuer = broker.clone();
     let app = TestApp::builder()
         .with_client(client)
@@ -289,12 +268,9 @@ async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
         .with_dir(dir)
         .build()
         .await;
-    app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
-    let state = app.state.clone();
-    tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
+    serve_live(&app, listener);
 
     let args = vec![
-        format!("{e2e}/smart_launch.mjs"),
         "--broker".into(),
         broker,
         "--app-port".into(),
@@ -308,14 +284,7 @@ async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
         "--patient".into(),
         PATIENT_AT_VNC12.into(),
     ];
-    let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output())
-        .await
-        .expect("join")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the browser run failed:\n{}\n{stdout}", String::from_utf8_lossy(&output.stderr));
-    let result: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = smart_launch(args).await;
     let standalone = &result["standalone"];
     assert_eq!(standalone["ok"], true, "{standalone}");
     assert_eq!(standalone["pages_seen"], serde_json::json!(["saml-signin", "picker", "consent"]));

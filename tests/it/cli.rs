@@ -3,6 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::free_port;
+
 fn carebroker() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_carebroker"));
     cmd.env_remove("RUST_LOG");
@@ -90,10 +92,6 @@ fn keys_generate_rotate_list() {
         let mode = std::fs::metadata(keys.join("keyset.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "the key file is private");
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]

@@ -3,25 +3,25 @@
 //! smartcard session's SSO token, checked at the Spine Security Broker (a double under
 //! `support/`). Each refusal is a clear OAuth error, registers no launch and is audited.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::support::fake_idp::{CLIENT_ID, FakeIdp};
 use crate::support::smart::*;
-use crate::support::ssb_double::{Answer, SsbDouble, example_session};
-use crate::support::{FHIR_BASE, T0, TestApp};
+use crate::support::ssb_double::{Answer, Session, SsbDouble, example_session};
+use crate::support::{FHIR_BASE, T0, TestApp, free_port};
 
 const CIS2: &str = "cis2-test";
 
+/// An app with `idp` accepting presented tokens and, given its URL, a Spine Security Broker.
 async fn app_with(
     idp: &FakeIdp,
-    ssb: Option<&SsbDouble>,
+    ssb_url: Option<String>,
     tweak: impl FnOnce(&mut carebroker::config::idps::IdpConfig),
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = idp.config(CIS2, dir.path());
     config.accept_presented_tokens = true;
     tweak(&mut config);
-    let ssb_url = ssb.map(|s| s.url.clone());
     TestApp::builder()
         .with_client(public_app())
         .with_client(trusted_ehr())
@@ -94,9 +94,8 @@ async fn an_ehr_presents_the_cis2_id_token_it_holds_and_the_app_opens_as_that_us
     let token = idp.held_id_token(T0, |c| {
         c.insert("auth_time".into(), json!(T0 - 3600));
     });
-    let reply = post_launch(&app, &presenting(json!({"id_token": token, "access_token": "at-cis2"}))).await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let tokens = open_app(&app, reply.json()["launch"].as_str().unwrap()).await;
+    let launch = register_launch(&app, presenting(json!({"id_token": token, "access_token": "at-cis2"}))).await;
+    let tokens = open_app(&app, &launch).await;
     let (_, id) = crate::support::jwt_parts(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["sub"], format!("{CIS2}:555057896106"));
     assert_eq!(id["fhirUser"], format!("{FHIR_BASE}/Practitioner/555057896106"));
@@ -115,9 +114,7 @@ async fn a_token_for_another_of_our_client_ids_is_accepted_only_when_configured(
     let app = app_with(&idp, None, |_| {}).await;
     refused(&app, &body(), 403, "access_denied", "aud").await;
     let app = app_with(&idp, None, |c| c.presented_audiences = vec!["ehr-desktop".into()]).await;
-    let reply = post_launch(&app, &body()).await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let tokens = open_app(&app, reply.json()["launch"].as_str().unwrap()).await;
+    let tokens = open_app(&app, &register_launch(&app, body()).await).await;
     let (_, access) = crate::support::jwt_parts(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["roles"], json!(["R8000"]));
 }
@@ -126,109 +123,32 @@ async fn a_token_for_another_of_our_client_ids_is_accepted_only_when_configured(
 async fn presented_id_tokens_that_fail_a_check_are_refused() {
     let idp = FakeIdp::start("cis2").await;
     let app = app_with(&idp, None, |_| {}).await;
-    let with = |change: fn(&mut Map<String, Value>)| {
-        presenting(json!({"id_token": idp.held_id_token(T0, change), "access_token": "at-cis2"}))
+    // claims changed in the token the EHR holds (`null` removes one), and what the refusal says
+    let with = |changes: Value| {
+        let token = idp.held_id_token(T0, |c| c.extend(changes.as_object().unwrap().clone()));
+        presenting(json!({"id_token": token, "access_token": "at-cis2"}))
     };
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("iss".into(), json!("https://elsewhere.example"));
-        }),
-        403,
-        "access_denied",
-        "not a configured identity provider",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("aud".into(), json!("someone-else"));
-        }),
-        403,
-        "access_denied",
-        "aud",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("aud".into(), json!([CLIENT_ID, "someone-else"]));
-            c.insert("azp".into(), json!("someone-else"));
-        }),
-        403,
-        "access_denied",
-        "aud",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("exp".into(), json!(T0 - 120));
-        }),
-        403,
-        "access_denied",
-        "expired",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("exp".into(), Value::Null);
-        }),
-        403,
-        "access_denied",
-        "exp",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("authentication_assurance_level".into(), json!("1"));
-            c.insert("acr".into(), Value::Null);
-        }),
-        403,
-        "access_denied",
-        "AAL1",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("auth_time".into(), json!(T0 - 50_000));
-        }),
-        403,
-        "access_denied",
-        "ago",
-    )
-    .await;
-    // the selected role is at AB12, an organisation this EHR does not serve
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("selected_roleid".into(), json!("555254242199"));
-        }),
-        403,
-        "access_denied",
-        "AB12",
-    )
-    .await;
-    refused(
-        &app,
-        &with(|c| {
-            c.insert("selected_roleid".into(), json!("999"));
-        }),
-        403,
-        "access_denied",
-        "not one of the user's roles",
-    )
-    .await;
+    for (changes, says) in [
+        (json!({"iss": "https://elsewhere.example"}), "not a configured identity provider"),
+        (json!({"aud": "someone-else"}), "aud"),
+        (json!({"aud": [CLIENT_ID, "someone-else"], "azp": "someone-else"}), "aud"),
+        (json!({"exp": T0 - 120}), "expired"),
+        (json!({"exp": null}), "exp"),
+        (json!({"authentication_assurance_level": "1", "acr": null}), "AAL1"),
+        (json!({"auth_time": T0 - 50_000}), "ago"),
+        // the selected role is at AB12, an organisation this EHR does not serve
+        (json!({"selected_roleid": "555254242199"}), "AB12"),
+        (json!({"selected_roleid": "999"}), "not one of the user's roles"),
+    ] {
+        refused(&app, &with(changes), 403, "access_denied", says).await;
+    }
     idp.set(|k| k.foreign_key = true);
-    refused(&app, &with(|_| {}), 403, "access_denied", "").await;
+    refused(&app, &with(json!({})), 403, "access_denied", "").await;
     idp.set(|k| {
         k.foreign_key = false;
         k.alg_none = true;
     });
-    refused(&app, &with(|_| {}), 403, "access_denied", "").await;
+    refused(&app, &with(json!({})), 403, "access_denied", "").await;
     idp.set(|k| k.alg_none = false);
     // malformed requests
     refused(&app, &presenting(json!({"id_token": "not-a-jwt"})), 400, "invalid_request", "JWT").await;
@@ -253,11 +173,10 @@ async fn a_legacy_smartcard_session_opens_the_app_with_its_selected_role() {
     let ssb = SsbDouble::start().await;
     let token = "AQIC5wM2LY4Sfcy73z2zeTRzPNXOdr5U6mC2NyUVxy0BffY=@AAJTSQACMDE=#";
     ssb.answer(token, Answer::Active(example_session(T0)));
-    let app = app_with(&idp, Some(&ssb), |_| {}).await;
-    let reply = post_launch(&app, &presenting(json!({"sso_token": token}))).await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
+    let app = app_with(&idp, Some(ssb.url.clone()), |_| {}).await;
+    let launch = register_launch(&app, presenting(json!({"sso_token": token}))).await;
     assert_eq!(ssb.calls.lock().as_slice(), [token], "the token reached the SSB intact (URL-encoded on the way)");
-    let tokens = open_app(&app, reply.json()["launch"].as_str().unwrap()).await;
+    let tokens = open_app(&app, &launch).await;
     let (_, id) = crate::support::jwt_parts(tokens["id_token"].as_str().unwrap());
     assert_eq!(id["sub"], "cis-sso:232871648514");
     assert_eq!(id["fhirUser"], format!("{FHIR_BASE}/Practitioner/232871648514"));
@@ -268,39 +187,23 @@ async fn a_legacy_smartcard_session_opens_the_app_with_its_selected_role() {
 
 #[tokio::test]
 async fn legacy_smartcard_sessions_that_are_not_good_are_refused() {
+    let session = |change: fn(&mut Session)| {
+        let mut s = example_session(T0);
+        change(&mut s);
+        Answer::Active(s)
+    };
     let idp = FakeIdp::start("cis2").await;
     let ssb = SsbDouble::start().await;
-    let app = app_with(&idp, Some(&ssb), |_| {}).await;
+    let app = app_with(&idp, Some(ssb.url.clone()), |_| {}).await;
     let body = |token: &str| presenting(json!({"sso_token": token}));
     refused(&app, &body("unknown-token"), 403, "access_denied", "samlp:Requester").await;
     ssb.answer("stale", Answer::Active(example_session(T0 - 3600)));
     refused(&app, &body("stale"), 403, "access_denied", "not valid now").await;
-    ssb.answer(
-        "training",
-        Answer::Active({
-            let mut s = example_session(T0);
-            s.ssb_mode = "1";
-            s
-        }),
-    );
+    ssb.answer("training", session(|s| s.ssb_mode = "1"));
     refused(&app, &body("training"), 403, "access_denied", "training mode").await;
-    ssb.answer(
-        "orphan-role",
-        Answer::Active({
-            let mut s = example_session(T0);
-            s.session_role = "111111111111";
-            s
-        }),
-    );
+    ssb.answer("orphan-role", session(|s| s.session_role = "111111111111"));
     refused(&app, &body("orphan-role"), 403, "access_denied", "not one of the user's role profiles").await;
-    ssb.answer(
-        "other-org",
-        Answer::Active({
-            let mut s = example_session(T0);
-            s.session_role = "780609380500";
-            s
-        }),
-    );
+    ssb.answer("other-org", session(|s| s.session_role = "780609380500"));
     refused(&app, &body("other-org"), 403, "access_denied", "RQZ").await;
     ssb.answer("gone", Answer::Raw(404, String::new()));
     refused(&app, &body("gone"), 403, "access_denied", "HTTP 404").await;
@@ -320,20 +223,8 @@ async fn smartcard_sessions_are_refused_when_the_broker_is_not_configured_or_unr
     let idp = FakeIdp::start("cis2").await;
     let app = app_with(&idp, None, |_| {}).await;
     refused(&app, &presenting(json!({"sso_token": "tok"})), 403, "access_denied", "not accepted here").await;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::builder()
-        .with_client(public_app())
-        .with_client(trusted_ehr())
-        .with_config(move |c| {
-            c.federation.cis_sso.enabled = true;
-            c.federation.cis_sso.role_assertion_url = closed;
-        })
-        .with_dir(dir)
-        .build()
-        .await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let app = app_with(&idp, Some(closed), |_| {}).await;
     let reply = post_launch(&app, &presenting(json!({"sso_token": "secret-sso-token-1"}))).await;
     assert_eq!(reply.status, 503);
     assert!(!reply.text().contains("secret-sso-token-1"), "the token never appears in an answer: {}", reply.text());

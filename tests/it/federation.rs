@@ -62,8 +62,8 @@ async fn a_generic_oidc_user_signs_in_with_mapped_claims() {
     let to_provider = browser.follow(&app, &reply).await;
     let back = follow_provider(&app, &mut browser, &to_provider).await;
     assert!(back.header("location").unwrap().starts_with("/authorize/consent"), "{}", back.text());
-    let code = consent_and_exchange(&app, &mut browser, &back, None).await;
-    let tokens = exchange(&app, code.as_str().unwrap(), &verifier).await.json();
+    let code = consent_and_exchange(&app, &mut browser, &back).await;
+    let tokens = exchange(&app, &code, &verifier).await.json();
     let (_, access) = crate::support::jwt_parts(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["sub"], "trust:alice-1");
     assert_eq!(access["fhirUser"], "Practitioner/pr-alice");
@@ -92,8 +92,8 @@ async fn a_cis2_smartcard_user_signs_in_with_the_selected_role() {
     assert_eq!(get("acr_values"), "AAL3_ANY");
     assert_eq!(get("prompt"), "login", "role selection needs prompt=login");
     assert!(get("scope").split(' ').any(|s| s == "selectedrole"));
-    let code = consent_and_exchange(&app, &mut browser, &back, None).await;
-    let tokens = exchange(&app, code.as_str().unwrap(), &verifier).await.json();
+    let code = consent_and_exchange(&app, &mut browser, &back).await;
+    let tokens = exchange(&app, &code, &verifier).await.json();
     let (_, access) = crate::support::jwt_parts(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["sub"], "cis2:555057896106");
     assert_eq!(access["roles"], json!(["R8001"]), "the selected role, not the student role");
@@ -114,8 +114,8 @@ async fn an_nhs_login_patient_signs_in_as_their_own_patient() {
     assert!(back.header("location").unwrap().starts_with("/authorize/consent"), "no patient picker: {}", back.text());
     let vtr = idp.last_authorize().into_iter().find(|(k, _)| k == "vtr").map(|(_, v)| v).unwrap();
     assert_eq!(serde_json::from_str::<Vec<String>>(&vtr).unwrap(), vec!["P9.Cp.Cd", "P9.Cp.Ck", "P9.Cm"]);
-    let code = consent_and_exchange(&app, &mut browser, &back, None).await;
-    let tokens = exchange(&app, code.as_str().unwrap(), &verifier).await.json();
+    let code = consent_and_exchange(&app, &mut browser, &back).await;
+    let tokens = exchange(&app, &code, &verifier).await.json();
     assert_eq!(tokens["patient"], "9434765919");
     let (_, access) = crate::support::jwt_parts(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["fhirUser"], "Patient/9434765919");
@@ -300,8 +300,8 @@ async fn online_session(app: &TestApp, idp_id: &str) -> (Browser, serde_json::Va
         .await;
     let to_provider = browser.follow(app, &reply).await;
     let back = follow_provider(app, &mut browser, &to_provider).await;
-    let code = consent_and_exchange(app, &mut browser, &back, None).await;
-    let tokens = exchange(app, code.as_str().unwrap(), &verifier).await.json();
+    let code = consent_and_exchange(app, &mut browser, &back).await;
+    let tokens = exchange(app, &code, &verifier).await.json();
     assert!(tokens["refresh_token"].is_string(), "{tokens}");
     (browser, tokens)
 }

@@ -41,24 +41,16 @@ mod cedar_model;
 /// compare unlike with unlike.
 #[test]
 fn the_cedar_copy_for_the_benchmark_decides_every_fixture_as_the_shipped_policy() {
-    let policy = load_dir(Path::new(SHIPPED)).unwrap();
-    let cases: Vec<_> = carebroker::policy::fixtures::load_cases(&Path::new(SHIPPED).join("tests"))
-        .unwrap()
-        .into_iter()
-        .map(|(_, c)| c)
-        .collect();
-    let roles: Vec<Vec<String>> = cases.iter().map(|c| c.roles(&policy)).collect();
-    let requests: Vec<_> = cases.iter().zip(&roles).map(|(c, r)| c.request(r).unwrap()).collect();
-    let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+    let fixtures = cedar_model::Fixtures::load();
+    let (policy, requests, names) = (&fixtures.policy, fixtures.requests(), fixtures.names());
     let cedar = cedar_model::CedarPolicy::load();
-    let differences = cedar_model::disagreements(&policy, &cedar, &requests, &names);
+    let differences = cedar_model::disagreements(policy, &cedar, &requests, &names);
     assert!(differences.is_empty(), "{differences:#?}");
     // and the comparison notices a Cedar policy that has drifted: drop the students' forbid
     let start = cedar_model::POLICY.find("@id(\"students-never-write\")").unwrap();
     let end = start + cedar_model::POLICY[start..].find(';').unwrap() + 1;
     let drifted = format!("{}{}", &cedar_model::POLICY[..start], &cedar_model::POLICY[end..]);
-    let differences =
-        cedar_model::disagreements(&policy, &cedar_model::CedarPolicy::parse(&drifted), &requests, &names);
+    let differences = cedar_model::disagreements(policy, &cedar_model::CedarPolicy::parse(&drifted), &requests, &names);
     assert!(differences.iter().any(|d| d.contains("student")), "{differences:#?}");
 }
 

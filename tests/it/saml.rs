@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use crate::support::browser::{Browser, assert_no_session, consent_and_exchange};
+use crate::support::browser::{Browser, assert_no_session, consent_and_exchange, query_of};
 use crate::support::saml_idp::{self, IDP_SSO, Shape, attribute_of, authn_request, encode, good_response, sign};
 use crate::support::smart::*;
 use crate::support::{ISSUER, Reply, TestApp};
@@ -55,12 +55,7 @@ async fn failures_audited(app: &TestApp) -> usize {
 #[tokio::test]
 async fn a_care_home_carer_signs_in_through_the_homes_saml_idp() {
     let app = saml_app(|_| {}).await;
-    let mut browser = Browser::new();
-    let (request_id, relay, verifier) = begin(&app, &mut browser).await;
-    let back = answer(&app, &mut browser, &relay, &good_response(&Shape::new(&request_id, app.now()))).await;
-    assert!(back.header("location").is_some_and(|l| l.starts_with("/authorize/consent")), "{}", back.text());
-    let code = consent_and_exchange(&app, &mut browser, &back, None).await;
-    let tokens = exchange(&app, code.as_str().unwrap(), &verifier).await.json();
+    let tokens = signed_in(&app, &mut Browser::new()).await;
     let (_, access) = crate::support::jwt_parts(tokens["access_token"].as_str().unwrap());
     assert_eq!(access["sub"], "lavender:cj-4471");
     assert_eq!(access["fhirUser"], "Practitioner/cj-4471");
@@ -100,7 +95,7 @@ async fn refused(why: &str, says: &str, spoil: impl FnOnce(&mut Shape) -> String
 async fn signature_wrapping_and_injected_assertions_are_refused() {
     // XSW: an evil unsigned assertion before the signed one, in a signed response
     refused("evil assertion first", "exactly one assertion", |s| {
-        let signed = saml_idp::strip_declaration(&sign(&saml_idp::assertion(s, true), "saml-idp"));
+        let signed = saml_idp::signed_assertion(s, "saml-idp");
         let mut evil = s.clone();
         evil.name_id = "admin@lavender.example".into();
         evil.assertion_id = "_evil".into();
@@ -109,7 +104,7 @@ async fn signature_wrapping_and_injected_assertions_are_refused() {
     .await;
     // XSW: the signed assertion tucked inside the evil one's subject confirmation data
     refused("signed assertion hidden in the evil one", "exactly one assertion", |s| {
-        let signed = saml_idp::strip_declaration(&sign(&saml_idp::assertion(s, true), "saml-idp"));
+        let signed = saml_idp::signed_assertion(s, "saml-idp");
         let mut evil = s.clone();
         evil.name_id = "admin@lavender.example".into();
         let evil_xml = saml_idp::assertion(&evil, false).replace(
@@ -158,7 +153,7 @@ async fn comment_injection_in_name_id_is_refused() {
 #[tokio::test]
 async fn responses_not_signed_by_the_metadata_certificate_or_with_an_algorithm_not_allowed_are_refused() {
     refused("foreign certificate", "failed verification", |s| {
-        let signed = saml_idp::strip_declaration(&sign(&saml_idp::assertion(s, true), "saml-foreign"));
+        let signed = saml_idp::signed_assertion(s, "saml-foreign");
         sign(&saml_idp::response(s, &signed, true), "saml-foreign")
     })
     .await;
@@ -306,8 +301,9 @@ async fn an_idp_failure_status_and_garbage_end_on_a_clear_page() {
 async fn signed_in(app: &TestApp, browser: &mut Browser) -> serde_json::Value {
     let (request_id, relay, verifier) = begin(app, browser).await;
     let back = answer(app, browser, &relay, &good_response(&Shape::new(&request_id, app.now()))).await;
-    let code = consent_and_exchange(app, browser, &back, None).await;
-    exchange(app, code.as_str().unwrap(), &verifier).await.json()
+    assert!(back.header("location").is_some_and(|l| l.starts_with("/authorize/consent")), "{}", back.text());
+    let code = consent_and_exchange(app, browser, &back).await;
+    exchange(app, &code, &verifier).await.json()
 }
 
 async fn still_signed_in(app: &TestApp, browser: &mut Browser) -> bool {
@@ -432,8 +428,7 @@ async fn signing_out_here_asks_the_idp_to_sign_the_user_out_too() {
     );
     assert!(!still_signed_in(&app, &mut browser).await, "signed out here before asking the IdP");
     let request_id = attribute_of(&request, "ID");
-    let relay =
-        url::Url::parse(&location).unwrap().query_pairs().find(|(k, _)| k == "RelayState").unwrap().1.into_owned();
+    let relay = query_of(&location)["RelayState"].clone();
     let now = app.now();
     // refused, and the pending logout kept: an answer to another request, unsigned, a stranger's
     for (why, path) in [

@@ -3,8 +3,6 @@
 
 use axum::http::Method;
 
-use serde_json::json;
-
 use super::{Reply, TestApp, form};
 
 #[derive(Debug, Default, Clone)]
@@ -94,13 +92,8 @@ pub async fn assert_no_session(app: &TestApp, browser: &mut Browser, failed: &Re
     assert!(again.header("location").unwrap().starts_with("/signin"), "{why}: a session was created");
 }
 
-pub async fn consent_and_exchange(
-    app: &TestApp,
-    browser: &mut Browser,
-    reply: &Reply,
-    verifier_challenge: Option<(String, String)>,
-) -> serde_json::Value {
-    let _ = verifier_challenge;
+/// Allows every scope on the consent page `reply` leads to; returns the authorization code.
+pub async fn consent_and_exchange(app: &TestApp, browser: &mut Browser, reply: &Reply) -> String {
     let page = browser.follow(app, reply).await;
     let html = page.text();
     let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
@@ -112,13 +105,5 @@ pub async fn consent_and_exchange(
     form.extend(scopes.iter().map(|s| ("scope", s.as_str())));
     let back = browser.post(app, "/authorize/consent", &form, &[]).await;
     let location = back.header("location").unwrap().to_owned();
-    url::Url::parse(&location)
-        .unwrap()
-        .query_pairs()
-        .into_owned()
-        .collect::<std::collections::HashMap<_, _>>()
-        .get("code")
-        .cloned()
-        .map(|c| json!(c))
-        .unwrap_or(json!(null))
+    query_of(&location).get("code").cloned().unwrap_or_else(|| panic!("no code: {location}"))
 }

@@ -144,6 +144,11 @@ impl TestApp {
     }
 }
 
+/// A loopback port nothing listens on (for a server a test starts, or a closed one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 pub fn form(params: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {

@@ -21,10 +21,9 @@ fn pem_body(pem: &str) -> String {
     pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }
 
-/// DER of a PEM file in `certs/test`.
-pub fn der(name: &str) -> Vec<u8> {
-    let pem = std::fs::read_to_string(certs().join(name)).expect("test cert");
-    base64::engine::general_purpose::STANDARD.decode(pem_body(&pem)).expect("pem")
+/// The PKCS#8 PEM of `certs/test/{name}.key.pem`.
+fn key_pem(name: &str) -> String {
+    std::fs::read_to_string(certs().join(format!("{name}.key.pem"))).expect("test key")
 }
 
 /// The base64 certificate body of `certs/test/{name}.crt.pem`.
@@ -71,12 +70,8 @@ pub fn config(id: &str, dir: &std::path::Path) -> IdpConfig {
 
 /// The AuthnRequest inside an HTTP-Redirect URL: (its XML, RelayState).
 pub fn authn_request(location: &str) -> (String, String) {
-    let url = url::Url::parse(location).expect("redirect URL");
-    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
-    let deflated = base64::engine::general_purpose::STANDARD.decode(&q["SAMLRequest"]).expect("base64");
-    let mut xml = String::new();
-    flate2::read::DeflateDecoder::new(&deflated[..]).read_to_string(&mut xml).expect("deflate");
-    (xml, q.get("RelayState").cloned().unwrap_or_default())
+    let relay = super::browser::query_of(location).get("RelayState").cloned().unwrap_or_default();
+    (redirect_message(location, "SAMLRequest"), relay)
 }
 
 /// The value of `name="…"` on the first element carrying it.
@@ -185,15 +180,20 @@ pub fn response(s: &Shape, inner: &str, template: bool) -> String {
 
 /// Fills every signature template in `xml` with `key` (a `certs/test` name).
 pub fn sign(xml: &str, key: &str) -> String {
-    let signed = Crypto::sign_xml(xml, &der(&format!("{key}.key.pem"))).expect("xmlsec signs");
+    let signed = Crypto::sign_xml(xml, &carebroker::token::jose::pkcs8_from_pem(&key_pem(key)).expect("pem"))
+        .expect("xmlsec signs");
     // libxml adds an XML declaration; keep the document as an IdP would send it
     signed.trim_start_matches(|c| c != '<').to_owned()
 }
 
+/// The assertion signed with `key`, ready to put in a response.
+pub fn signed_assertion(s: &Shape, key: &str) -> String {
+    strip_declaration(&sign(&assertion(s, true), key))
+}
+
 /// A correctly signed response (assertion signed, then the response).
 pub fn good_response(s: &Shape) -> String {
-    let signed_assertion = sign(&assertion(s, true), "saml-idp");
-    let signed_assertion = strip_declaration(&signed_assertion);
+    let signed_assertion = signed_assertion(s, "saml-idp");
     sign(&response(s, &signed_assertion, true), "saml-idp")
 }
 
@@ -212,8 +212,7 @@ pub const IDP_SLO: &str = "https://idp.test/saml/slo";
 
 /// Inflates the `param` (`SAMLRequest`/`SAMLResponse`) of a redirect-binding URL.
 pub fn redirect_message(location: &str, param: &str) -> String {
-    let url = url::Url::parse(location).expect("redirect URL");
-    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let q = super::browser::query_of(location);
     let deflated = base64::engine::general_purpose::STANDARD.decode(&q[param]).expect("base64");
     let mut xml = String::new();
     flate2::read::DeflateDecoder::new(&deflated[..]).read_to_string(&mut xml).expect("deflate");
@@ -232,8 +231,7 @@ pub fn slo_path(param: &str, xml: &str, relay: Option<&str>, key: Option<&str>) 
         url.query_pairs_mut().append_pair("RelayState", relay);
     }
     if let Some(key) = key {
-        let pem = std::fs::read(certs().join(format!("{key}.key.pem"))).unwrap();
-        let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
+        let key = openssl::pkey::PKey::private_key_from_pem(key_pem(key).as_bytes()).unwrap();
         url = samael::crypto::sign_url(url, &key).unwrap();
     }
     format!("/saml/slo?{}", url.query().unwrap())

@@ -27,8 +27,7 @@ impl SimpleSaml {
 
     /// Starts the IdP for the service provider at `broker`; returns once its metadata is served.
     pub async fn start(broker: &str) -> Self {
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let port = super::free_port();
         let state = tempfile::tempdir().expect("state dir");
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/saml-idp/serve.sh");
         let child = Command::new(script)
