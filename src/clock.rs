@@ -58,9 +58,32 @@ impl Clock for FixedClock {
     }
 }
 
+/// Minutes since local midnight in the UK (Europe/London: GMT in winter, BST in summer) at
+/// `unix_seconds`: clinical services keep UK time, so time-of-day policy conditions read this.
+pub fn uk_minute_of_day(unix_seconds: i64) -> u16 {
+    use chrono::Timelike as _;
+    let Some(utc) = chrono::DateTime::from_timestamp(unix_seconds, 0) else { return 0 };
+    let local = utc.with_timezone(&chrono_tz::Europe::London);
+    u16::try_from(local.hour() * 60 + local.minute()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uk_time_follows_the_clock_changes() {
+        // 2026-03-29 01:00 UTC the clocks go forward: 00:59 UTC is 00:59 GMT, 01:00 UTC is 02:00 BST
+        assert_eq!(uk_minute_of_day(1_774_745_940), 59);
+        assert_eq!(uk_minute_of_day(1_774_746_000), 120);
+        // a summer afternoon: 2026-07-01 16:30 UTC is 17:30 BST
+        assert_eq!(uk_minute_of_day(1_782_923_400), 17 * 60 + 30);
+        // 2026-10-25 01:00 UTC the clocks go back: 00:30 UTC is 01:30 BST, 01:30 UTC is 01:30 GMT
+        assert_eq!(uk_minute_of_day(1_792_888_200), 90);
+        assert_eq!(uk_minute_of_day(1_792_891_800), 90);
+        // winter: 2026-12-01 07:59 UTC is 07:59 GMT
+        assert_eq!(uk_minute_of_day(1_796_111_940), 7 * 60 + 59);
+    }
 
     #[test]
     fn fixed_clock_moves_only_when_told() {

@@ -155,6 +155,21 @@ struct ExplainArgs {
     record_org: Option<String>,
     #[arg(long)]
     restricted: bool,
+    /// Patients the caller is a verified proxy for (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    proxy_for: Vec<String>,
+    /// UK local time of the request, HH:MM (default 10:00).
+    #[arg(long, conflicts_with = "at")]
+    time: Option<String>,
+    /// The instant of the request (RFC 3339), read as UK local time.
+    #[arg(long)]
+    at: Option<String>,
+    /// An update that only adds notes.
+    #[arg(long)]
+    only_notes_changed: bool,
+    /// The request is the availability check.
+    #[arg(long)]
+    availability_check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,16 +494,18 @@ fn policy_command(action: PolicyAction) -> ExitCode {
                 org: args.org,
                 assurance: args.assurance,
                 context_patient: args.context_patient,
-                proxy_for: Vec::new(),
+                proxy_for: args.proxy_for,
                 break_glass: args.break_glass,
-                time: None,
+                time: args.time,
+                at: args.at,
                 system: args.system,
                 resource: args.resource,
                 interaction: args.interaction,
                 record_patient: args.record_patient,
                 record_org: args.record_org,
                 restricted: args.restricted,
-                only_notes_changed: false,
+                only_notes_changed: args.only_notes_changed,
+                availability_check: args.availability_check,
                 expect: String::new(),
                 rule: String::new(),
             };

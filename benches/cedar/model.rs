@@ -124,6 +124,7 @@ pub fn question(r: &AccessRequest<'_>) -> CedarQuestion {
         json!({
             "breakGlass": r.break_glass,
             "onlyNotesChanged": r.only_notes_changed,
+            "availabilityCheck": r.availability_check,
             "minute": r.minute_of_day,
         }),
         None,

@@ -5,6 +5,7 @@
 //! names the first record that was edited, deleted or moved.
 
 pub mod fhir;
+pub mod limiter;
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::audit::{GENESIS_HASH, chain_hash};
-use crate::store::{AuditDraft, DurableStore, StoreError};
+use crate::store::{AuditDraft, AuditRecord, DurableStore, StoreError};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +171,24 @@ impl AuditLog {
 
     /// Appends `event` and waits until it is durable. Returns its sequence number.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        let answer = self.submit(event).await?;
+        Self::durable(answer).await
+    }
+
+    /// Appends every event (one group commit when the writer is idle) and waits until all are
+    /// durable: for a response that discloses several patients, one record each.
+    pub async fn record_all(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            answers.push(self.submit(event).await?);
+        }
+        for answer in answers {
+            Self::durable(answer).await?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, event: &AuditEvent) -> Result<oneshot::Receiver<Result<i64, String>>, AuditError> {
         let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let draft = AuditDraft {
             time: self.clock.now_millis(),
@@ -179,6 +198,10 @@ impl AuditLog {
         };
         let (reply, answer) = oneshot::channel();
         self.sender.send((draft, reply)).await.map_err(|_| AuditError::WriterGone)?;
+        Ok(answer)
+    }
+
+    async fn durable(answer: oneshot::Receiver<Result<i64, String>>) -> Result<i64, AuditError> {
         match answer.await {
             Ok(Ok(seq)) => Ok(seq),
             Ok(Err(e)) => Err(AuditError::Store(StoreError::Unavailable(e))),
@@ -202,6 +225,29 @@ pub enum Verification {
     Intact { records: i64, head: String },
     /// The first record that does not fit, and why.
     Broken { seq: i64, reason: String },
+}
+
+/// Checks that a record is filed (its `patient` and `actor` columns, which auditors search by)
+/// under what its hashed content says: a record re-filed under another patient is caught even
+/// though its hashed content is intact.
+pub fn filed_as_hashed(record: &AuditRecord) -> Result<(), String> {
+    let event: AuditEvent =
+        serde_json::from_str(&record.data).map_err(|_| "its content is not an audit event".to_owned())?;
+    if record.patient != event.patient {
+        return Err(format!(
+            "it is filed under patient {} but its hashed content is about {} (re-filed)",
+            record.patient.as_deref().unwrap_or("(none)"),
+            event.patient.as_deref().unwrap_or("(none)")
+        ));
+    }
+    if record.actor != event.actor.subject {
+        return Err(format!(
+            "it is filed under actor {} but its hashed content names {} (re-filed)",
+            record.actor.as_deref().unwrap_or("(none)"),
+            event.actor.subject.as_deref().unwrap_or("(none)")
+        ));
+    }
+    Ok(())
 }
 
 /// Walks the whole chain from the first record.
@@ -234,6 +280,9 @@ pub async fn verify(store: &dyn DurableStore) -> Result<Verification, StoreError
                     seq: record.seq,
                     reason: "its content does not match its hash (edited)".into(),
                 });
+            }
+            if let Err(reason) = filed_as_hashed(record) {
+                return Ok(Verification::Broken { seq: record.seq, reason });
             }
             prev = record.hash.clone();
             expected_seq += 1;

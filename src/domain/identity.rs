@@ -62,6 +62,13 @@ impl Identity {
     }
 }
 
+/// The national RBAC job role (`R…`) of a CIS2 role code, in either form CIS2 uses: the bare job
+/// role (`R8001`) or the full `role_code` with staff group and sub-group (`S8000:G8000:R8001`).
+pub fn job_role(role_code: &str) -> Option<String> {
+    let part = role_code.trim().split(':').find(|p| p.starts_with('R'))?;
+    (part.len() >= 2 && part.len() <= 16 && part[1..].bytes().all(|b| b.is_ascii_digit())).then(|| part.to_owned())
+}
+
 /// The resource types `fhirUser` may name (SMART App Launch 2.2; Inferno accepts these four).
 pub const FHIR_USER_TYPES: [&str; 4] = ["Practitioner", "Patient", "RelatedPerson", "Person"];
 
@@ -73,4 +80,18 @@ pub fn is_fhir_user_reference(reference: &str) -> bool {
 /// A FHIR logical id.
 pub fn is_fhir_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_roles_in_both_cis2_forms() {
+        assert_eq!(job_role("R8000").as_deref(), Some("R8000"));
+        assert_eq!(job_role("S8000:G8000:R8001").as_deref(), Some("R8001"));
+        assert_eq!(job_role("S8000:G8000"), None);
+        assert_eq!(job_role("Rabbit"), None);
+        assert_eq!(job_role(""), None);
+    }
 }

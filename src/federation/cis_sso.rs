@@ -9,10 +9,10 @@
 use std::time::Duration;
 
 use super::SignInError;
-use super::profiles::job_role;
 use super::xml::{has_dtd, is};
 use crate::config::CisSsoConfig;
 use crate::domain::identity::Identity;
+use crate::domain::identity::job_role;
 use crate::domain::xml_time::parse_utc;
 
 const SAML1_PROTOCOL: &str = "urn:oasis:names:tc:SAML:1.0:protocol";

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::SignInError;
 use super::oidc::{Claims, RoundTrip, number_claim};
 use crate::config::idps::IdpConfig;
-use crate::domain::identity::{Identity, is_fhir_user_reference};
+use crate::domain::identity::{Identity, is_fhir_user_reference, job_role};
 use crate::domain::nhs_number::NhsNumber;
 
 fn text(claims: &Claims, name: &str) -> Option<String> {
@@ -67,11 +67,6 @@ pub fn generic(config: &IdpConfig, claims: &Claims, now: i64) -> Result<Identity
     }
     identity.assurance = 2;
     Ok(identity)
-}
-
-/// The `R…` job role of a CIS2 `role_code` (`S8000:G8000:R8001` → `R8001`).
-pub fn job_role(role_code: &str) -> Option<String> {
-    role_code.split(':').find(|p| p.starts_with('R')).map(str::to_owned)
 }
 
 /// NHS CIS2: assurance levels, an `auth_time` at most `max_auth_age` seconds ago, and the selected

@@ -1,6 +1,8 @@
 //! "Does a care plan exist?" for systems (an EHR's care-plan flag, NHS 111 by phone number):
 //! existence, last update and the link to open it, and never any clinical content. Backend
-//! services only (`system/` scope allowing CarePlan search).
+//! services only (`system/` scope allowing CarePlan search), asked of the policy as the
+//! `availability_check`, which is all the availability role reaches: it cannot search plans.
+//! Every patient an answer names is audited.
 
 use serde_json::{Value, json};
 
@@ -17,9 +19,10 @@ use crate::store::Criterion;
 
 impl FhirApi {
     /// `GET /availability?nhs_number=…` or `?phone=…`.
-    pub async fn availability(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
-        let mut subject = None;
+    pub async fn availability(&self, caller: &Caller, raw_query: Option<&str>) -> Result<FhirResponse, FhirError> {
+        let mut patients: Vec<String> = Vec::new();
         let result = async {
+            let query = &Query::parse(raw_query)?;
             let access = caller.access("CarePlan", Permissions::SEARCH)?;
             if access.reach != Reach::System {
                 return Err(FhirError::InsufficientScope(
@@ -27,16 +30,11 @@ impl FhirApi {
                 ));
             }
             query.only(&["nhs_number", "phone"])?;
-            caller.decide(
-                &**self.policy.load_full(),
-                "CarePlan",
-                Permissions::SEARCH,
-                super::guard::Record::default(),
-            )?;
-            let patients: Vec<String> = match (query.one("nhs_number")?, query.one("phone")?) {
+            let record = super::guard::Record { availability_check: true, ..Default::default() };
+            caller.decide(&**self.policy.load_full(), "CarePlan", Permissions::SEARCH, record)?;
+            let found: Vec<String> = match (query.one("nhs_number")?, query.one("phone")?) {
                 (Some(nhs), None) => {
                     let nhs = NhsNumber::parse(nhs).map_err(|e| FhirError::bad_request(e.to_string()))?;
-                    subject = Some(nhs.to_string());
                     vec![nhs.to_string()]
                 }
                 (None, Some(phone)) => {
@@ -53,8 +51,9 @@ impl FhirApi {
                 }
                 _ => return Err(FhirError::bad_request("give exactly one of `nhs_number` or `phone`")),
             };
+            patients.clone_from(&found);
             let mut matches = Vec::new();
-            for nhs in &patients {
+            for nhs in &found {
                 let plans = self
                     .stores
                     .durable
@@ -78,6 +77,6 @@ impl FhirApi {
             Ok(FhirResponse::ok(json!({"care_plan_exists": exists, "matches": matches})))
         }
         .await;
-        self.audited(caller, AuditKind::AvailabilityCheck, ("CarePlan", None), subject.as_deref(), result).await
+        self.audited(caller, AuditKind::AvailabilityCheck, ("CarePlan", None), &patients, result).await
     }
 }

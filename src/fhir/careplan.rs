@@ -34,7 +34,7 @@ fn single(stored: &StoredResource, status: u16) -> FhirResponse {
 
 impl FhirApi {
     /// The stored Patient `nhs`, if known here.
-    async fn patient_resource(&self, nhs: &str) -> Result<Option<Value>, FhirError> {
+    pub(super) async fn patient_resource(&self, nhs: &str) -> Result<Option<Value>, FhirError> {
         let stored = self.stores.durable.read_resource("Patient", nhs).await?;
         Ok(stored.map(|s| serde_json::from_str(&s.data).unwrap_or_default()))
     }
@@ -51,13 +51,16 @@ impl FhirApi {
         Ok(org)
     }
 
-    /// Scope granularity, compartment and policy for one stored CarePlan.
+    /// Scope granularity, compartment and policy for one stored CarePlan. `only_notes_changed`
+    /// describes the update being judged (false for anything else).
+    #[expect(clippy::too_many_arguments, reason = "one check with its inputs and two request-wide memos")]
     async fn admit_careplan(
         &self,
         caller: &Caller,
         access: &Access,
         stored: &StoredResource,
         interaction: Permissions,
+        only_notes_changed: bool,
         audit_patient: &mut Option<String>,
         orgs: &mut OrgMemo,
     ) -> Result<Value, FhirError> {
@@ -71,7 +74,8 @@ impl FhirApi {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
         let org = self.patient_org(patient.as_deref(), orgs).await?;
-        let record = Record { patient: patient.as_deref(), org: org.as_deref(), ..Record::default() };
+        let record =
+            Record { patient: patient.as_deref(), org: org.as_deref(), only_notes_changed, ..Record::default() };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(plan)
     }
@@ -82,11 +86,12 @@ impl FhirApi {
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let stored = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient, &mut OrgMemo::new()).await?;
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, false, &mut patient, &mut OrgMemo::new())
+                .await?;
             Ok(single(&stored, 200))
         }
         .await;
-        self.audited(caller, AuditKind::FhirRead, (TYPE, Some(id)), patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirRead, (TYPE, Some(id)), &Vec::from_iter(patient), result).await
     }
 
     /// `GET /CarePlan/{id}/_history/{version}`.
@@ -97,23 +102,30 @@ impl FhirApi {
             let version: i64 = version.parse().map_err(|_| FhirError::NotFound)?;
             let stored =
                 self.stores.durable.read_resource_version(TYPE, id, version).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, &mut patient, &mut OrgMemo::new()).await?;
+            self.admit_careplan(caller, &access, &stored, Permissions::READ, false, &mut patient, &mut OrgMemo::new())
+                .await?;
             Ok(single(&stored, 200))
         }
         .await;
-        self.audited(caller, AuditKind::FhirVread, (TYPE, Some(id)), patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirVread, (TYPE, Some(id)), &Vec::from_iter(patient), result).await
     }
 
-    /// `GET /CarePlan/{id}/_history`.
+    /// `GET /CarePlan/{id}/_history`: every version, each judged on its own (a version the caller
+    /// may not see refuses the whole history).
     pub async fn history_careplan(&self, caller: &Caller, id: &str) -> Result<FhirResponse, FhirError> {
-        let mut patient = None;
+        let mut patients: Vec<String> = Vec::new();
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let versions = self.stores.durable.resource_history(TYPE, id).await?;
             let mut entries = Vec::new();
             let mut orgs = OrgMemo::new();
             for stored in &versions {
-                self.admit_careplan(caller, &access, stored, Permissions::READ, &mut patient, &mut orgs).await?;
+                let mut patient = None;
+                let admitted = self
+                    .admit_careplan(caller, &access, stored, Permissions::READ, false, &mut patient, &mut orgs)
+                    .await;
+                patients.extend(patient);
+                admitted?;
                 let method = if stored.version == 1 { "POST" } else { "PUT" };
                 entries.push(json!({
                     "fullUrl": format!("{}/{TYPE}/{id}/_history/{}", self.fhir_base, stored.version),
@@ -128,14 +140,16 @@ impl FhirApi {
             Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "history", "total": entries.len(), "entry": entries})))
         }
         .await;
-        self.audited(caller, AuditKind::FhirHistory, (TYPE, Some(id)), patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirHistory, (TYPE, Some(id)), &patients, result).await
     }
 
     /// `GET /CarePlan?…`: patient, subject, subject:identifier, status, category, date,
-    /// _lastUpdated, _count.
-    pub async fn search_careplans(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
-        let mut audited_patient = None;
+    /// _lastUpdated, _count. The audit names the patient searched for and every patient whose
+    /// plan the page shows.
+    pub async fn search_careplans(&self, caller: &Caller, raw_query: Option<&str>) -> Result<FhirResponse, FhirError> {
+        let mut audit_patients: Vec<String> = Vec::new();
         let result = async {
+            let query = &Query::parse(raw_query)?;
             let access = caller.access(TYPE, Permissions::SEARCH)?;
             query.only(&[
                 "patient",
@@ -167,9 +181,13 @@ impl FhirApi {
                 })?;
                 patients.push(nhs.to_owned());
             }
+            patients.sort_unstable();
             patients.dedup();
             if patients.len() > 1 {
                 return Err(FhirError::bad_request("search one patient at a time"));
+            }
+            if let Some(named) = patients.first().filter(|p| NhsNumber::parse(p).is_ok()) {
+                audit_patients.push(named.clone());
             }
             if let Reach::Patient(own) = &access.reach {
                 // A patient-context search is always within that patient.
@@ -181,20 +199,15 @@ impl FhirApi {
             if patients.is_empty() && matches!(access.reach, Reach::User) {
                 return Err(FhirError::bad_request("a user's CarePlan search must name the patient (`patient=`)"));
             }
-            audited_patient = patients.first().cloned();
             let mut criteria = Vec::new();
             if let Some(p) = patients.first() {
                 criteria.push(Criterion { key: "patient".into(), values: vec![p.clone()] });
             }
-            for status in query.all("status") {
-                criteria
-                    .push(Criterion { key: "status".into(), values: status.split(',').map(str::to_owned).collect() });
+            for values in query.lists("status")? {
+                criteria.push(Criterion { key: "status".into(), values });
             }
-            for category in query.all("category") {
-                criteria.push(Criterion {
-                    key: "category".into(),
-                    values: category.split(',').map(str::to_owned).collect(),
-                });
+            for values in query.lists("category")? {
+                criteria.push(Criterion { key: "category".into(), values });
             }
             let dates = query.all("date").into_iter().map(date_param).collect::<Result<Vec<_>, _>>()?;
             let updated = query.all("_lastUpdated").into_iter().map(date_param).collect::<Result<Vec<_>, _>>()?;
@@ -203,11 +216,11 @@ impl FhirApi {
             let mut orgs = OrgMemo::new();
             for stored in candidates {
                 let plan = match self
-                    .admit_careplan(caller, &access, &stored, Permissions::SEARCH, &mut None, &mut orgs)
+                    .admit_careplan(caller, &access, &stored, Permissions::SEARCH, false, &mut None, &mut orgs)
                     .await
                 {
                     Ok(plan) => plan,
-                    Err(FhirError::Hidden(_) | FhirError::Denied { .. }) => continue,
+                    Err(FhirError::Hidden(_) | FhirError::PolicyDenied { .. }) => continue,
                     Err(e) => return Err(e),
                 };
                 let start = plan["period"]["start"].as_str().and_then(instant_of);
@@ -217,16 +230,20 @@ impl FhirApi {
                     range_matches(Some(stored.last_updated), Some(stored.last_updated), *p, *at, *day)
                 });
                 if in_dates && in_updated {
-                    matches.push(stored);
+                    matches.push((stored, careplan_patient(&plan)));
                 }
             }
+            audit_patients.extend(matches.iter().skip(offset).take(count).filter_map(|(_, p)| p.clone()));
+            let matches: Vec<StoredResource> = matches.into_iter().map(|(stored, _)| stored).collect();
             Ok(FhirResponse::ok(searchset(&self.fhir_base, TYPE, query, &matches, count, offset)))
         }
         .await;
-        self.audited(caller, AuditKind::FhirSearch, (TYPE, None), audited_patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirSearch, (TYPE, None), &audit_patients, result).await
     }
 
-    /// Checks a new or changed CarePlan: valid, about a known patient, within the caller's reach.
+    /// Checks a new or changed CarePlan: valid, within the caller's scopes and compartment,
+    /// permitted by the policy, and about a known patient, in that order, so that whether an NHS
+    /// number is known here is told only to a caller the policy would let write for it.
     async fn accept_careplan(
         &self,
         caller: &Caller,
@@ -234,27 +251,14 @@ impl FhirApi {
         plan: &Value,
         id: Option<&str>,
         interaction: Permissions,
-        previous: Option<&Value>,
+        only_notes_changed: bool,
     ) -> Result<(), FhirError> {
-        let only_notes_changed = previous.is_some_and(|old| only_notes_changed(old, plan));
         let issues = validate_careplan(plan, id);
         if !issues.is_empty() {
             let structural = issues.iter().any(|i| i.code == "structure");
             return Err(if structural { FhirError::BadRequest(issues) } else { FhirError::Unprocessable(issues) });
         }
         let patient = careplan_patient(plan).unwrap_or_default();
-        let subject = match NhsNumber::parse(&patient) {
-            Ok(_) => self.patient_resource(&patient).await?,
-            Err(_) => None,
-        };
-        let Some(subject) = subject else {
-            return Err(FhirError::Unprocessable(vec![Issue {
-                severity: "error",
-                code: "not-found",
-                diagnostics: format!("the subject Patient/{patient} is not known here"),
-                expression: Some("CarePlan.subject".into()),
-            }]));
-        };
         if let Reach::Patient(own) = &access.reach {
             if *own != patient {
                 return Err(FhirError::Denied {
@@ -265,9 +269,22 @@ impl FhirApi {
         if !access.admits(plan) {
             return Err(FhirError::Denied { reason: "the plan is outside the granted granular scope".into() });
         }
-        let record =
-            Record { patient: Some(&patient), org: managing_org(&subject), only_notes_changed, restricted: false };
+        let subject = self.patient_resource(&patient).await?;
+        let record = Record {
+            patient: Some(&patient),
+            org: subject.as_ref().and_then(managing_org),
+            only_notes_changed,
+            ..Record::default()
+        };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
+        if subject.is_none() {
+            return Err(FhirError::Unprocessable(vec![Issue {
+                severity: "error",
+                code: "not-found",
+                diagnostics: format!("the subject Patient/{patient} is not known here"),
+                expression: Some("CarePlan.subject".into()),
+            }]));
+        }
         Ok(())
     }
 
@@ -282,8 +299,8 @@ impl FhirApi {
                 map.remove("id");
                 map.remove("meta");
             }
-            patient = careplan_patient(&plan);
-            self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE, None).await?;
+            patient = careplan_patient(&plan).filter(|p| NhsNumber::parse(p).is_ok());
+            self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE, false).await?;
             let id = new_id();
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
@@ -306,10 +323,12 @@ impl FhirApi {
             Ok(response)
         }
         .await;
-        self.audited(caller, AuditKind::FhirCreate, (TYPE, created_id.as_deref()), patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirCreate, (TYPE, created_id.as_deref()), &Vec::from_iter(patient), result)
+            .await
     }
 
-    /// `PUT /CarePlan/{id}` with `If-Match: W/"{version}"`.
+    /// `PUT /CarePlan/{id}` with `If-Match: W/"{version}"`. A plan's subject is fixed when it is
+    /// created: moving a plan to another patient is a clinical act of its own, not an update.
     pub async fn update_careplan(
         &self,
         caller: &Caller,
@@ -322,15 +341,36 @@ impl FhirApi {
             let access = caller.access(TYPE, Permissions::UPDATE)?;
             let expected = parse_if_match(if_match)?;
             let current = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let previous = self
-                .admit_careplan(caller, &access, &current, Permissions::UPDATE, &mut patient, &mut OrgMemo::new())
-                .await?;
+            let mut orgs = OrgMemo::new();
+            // Refuse early a caller no update of this plan could be permitted to (a notes-only
+            // change is judged on its own, so ask both ways); the body is judged below.
+            let previous = match self
+                .admit_careplan(caller, &access, &current, Permissions::UPDATE, false, &mut patient, &mut orgs)
+                .await
+            {
+                Err(FhirError::PolicyDenied { .. }) => {
+                    self.admit_careplan(caller, &access, &current, Permissions::UPDATE, true, &mut patient, &mut orgs)
+                        .await?
+                }
+                other => other?,
+            };
             let mut plan = parse_json(body)?;
             if let Value::Object(map) = &mut plan {
                 map.remove("meta");
             }
-            patient = careplan_patient(&plan);
-            self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE, Some(&previous)).await?;
+            let issues = validate_careplan(&plan, Some(id));
+            if issues.is_empty() && careplan_patient(&plan) != patient {
+                return Err(FhirError::Unprocessable(vec![Issue {
+                    severity: "error",
+                    code: "business-rule",
+                    diagnostics: "the subject of a care plan cannot be changed; a plan for another patient is a new \
+                                  plan"
+                        .into(),
+                    expression: Some("CarePlan.subject".into()),
+                }]));
+            }
+            let notes_only = only_notes_added(&previous, &plan);
+            self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE, notes_only).await?;
             let data = plan.to_string();
             let index = index_of(TYPE, &plan);
             let write =
@@ -344,12 +384,14 @@ impl FhirApi {
             }
         }
         .await;
-        self.audited(caller, AuditKind::FhirUpdate, (TYPE, Some(id)), patient.as_deref(), result).await
+        self.audited(caller, AuditKind::FhirUpdate, (TYPE, Some(id)), &Vec::from_iter(patient), result).await
     }
 }
 
-/// True when `new` differs from `old` in `note` only (a patient adding their own preferences).
-fn only_notes_changed(old: &Value, new: &Value) -> bool {
+/// True when `new` only adds notes to `old`: every other element is unchanged and the old notes
+/// are still there, in order, unaltered (a patient adds their preferences; nobody's earlier note
+/// is changed or removed this way).
+fn only_notes_added(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Value::Object(map) = &mut v {
@@ -359,7 +401,9 @@ fn only_notes_changed(old: &Value, new: &Value) -> bool {
         }
         v
     };
-    strip(old) == strip(new)
+    let notes = |v: &Value| v["note"].as_array().cloned().unwrap_or_default();
+    let (before, after) = (notes(old), notes(new));
+    strip(old) == strip(new) && after.len() >= before.len() && after[..before.len()] == before[..]
 }
 
 /// `W/"3"` or `"3"` → 3.
@@ -369,4 +413,29 @@ fn parse_if_match(header: Option<&str>) -> Result<i64, FhirError> {
     text.trim_matches('"')
         .parse::<i64>()
         .map_err(|_| FhirError::PreconditionFailed(format!("If-Match `{text}` is not a version such as W/\"3\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_may_only_be_added() {
+        let old = json!({"resourceType": "CarePlan", "id": "a", "status": "active", "note": [{"text": "clinician"}]});
+        let mut added = old.clone();
+        added["note"] = json!([{"text": "clinician"}, {"text": "I prefer tea"}]);
+        assert!(only_notes_added(&old, &added));
+        let mut first_note = old.clone();
+        first_note.as_object_mut().unwrap().remove("note");
+        assert!(only_notes_added(&first_note, &old));
+        let mut removed = old.clone();
+        removed["note"] = json!([]);
+        assert!(!only_notes_added(&old, &removed), "removing someone's note");
+        let mut edited = old.clone();
+        edited["note"] = json!([{"text": "changed"}, {"text": "mine"}]);
+        assert!(!only_notes_added(&old, &edited), "changing someone's note");
+        let mut status = added.clone();
+        status["status"] = json!("revoked");
+        assert!(!only_notes_added(&old, &status), "changing the plan itself");
+    }
 }

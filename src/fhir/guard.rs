@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::FhirApi;
 use super::outcome::FhirError;
+use super::refusal::RequestLine;
 use super::resources::matches_restriction;
 use crate::audit::Actor;
 use crate::domain::scope::{Permissions, ScopeContext, ScopeSet};
@@ -18,11 +19,11 @@ pub struct Caller {
     pub claims: AccessTokenClaims,
     pub scopes: ScopeSet,
     pub ip: Option<String>,
-    /// Patients this caller is a registered proxy for (a `RelatedPerson` fhirUser).
+    /// Patients this caller is a verified proxy for (see [`verified_proxy_for`]).
     pub proxy_for: Vec<String>,
     /// `X-Break-Glass-Reason`: an emergency access with its stated reason.
     pub break_glass: Option<String>,
-    /// Minutes since midnight UTC when the request arrived.
+    /// Minutes since midnight, UK local time, when the request arrived.
     pub minute_of_day: u16,
     /// What the policy decided for this request, for the audit record.
     trail: std::sync::Mutex<Trail>,
@@ -42,6 +43,7 @@ pub struct Record<'a> {
     pub org: Option<&'a str>,
     pub restricted: bool,
     pub only_notes_changed: bool,
+    pub availability_check: bool,
 }
 
 /// How a request is allowed, by the widest matching scope.
@@ -69,15 +71,34 @@ impl Access {
     }
 }
 
+/// What a request presents to the guard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Presented<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// `X-Break-Glass-Reason`.
+    pub break_glass: Option<&'a str>,
+    /// The peer address.
+    pub ip: Option<&'a str>,
+    pub line: RequestLine<'a>,
+}
+
 impl FhirApi {
-    /// Verifies the request's bearer token.
-    pub async fn authenticate(
-        &self,
-        authorization: Option<&str>,
-        ip: Option<String>,
-        break_glass: Option<String>,
-    ) -> Result<Caller, FhirError> {
-        let token = crate::token::bearer(authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
+    /// Verifies the request's bearer token. A request refused for its token is audited against
+    /// what it was aimed at (rate-limited, no token material).
+    pub async fn authenticate(&self, presented: Presented<'_>) -> Result<Caller, FhirError> {
+        match self.verify_caller(&presented).await {
+            Err(err @ (FhirError::NoToken | FhirError::InvalidToken(_))) => {
+                self.audit_refusal(&presented.line, presented.ip, &err).await;
+                Err(err)
+            }
+            other => other,
+        }
+    }
+
+    async fn verify_caller(&self, presented: &Presented<'_>) -> Result<Caller, FhirError> {
+        let token =
+            crate::token::bearer(presented.authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
         let claims = access::verify(&self.keys.ring(), token, &self.issuer, Some(&self.fhir_base), now)
             .map_err(|e| FhirError::InvalidToken(e.to_string()))?;
@@ -93,18 +114,15 @@ impl FhirApi {
         if let Some(id) = claims.fhir_user.as_deref().and_then(|u| u.strip_prefix("RelatedPerson/")) {
             if let Some(person) = self.stores.durable.read_resource("RelatedPerson", id).await? {
                 let person: Value = serde_json::from_str(&person.data).unwrap_or_default();
-                if let Some(patient) = person["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"))
-                {
-                    proxy_for.push(patient.to_owned());
-                }
+                proxy_for.extend(verified_proxy_for(&person, &claims.sub));
             }
         }
-        let minute_of_day = u16::try_from(now.rem_euclid(86_400) / 60).unwrap_or(0);
-        let break_glass = break_glass.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        let minute_of_day = crate::clock::uk_minute_of_day(now);
+        let break_glass = presented.break_glass.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
         Ok(Caller {
             claims,
             scopes,
-            ip,
+            ip: presented.ip.map(str::to_owned),
             proxy_for,
             break_glass,
             minute_of_day,
@@ -187,6 +205,7 @@ impl Caller {
             record_org: record.org,
             restricted: record.restricted,
             only_notes_changed: record.only_notes_changed,
+            availability_check: record.availability_check,
         }
     }
 
@@ -221,6 +240,22 @@ impl Caller {
     }
 }
 
+/// The identifier system under which a `RelatedPerson` names the platform subject (`sub`) of the
+/// person it describes. carebroker writes it when it verifies a relationship.
+pub const SUBJECT_SYSTEM: &str = "https://carebroker.nhs.uk/Id/subject";
+
+/// The patient a `RelatedPerson` acts for, if it is active and names `subject` as the person: a
+/// proxy relationship is carebroker's own verified record, so a token that merely claims a
+/// `RelatedPerson` fhirUser (an EHR's or an identity provider's assertion) reaches no patient.
+pub fn verified_proxy_for(person: &Value, subject: &str) -> Option<String> {
+    let active = person["active"].as_bool().unwrap_or(true);
+    let names_subject = person["identifier"]
+        .as_array()
+        .is_some_and(|ids| ids.iter().any(|i| i["system"] == SUBJECT_SYSTEM && i["value"] == subject));
+    let patient = person["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"))?;
+    (active && names_subject).then(|| patient.to_owned())
+}
+
 /// The patient compartment: a `patient/` caller sees only its patient's records; anything else
 /// is reported as not found.
 pub fn within_compartment(access: &Access, record_patient: Option<&str>) -> Result<(), FhirError> {
@@ -236,6 +271,8 @@ pub fn within_compartment(access: &Access, record_patient: Option<&str>) -> Resu
 pub fn enforce(decision: Decision) -> Result<std::sync::Arc<str>, FhirError> {
     match decision {
         Decision::Permit { rule, .. } => Ok(rule),
-        Decision::Deny { reason, rule } => Err(FhirError::Denied { reason: format!("{reason} (rule {rule})") }),
+        Decision::Deny { reason, rule } => {
+            Err(FhirError::PolicyDenied { rule: rule.to_string(), reason: reason.to_string() })
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod careplan;
 pub mod guard;
 pub mod outcome;
 pub mod patient;
+pub mod refusal;
 pub mod resources;
 pub mod search;
 pub mod seed;
@@ -57,6 +58,8 @@ pub struct FhirApi {
     pub policy: crate::policy::PolicyHandle,
     pub issuer: String,
     pub fhir_base: String,
+    /// Rate limit of the audit records of requests refused for their token.
+    pub refusals: crate::audit::limiter::RefusalLimiter,
 }
 
 impl FhirApi {
@@ -79,38 +82,32 @@ impl FhirApi {
             pds,
             audit,
             policy,
+            refusals: Default::default(),
         })
     }
 
-    /// Records the outcome of an interaction and passes the result on. A success that cannot be
-    /// audited is turned into an error: nothing is disclosed unaudited.
+    /// Records the outcome of an interaction and passes the result on: one audit record for each
+    /// patient the interaction concerns or disclosed (a search that shows five patients leaves five
+    /// records, each filed against its patient), or one record with no patient. A success that
+    /// cannot be audited is turned into an error: nothing is disclosed unaudited.
     pub(crate) async fn audited(
         &self,
         caller: &Caller,
         kind: AuditKind,
         target: (&str, Option<&str>),
-        patient: Option<&str>,
+        patients: &[String],
         result: Result<FhirResponse, FhirError>,
     ) -> Result<FhirResponse, FhirError> {
         let outcome = match &result {
             Ok(_) => AuditOutcome::Success,
-            Err(
-                FhirError::InsufficientScope(_)
-                | FhirError::Denied { .. }
-                | FhirError::Hidden(_)
-                | FhirError::NoToken
-                | FhirError::InvalidToken(_),
-            ) => AuditOutcome::Denied,
+            Err(e) if e.is_refusal() => AuditOutcome::Denied,
             Err(_) => AuditOutcome::Failed,
         };
         let version = result.as_ref().ok().and_then(|r| r.version);
-        let mut event =
-            AuditEvent::new(kind, outcome, caller.actor()).target(target.0, target.1, version).patient(patient);
+        let mut event = AuditEvent::new(kind, outcome, caller.actor()).target(target.0, target.1, version);
         let mut notes: Vec<String> = Vec::new();
-        match &result {
-            Err(FhirError::Hidden(reason)) => notes.push(reason.clone()),
-            Err(e) => notes.push(e.outcome()["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_owned()),
-            Ok(_) => {}
+        if let Err(e) = &result {
+            notes.push(e.audit_detail());
         }
         let trail = caller.trail();
         if let Some(rule) = &trail.rule {
@@ -127,7 +124,7 @@ impl FhirApi {
             tracing::warn!(
                 target: "privacy_officer",
                 subject = %caller.claims.sub,
-                patient = ?patient,
+                patients = ?patients,
                 reason = ?caller.break_glass,
                 rule = ?trail.rule,
                 "access needing the privacy officer's review"
@@ -136,7 +133,16 @@ impl FhirApi {
         if !notes.is_empty() {
             event = event.detail(notes.join("; "));
         }
-        self.audit.record(&event).await?;
+        let mut events = Vec::with_capacity(patients.len().max(1));
+        for patient in patients {
+            if !events.iter().any(|e: &AuditEvent| e.patient.as_deref() == Some(patient)) {
+                events.push(event.clone().patient(Some(patient)));
+            }
+        }
+        if events.is_empty() {
+            events.push(event);
+        }
+        self.audit.record_all(&events).await?;
         result
     }
 }

@@ -23,8 +23,13 @@ pub enum FhirError {
     InvalidToken(String),
     /// The token's scopes do not cover the request (403 `insufficient_scope`).
     InsufficientScope(String),
-    /// The policy said no (403).
+    /// Refused for a reason the caller may read, such as a patient/ token writing another
+    /// patient's plan (403).
     Denied { reason: String },
+    /// The access policy said no (403). The caller reads only that the policy refused; the rule
+    /// and its reason go to the audit record and `carebroker policy explain`, since a reason can
+    /// itself disclose something (that a record is restricted, say).
+    PolicyDenied { rule: String, reason: String },
     /// Missing (404).
     NotFound,
     /// Present but outside what the caller may see (patient in context, granular scope): also
@@ -61,7 +66,7 @@ impl FhirError {
     pub fn status(&self) -> u16 {
         match self {
             Self::NoToken | Self::InvalidToken(_) => 401,
-            Self::InsufficientScope(_) | Self::Denied { .. } => 403,
+            Self::InsufficientScope(_) | Self::Denied { .. } | Self::PolicyDenied { .. } => 403,
             Self::NotFound | Self::Hidden(_) | Self::UnknownPatient(_) => 404,
             Self::Invalidated(_) => 410,
             Self::BadRequest(_) => 400,
@@ -83,6 +88,7 @@ impl FhirError {
             Self::InvalidToken(why) => one("login", why),
             Self::InsufficientScope(why) => one("forbidden", why),
             Self::Denied { reason } => one("forbidden", reason),
+            Self::PolicyDenied { .. } => one("forbidden", "the access policy does not permit this request"),
             Self::NotFound | Self::Hidden(_) => one("not-found", "no such resource"),
             Self::UnknownPatient(why) | Self::Invalidated(why) => one("not-found", why),
             Self::BadRequest(issues) | Self::Unprocessable(issues) => issues.clone(),
@@ -93,6 +99,30 @@ impl FhirError {
             Self::UnsupportedMediaType => one("not-supported", "send application/fhir+json"),
             Self::Unavailable(why) => one("transient", why),
         }
+    }
+
+    /// What the audit record says about this refusal: everything the caller is told, and for a
+    /// policy refusal or a hidden record, the reason the caller is not told.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            Self::Hidden(reason) => reason.clone(),
+            Self::PolicyDenied { rule, reason } => format!("{reason} (rule {rule})"),
+            other => other.issues().into_iter().map(|i| i.diagnostics).collect::<Vec<_>>().join("; "),
+        }
+    }
+
+    /// A refusal of access (scope, compartment, policy, token), as opposed to a bad request or a
+    /// failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::InsufficientScope(_)
+                | Self::Denied { .. }
+                | Self::PolicyDenied { .. }
+                | Self::Hidden(_)
+                | Self::NoToken
+                | Self::InvalidToken(_)
+        )
     }
 
     /// The OperationOutcome body.

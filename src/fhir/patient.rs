@@ -10,6 +10,7 @@ use super::search::{Query, date_param, paging, searchset};
 use super::{FhirApi, FhirResponse};
 use crate::audit::AuditKind;
 use crate::audit::fhir::to_audit_event;
+use crate::audit::filed_as_hashed;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::{Permissions, Scope};
 use crate::pds::PdsVerdict;
@@ -17,6 +18,13 @@ use crate::store::{Criterion, StoredResource};
 
 /// Elements PDS withholds for a restricted (`R`) patient.
 const RESTRICTED_ELEMENTS: [&str; 3] = ["address", "telecom", "generalPractitioner"];
+
+/// The patient a stored `RelatedPerson` belongs to (`RelatedPerson.patient`).
+fn related_patient(stored: &StoredResource) -> Result<Option<String>, FhirError> {
+    let person: Value = serde_json::from_str(&stored.data)
+        .map_err(|_| FhirError::Unavailable("a stored record is unreadable".into()))?;
+    Ok(person["patient"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/")).map(str::to_owned))
+}
 
 /// Marks a Patient restricted and removes what a restricted record must not show.
 fn restrict(patient: &mut Value) {
@@ -52,23 +60,22 @@ impl FhirApi {
 
     /// `GET /Patient/{nhs_number}`.
     pub async fn read_patient(&self, caller: &Caller, id: &str) -> Result<FhirResponse, FhirError> {
+        // the NHS number asked for, and (when PDS says it was superseded) the one shown
+        let mut patients: Vec<String> = NhsNumber::parse(id).map(|n| vec![n.to_string()]).unwrap_or_default();
         let result = async {
             let access = caller.access("Patient", Permissions::READ)?;
             let nhs = NhsNumber::parse(id).map_err(|_| FhirError::NotFound)?;
             within_compartment(&access, Some(nhs.as_str()))?;
             let (current, restricted, pds_resource) = self.verify_with_pds(&nhs).await?;
+            patients.push(current.clone());
             let local = self.stores.durable.read_resource("Patient", &current).await?;
             let mut resource = match (&local, pds_resource) {
                 (Some(stored), _) => with_meta(stored),
                 (None, Some(pds)) => pds,
                 (None, None) => return Err(FhirError::NotFound),
             };
-            let record = Record {
-                patient: Some(nhs.as_str()),
-                org: managing_org(&resource),
-                restricted,
-                only_notes_changed: false,
-            };
+            let record =
+                Record { patient: Some(nhs.as_str()), org: managing_org(&resource), restricted, ..Record::default() };
             caller.decide(&**self.policy.load_full(), "Patient", Permissions::READ, record)?;
             resource["id"] = current.clone().into();
             if restricted {
@@ -83,22 +90,28 @@ impl FhirApi {
             })
         }
         .await;
-        self.audited(caller, AuditKind::FhirRead, ("Patient", Some(id)), Some(id), result).await
+        self.audited(caller, AuditKind::FhirRead, ("Patient", Some(id)), &patients, result).await
     }
 
     /// `GET /Patient?identifier=…|family=…|birthdate=…|phone=…`.
-    pub async fn search_patients(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
+    pub async fn search_patients(&self, caller: &Caller, raw_query: Option<&str>) -> Result<FhirResponse, FhirError> {
+        // the NHS numbers asked for, and every patient the page shows
+        let mut patients: Vec<String> = Vec::new();
         let result = async {
+            let query = &Query::parse(raw_query)?;
             let access = caller.access("Patient", Permissions::SEARCH)?;
             query.only(&["_id", "identifier", "family", "birthdate", "phone", "_count", "_offset"])?;
             let (count, offset) = paging(query)?;
             let mut criteria = Vec::new();
             for id in query.all("_id") {
+                patients.extend(NhsNumber::parse(id).ok().map(|n| n.to_string()));
                 criteria
                     .push(Criterion { key: "identifier".into(), values: vec![format!("{NHS_NUMBER_SYSTEM}|{id}")] });
             }
             for value in query.all("identifier") {
                 let token = if value.contains('|') { value.to_owned() } else { format!("{NHS_NUMBER_SYSTEM}|{value}") };
+                let asked = token.strip_prefix(&format!("{NHS_NUMBER_SYSTEM}|")).and_then(|v| NhsNumber::parse(v).ok());
+                patients.extend(asked.map(|n| n.to_string()));
                 criteria.push(Criterion { key: "identifier".into(), values: vec![token] });
             }
             for value in query.all("family") {
@@ -129,24 +142,38 @@ impl FhirApi {
                     caller.decide(&**policy, "Patient", Permissions::SEARCH, record).is_ok()
                 })
                 .collect();
+            patients.extend(matches.iter().skip(offset).take(count).map(|m| m.id.clone()));
             Ok(FhirResponse::ok(searchset(&self.fhir_base, "Patient", query, &matches, count, offset)))
         }
         .await;
-        self.audited(caller, AuditKind::FhirSearch, ("Patient", None), None, result).await
+        self.audited(caller, AuditKind::FhirSearch, ("Patient", None), &patients, result).await
     }
 
     /// `GET /Practitioner/{id}` and `GET /RelatedPerson/{id}`: the caller's own `fhirUser` (with
-    /// `openid`/`fhirUser`), or with a scope for the type.
+    /// `openid`/`fhirUser`), or with a scope for the type. A RelatedPerson is part of its
+    /// patient's record: it is in that patient's compartment, judged by the policy against that
+    /// patient, and audited against them.
     pub async fn read_person(&self, caller: &Caller, resource_type: &str, id: &str) -> Result<FhirResponse, FhirError> {
+        let mut patients: Vec<String> = Vec::new();
         let result = async {
             let reference = format!("{resource_type}/{id}");
             let own = caller.claims.fhir_user.as_deref() == Some(reference.as_str())
                 && (caller.scopes.contains(&Scope::FhirUser) || caller.scopes.contains(&Scope::OpenId));
-            if !own {
-                caller.access(resource_type, Permissions::READ)?;
-                caller.decide(&**self.policy.load_full(), resource_type, Permissions::READ, Record::default())?;
-            }
+            let access = if own { None } else { Some(caller.access(resource_type, Permissions::READ)?) };
             let stored = self.stores.durable.read_resource(resource_type, id).await?.ok_or(FhirError::NotFound)?;
+            let patient = if resource_type == "RelatedPerson" { related_patient(&stored)? } else { None };
+            patients.extend(patient.clone());
+            if let Some(access) = access {
+                if resource_type == "RelatedPerson" {
+                    within_compartment(&access, patient.as_deref())?;
+                }
+                let org = match &patient {
+                    Some(p) => self.patient_resource(p).await?.and_then(|p| managing_org(&p).map(str::to_owned)),
+                    None => None,
+                };
+                let record = Record { patient: patient.as_deref(), org: org.as_deref(), ..Record::default() };
+                caller.decide(&**self.policy.load_full(), resource_type, Permissions::READ, record)?;
+            }
             Ok(FhirResponse {
                 status: 200,
                 body: with_meta(&stored),
@@ -156,12 +183,19 @@ impl FhirApi {
             })
         }
         .await;
-        self.audited(caller, AuditKind::FhirRead, (resource_type, Some(id)), None, result).await
+        self.audited(caller, AuditKind::FhirRead, (resource_type, Some(id)), &patients, result).await
     }
 
     /// `GET /AuditEvent?patient=&agent=&date=` for auditors.
-    pub async fn search_audit_events(&self, caller: &Caller, query: &Query) -> Result<FhirResponse, FhirError> {
+    pub async fn search_audit_events(
+        &self,
+        caller: &Caller,
+        raw_query: Option<&str>,
+    ) -> Result<FhirResponse, FhirError> {
+        // who was looked at is itself about each patient: the page's patients are audited too
+        let mut patients: Vec<String> = Vec::new();
         let result = async {
+            let query = &Query::parse(raw_query)?;
             let access = caller.access("AuditEvent", Permissions::SEARCH)?;
             query.only(&["patient", "agent", "date", "_count", "_offset"])?;
             let (count, offset) = paging(query)?;
@@ -189,8 +223,26 @@ impl FhirApi {
                 }
             }
             caller.decide(&**self.policy.load_full(), "AuditEvent", Permissions::SEARCH, Record { patient: patient.as_deref(), ..Record::default() })?;
-            let records = self.stores.durable.search_audit(patient.as_deref(), agent, since, until, 1000).await?;
-            let events: Vec<Value> = records.iter().filter_map(to_audit_event).collect();
+            // search by the indexed columns, serve only records whose hashed content agrees
+            let records: Vec<_> = self
+                .stores
+                .durable
+                .search_audit(patient.as_deref(), agent, since, until, 1000)
+                .await?
+                .into_iter()
+                .filter(|r| match filed_as_hashed(r) {
+                    Ok(()) => true,
+                    Err(problem) => {
+                        tracing::error!(seq = r.seq, %problem, "audit record left out of a search: run `carebroker audit verify`");
+                        false
+                    }
+                })
+                .collect();
+            patients.extend(patient.clone());
+            let shown: Vec<(Option<String>, Value)> =
+                records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.patient.clone(), e))).collect();
+            patients.extend(shown.iter().skip(offset).take(count).filter_map(|(p, _)| p.clone()));
+            let events: Vec<Value> = shown.into_iter().map(|(_, e)| e).collect();
             let page: Vec<Value> = events
                 .iter()
                 .skip(offset)
@@ -200,6 +252,6 @@ impl FhirApi {
             Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": events.len(), "entry": page})))
         }
         .await;
-        self.audited(caller, AuditKind::FhirSearch, ("AuditEvent", None), None, result).await
+        self.audited(caller, AuditKind::FhirSearch, ("AuditEvent", None), &patients, result).await
     }
 }

@@ -51,13 +51,14 @@ fn issue(code: &'static str, expression: &str, diagnostics: impl Into<String>) -
     Issue { severity: "error", code, diagnostics: diagnostics.into(), expression: Some(expression.to_owned()) }
 }
 
-/// The patient a CarePlan is about: `subject.reference` = `Patient/{nhs}`, or `subject.identifier`
-/// with the NHS number system.
 /// The ODS code of the organisation managing a Patient.
 pub fn managing_org(patient: &Value) -> Option<&str> {
     patient["managingOrganization"]["identifier"]["value"].as_str()
 }
 
+/// The patient a CarePlan is about: `subject.reference` = `Patient/{nhs}`, or `subject.identifier`
+/// with the NHS number system. [`validate_careplan`] refuses a plan whose two name different
+/// patients, so for a stored plan this is its one subject.
 pub fn careplan_patient(plan: &Value) -> Option<String> {
     let subject = &plan["subject"];
     if let Some(reference) = subject["reference"].as_str() {
@@ -66,6 +67,34 @@ pub fn careplan_patient(plan: &Value) -> Option<String> {
     (subject["identifier"]["system"] == NHS_NUMBER_SYSTEM)
         .then(|| subject["identifier"]["value"].as_str().map(str::to_owned))
         .flatten()
+}
+
+/// A subject whose `reference` and `identifier` could name different patients: a care plan is
+/// about one patient, so the identifier must be the NHS number of the patient referenced.
+fn subject_conflict(subject: &Value) -> Option<Issue> {
+    let reference = subject["reference"].as_str()?;
+    let identifier = subject.get("identifier")?;
+    let referenced = reference.strip_prefix("Patient/").unwrap_or(reference);
+    let identified = (identifier["system"] == NHS_NUMBER_SYSTEM).then(|| identifier["value"].as_str()).flatten();
+    match identified {
+        Some(nhs) if nhs == referenced => None,
+        Some(nhs) => Some(issue(
+            "invalid",
+            "CarePlan.subject.identifier",
+            format!(
+                "`subject.reference` names `{reference}` but `subject.identifier` names NHS number `{nhs}`: a care \
+                 plan is about one patient, so both must name the same one"
+            ),
+        )),
+        None => Some(issue(
+            "invalid",
+            "CarePlan.subject.identifier",
+            format!(
+                "`subject.identifier` beside `subject.reference` `{reference}` must be that patient's NHS number \
+                 (system {NHS_NUMBER_SYSTEM})"
+            ),
+        )),
+    }
 }
 
 fn is_date(text: &str) -> bool {
@@ -115,6 +144,9 @@ pub fn validate_careplan(plan: &Value, id: Option<&str>) -> Vec<Issue> {
             }
         }
         None => issues.push(issue("required", "CarePlan.subject", "subject must be Patient/{NHS number}")),
+    }
+    if let Some(conflict) = subject_conflict(&plan["subject"]) {
+        issues.push(conflict);
     }
     if let Some(category) = fields.get("category") {
         let ok = category.as_array().is_some_and(|cs| cs.iter().all(|c| c.is_object()));
@@ -292,6 +324,22 @@ mod tests {
         }
         assert!(!validate_careplan(&json!([1]), None).is_empty());
         assert!(!validate_careplan(&plan(), Some("x")).is_empty(), "an update must carry its id");
+    }
+
+    #[test]
+    fn a_subject_naming_two_patients_is_refused_naming_both() {
+        let mut two = plan();
+        two["subject"]["identifier"] = json!({"system": NHS_NUMBER_SYSTEM, "value": "9000000009"});
+        let issues = validate_careplan(&two, None);
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].code, "invalid", "a content error (422), not structure");
+        assert!(issues[0].diagnostics.contains("Patient/9434765919") && issues[0].diagnostics.contains("9000000009"));
+        let mut same = plan();
+        same["subject"]["identifier"] = json!({"system": NHS_NUMBER_SYSTEM, "value": "9434765919"});
+        assert_eq!(validate_careplan(&same, None), vec![]);
+        let mut other_system = plan();
+        other_system["subject"]["identifier"] = json!({"system": "urn:local", "value": "9434765919"});
+        assert_eq!(validate_careplan(&other_system, None).len(), 1);
     }
 
     #[test]

@@ -13,9 +13,51 @@ use crate::store::StoredResource;
 #[derive(Debug, Clone, Default)]
 pub struct Query(pub Vec<(String, String)>);
 
+/// The most parameters a search may carry (a real search uses a handful).
+pub const MAX_PARAMETERS: usize = 32;
+/// The most times one parameter may repeat (`date=ge…&date=le…` is two).
+pub const MAX_REPEATS: usize = 4;
+/// The most comma-separated values one parameter may list (`status=active,on-hold`).
+pub const MAX_VALUES: usize = 16;
+/// The longest parameter value.
+pub const MAX_VALUE_LEN: usize = 512;
+
 impl Query {
-    pub fn parse(raw: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect())
+    /// Parses a query string, refusing one larger than any real search: every list and
+    /// repetition is bounded, so the store is never asked an unbounded question.
+    pub fn parse(raw: Option<&str>) -> Result<Self, FhirError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            if pairs.len() == MAX_PARAMETERS {
+                return Err(FhirError::bad_request(format!("a search takes at most {MAX_PARAMETERS} parameters")));
+            }
+            if value.len() > MAX_VALUE_LEN || name.len() > 64 {
+                return Err(FhirError::bad_request(format!(
+                    "a search parameter value is at most {MAX_VALUE_LEN} characters"
+                )));
+            }
+            if pairs.iter().filter(|(k, _)| *k == name).count() == MAX_REPEATS {
+                return Err(FhirError::bad_request(format!("`{name}` may be given at most {MAX_REPEATS} times")));
+            }
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(pairs))
+    }
+    /// The comma-separated values of each `name` parameter (each an OR list), at most
+    /// [`MAX_VALUES`] per parameter.
+    pub fn lists(&self, name: &str) -> Result<Vec<Vec<String>>, FhirError> {
+        let mut out = Vec::new();
+        for value in self.all(name) {
+            let values: Vec<String> = value.split(',').map(str::to_owned).collect();
+            if values.len() > MAX_VALUES {
+                return Err(FhirError::bad_request(format!("`{name}` lists at most {MAX_VALUES} values")));
+            }
+            if values.iter().any(String::is_empty) {
+                return Err(FhirError::bad_request(format!("`{name}` has an empty value")));
+            }
+            out.push(values);
+        }
+        Ok(out)
     }
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
@@ -146,6 +188,24 @@ pub fn searchset(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_list_and_repetition_is_bounded() {
+        let long_list = format!("status={}", vec!["active"; 40_000].join(","));
+        let query = Query::parse(Some(&long_list));
+        assert!(matches!(query, Err(FhirError::BadRequest(_))), "one value too long");
+        let list = format!("status={}", vec!["active"; MAX_VALUES + 1].join(","));
+        assert!(Query::parse(Some(&list)).unwrap().lists("status").is_err());
+        let list = format!("status={}", vec!["active"; MAX_VALUES].join(","));
+        assert_eq!(Query::parse(Some(&list)).unwrap().lists("status").unwrap()[0].len(), MAX_VALUES);
+        let repeated = vec!["family=smith"; 1200].join("&");
+        assert!(Query::parse(Some(&repeated)).is_err());
+        let repeated = vec!["family=smith"; MAX_REPEATS].join("&");
+        assert!(Query::parse(Some(&repeated)).is_ok());
+        let many: Vec<String> = (0..=MAX_PARAMETERS).map(|i| format!("p{i}=x")).collect();
+        assert!(Query::parse(Some(&many.join("&"))).is_err());
+        assert!(Query::parse(Some("status=active,,on-hold")).unwrap().lists("status").is_err());
+    }
 
     #[test]
     fn date_prefixes() {

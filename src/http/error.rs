@@ -39,7 +39,9 @@ impl IntoResponse for ErrorResponse {
         let status = status_of(&err);
         let mut response =
             (status, Json(json!({"error": err.code.as_str(), "error_description": err.description}))).into_response();
-        let challenge = match err.challenge {
+        // RFC 9110 §15.5.2: every 401 carries a challenge. A client that sent no credentials is
+        // told it may use HTTP Basic (RFC 6749 §5.2).
+        let challenge = match err.challenge.or((status == StatusCode::UNAUTHORIZED).then_some(Challenge::Basic)) {
             Some(Challenge::Basic) => Some(format!("Basic realm=\"carebroker\", error=\"{}\"", err.code.as_str())),
             Some(Challenge::Bearer) => Some(format!(
                 "Bearer realm=\"carebroker\", error=\"{}\", error_description=\"{}\"",

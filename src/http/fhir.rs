@@ -12,20 +12,36 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::fhir::guard::Caller;
+use crate::fhir::guard::{Caller, Presented};
 use crate::fhir::outcome::FhirError;
-use crate::fhir::search::Query;
+use crate::fhir::refusal::RequestLine;
 use crate::fhir::{FhirApi, FhirResponse, capability};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-/// The peer address, when the server runs on a socket.
-pub struct ClientIp(Option<String>);
+/// What a FHIR request presents to the guard: its credentials, its peer address and its
+/// request line (for auditing a refusal against what it was aimed at).
+pub struct GuardInput {
+    authorization: Option<String>,
+    break_glass: Option<String>,
+    ip: Option<String>,
+    method: String,
+    path: String,
+    query: Option<String>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl<S: Send + Sync> FromRequestParts<S> for GuardInput {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())))
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Self {
+            authorization: header(header::AUTHORIZATION.as_str()),
+            break_glass: header("x-break-glass-reason"),
+            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+        })
     }
 }
 
@@ -83,10 +99,14 @@ pub fn fhir_error(err: &FhirError) -> Response {
     response
 }
 
-async fn caller(api: &FhirApi, headers: &HeaderMap, ip: ClientIp) -> Result<Caller, Response> {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let break_glass = headers.get("x-break-glass-reason").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    api.authenticate(authorization, ip.0, break_glass).await.map_err(|e| fhir_error(&e))
+async fn caller(api: &FhirApi, input: &GuardInput) -> Result<Caller, Response> {
+    let presented = Presented {
+        authorization: input.authorization.as_deref(),
+        break_glass: input.break_glass.as_deref(),
+        ip: input.ip.as_deref(),
+        line: RequestLine { method: &input.method, path: &input.path, query: input.query.as_deref() },
+    };
+    api.authenticate(presented).await.map_err(|e| fhir_error(&e))
 }
 
 fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {
@@ -101,9 +121,9 @@ fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {
 }
 
 macro_rules! guarded {
-    ($state:ident, $headers:ident, $ip:ident, |$api:ident, $caller:ident| $call:expr) => {{
+    ($state:ident, $input:ident, |$api:ident, $caller:ident| $call:expr) => {{
         let $api = &$state.fhir;
-        match caller($api, &$headers, $ip).await {
+        match caller($api, &$input).await {
             Ok($caller) => fhir_response($call.await),
             Err(response) => response,
         }
@@ -116,54 +136,42 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
     response
 }
 
-pub async fn careplan_read(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    Path(id): Path<String>,
-) -> Response {
-    guarded!(state, headers, ip, |api, c| api.read_careplan(&c, &id))
+pub async fn careplan_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
+    guarded!(state, input, |api, c| api.read_careplan(&c, &id))
 }
 
 pub async fn careplan_vread(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
+    input: GuardInput,
     Path((id, vid)): Path<(String, String)>,
 ) -> Response {
-    guarded!(state, headers, ip, |api, c| api.vread_careplan(&c, &id, &vid))
+    guarded!(state, input, |api, c| api.vread_careplan(&c, &id, &vid))
 }
 
-pub async fn careplan_history(
+pub async fn careplan_history(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
+    guarded!(state, input, |api, c| api.history_careplan(&c, &id))
+}
+
+pub async fn careplan_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
+    guarded!(state, input, |api, c| api.search_careplans(&c, q.as_deref()))
+}
+
+pub async fn careplan_create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ip: ClientIp,
-    Path(id): Path<String>,
+    input: GuardInput,
+    body: Bytes,
 ) -> Response {
-    guarded!(state, headers, ip, |api, c| api.history_careplan(&c, &id))
-}
-
-pub async fn careplan_search(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let query = Query::parse(q.as_deref());
-    guarded!(state, headers, ip, |api, c| api.search_careplans(&c, &query))
-}
-
-pub async fn careplan_create(State(state): State<AppState>, headers: HeaderMap, ip: ClientIp, body: Bytes) -> Response {
     if let Err(response) = fhir_body(&headers) {
         return *response;
     }
-    guarded!(state, headers, ip, |api, c| api.create_careplan(&c, &body))
+    guarded!(state, input, |api, c| api.create_careplan(&c, &body))
 }
 
 pub async fn careplan_update(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ip: ClientIp,
+    input: GuardInput,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -171,64 +179,31 @@ pub async fn careplan_update(
         return *response;
     }
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    guarded!(state, headers, ip, |api, c| api.update_careplan(&c, &id, if_match.as_deref(), &body))
+    guarded!(state, input, |api, c| api.update_careplan(&c, &id, if_match.as_deref(), &body))
 }
 
-pub async fn patient_read(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    Path(id): Path<String>,
-) -> Response {
-    guarded!(state, headers, ip, |api, c| api.read_patient(&c, &id))
+pub async fn patient_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
+    guarded!(state, input, |api, c| api.read_patient(&c, &id))
 }
 
-pub async fn patient_search(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let query = Query::parse(q.as_deref());
-    guarded!(state, headers, ip, |api, c| api.search_patients(&c, &query))
+pub async fn patient_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
+    guarded!(state, input, |api, c| api.search_patients(&c, q.as_deref()))
 }
 
-pub async fn practitioner_read(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    Path(id): Path<String>,
-) -> Response {
-    guarded!(state, headers, ip, |api, c| api.read_person(&c, "Practitioner", &id))
+pub async fn practitioner_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
+    guarded!(state, input, |api, c| api.read_person(&c, "Practitioner", &id))
 }
 
-pub async fn related_person_read(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    Path(id): Path<String>,
-) -> Response {
-    guarded!(state, headers, ip, |api, c| api.read_person(&c, "RelatedPerson", &id))
+pub async fn related_person_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
+    guarded!(state, input, |api, c| api.read_person(&c, "RelatedPerson", &id))
 }
 
-pub async fn audit_search(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let query = Query::parse(q.as_deref());
-    guarded!(state, headers, ip, |api, c| api.search_audit_events(&c, &query))
+pub async fn audit_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
+    guarded!(state, input, |api, c| api.search_audit_events(&c, q.as_deref()))
 }
 
-pub async fn availability(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ip: ClientIp,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let query = Query::parse(q.as_deref());
-    let mut response = guarded!(state, headers, ip, |api, c| api.availability(&c, &query));
+pub async fn availability(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
+    let mut response = guarded!(state, input, |api, c| api.availability(&c, q.as_deref()));
     if response.status().is_success() {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }

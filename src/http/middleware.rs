@@ -43,7 +43,8 @@ pub async fn security_headers(https: bool, request: Request, next: Next) -> Resp
 }
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1; SMART requires both) on every
-/// answer of an endpoint that may carry tokens, errors included.
+/// answer of an endpoint that may carry tokens or patient data, errors included: no browser,
+/// proxy or shared cache keeps a copy of a care record.
 pub async fn no_store(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();

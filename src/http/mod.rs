@@ -146,6 +146,7 @@ pub fn app(state: AppState) -> Router {
         .route("/fhir/AuditEvent", get(fhir::audit_search))
         .route("/fhir/{*rest}", get(fhir::unsupported))
         .route("/availability", get(fhir::availability))
+        .layer(axum::middleware::from_fn(middleware::no_store))
         .layer(
             token_cors
                 .allow_methods([Method::GET, Method::POST, Method::PUT])
@@ -273,9 +274,11 @@ fn spawn_policy_reloader(state: &AppState) -> Option<tokio::task::JoinHandle<()>
     }))
 }
 
-/// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations.
+/// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations, writing
+/// the summaries of token refusals that were counted but not recorded one by one.
 pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
     let authority = state.authority.clone();
+    let fhir = state.fhir.clone();
     tokio::spawn(async move {
         let interval = Duration::from_secs(authority.config.keys.reload_interval_secs);
         let mut ticker = tokio::time::interval(interval);
@@ -283,6 +286,7 @@ pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
         loop {
             ticker.tick().await;
             let now = authority.clock.now();
+            fhir.audit_refusal_summaries().await;
             match authority.keys.refresh(now) {
                 Ok(true) => tracing::info!("signing keys reloaded"),
                 Ok(false) => {}

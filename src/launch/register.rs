@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::client::Client;
-use crate::domain::identity::{Identity, is_fhir_id, is_fhir_user_reference};
+use crate::domain::identity::{Identity, is_fhir_id, is_fhir_user_reference, job_role};
 use crate::domain::launch::{EhrLaunch, LaunchContext, check_fhir_context_item};
 use crate::domain::nhs_number::NhsNumber;
 use crate::domain::url_rules::check_https_or_loopback;
@@ -222,7 +222,30 @@ fn asserted_identity(
                 "user.fhir_user must be Practitioner/…, Patient/…, RelatedPerson/… or Person/…".into(),
             ));
         }
+        // An EHR vouches for its own staff. Acting for a patient is a relationship carebroker
+        // verifies itself (NHS login proxy access), never one an EHR asserts.
+        if reference.starts_with("RelatedPerson/") {
+            return Err(LaunchError::NotAllowed(
+                "an EHR may not launch its user as a RelatedPerson: proxy relationships are verified by carebroker, \
+                 not asserted"
+                    .into(),
+            ));
+        }
     }
+    let role_codes =
+        user.role_codes
+            .iter()
+            .map(|code| {
+                // CIS2's full form names the job role with its staff group; other codes pass as sent
+                let role = if code.contains(':') { job_role(code) } else { Some(code.trim().to_owned()) };
+                role.filter(|r| !r.is_empty() && r.len() <= 32 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .ok_or_else(|| {
+                        LaunchError::Invalid(format!(
+                            "role code `{code}` is not a role code (R8000, or S8000:G8000:R8000 as CIS2 sends it)"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     if !trust.may_assert_subject(&user.sub) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for user `{}`", user.sub)));
     }
@@ -232,7 +255,7 @@ fn asserted_identity(
             user.org
         )));
     }
-    if let Some(role) = user.role_codes.iter().find(|r| !trust.may_assert_role(r)) {
+    if let Some(role) = role_codes.iter().find(|r| !trust.may_assert_role(r)) {
         return Err(LaunchError::NotAllowed(format!("this EHR may not vouch for role `{role}`")));
     }
     Ok(Identity {
@@ -243,7 +266,7 @@ fn asserted_identity(
         name: user.name,
         fhir_user: user.fhir_user,
         org: Some(user.org),
-        role_codes: user.role_codes,
+        role_codes,
         activity_codes: user.activity_codes,
         amr: vec!["ehr".into()],
         auth_time: now,

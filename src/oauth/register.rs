@@ -156,8 +156,11 @@ fn to_metadata(
     let method = AuthMethod::parse(&method_name)
         .ok_or_else(|| metadata_error(format!("token_endpoint_auth_method `{method_name}` is not supported")))?;
     let grant_types = request.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
-    let response_types = request.response_types.unwrap_or_else(|| vec!["code".into()]);
     let wants_code = grant_types.iter().any(|g| g == GrantType::AuthorizationCode.as_str());
+    // RFC 7591 §2 defaults response_types to ["code"], which only fits a client that uses the
+    // authorization endpoint: absent, it follows from the grant types instead.
+    let response_types =
+        request.response_types.unwrap_or_else(|| if wants_code { vec!["code".into()] } else { Vec::new() });
     if response_types.iter().any(|r| r != "code") || (wants_code != response_types.contains(&"code".to_owned())) {
         return Err(metadata_error("response_types must be [\"code\"] with authorization_code, and empty otherwise"));
     }

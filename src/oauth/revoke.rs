@@ -1,10 +1,14 @@
 //! Token revocation (RFC 7009). The client authenticates as at the token endpoint; a token that
 //! is unknown, invalid, expired or another client's gets the same 200 and nothing changes.
-//! Revoking an access token makes it inactive everywhere from that moment.
+//! Revoking an access token makes it inactive everywhere from that moment; revoking a refresh
+//! token revokes its grant (RFC 7009 §2.1): the whole refresh family and every access token the
+//! grant issued.
 
 use super::Authority;
 use super::client_auth::{ClientCredentials, authenticate_client};
 use super::error::OAuthError;
+use super::grants::revoke_grant;
+use super::issue::{GrantData, token_hash};
 use super::params::Params;
 use crate::token::access;
 
@@ -20,6 +24,8 @@ pub struct RevocationRequest<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revoked {
     AccessToken,
+    /// A refresh token, and with it its grant.
+    Grant,
     Nothing,
 }
 
@@ -32,7 +38,7 @@ pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Re
     // RFC 7009 §2.1: an unknown token_type_hint is ignored and the search extended.
     let now = authority.clock.now();
     let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), None, now) else {
-        return Ok(Revoked::Nothing);
+        return revoke_refresh_token(authority, &client.client.id, token, now).await;
     };
     if claims.client_id != client.client.id {
         tracing::warn!(client_id = %client.client.id, owner = %claims.client_id, "revocation of another client's token ignored");
@@ -51,4 +57,34 @@ pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Re
             .detail(format!("access token {}", claims.jti));
     authority.audit.record_or_log(&event).await;
     Ok(Revoked::AccessToken)
+}
+
+/// Revokes the grant of a refresh token the client holds.
+async fn revoke_refresh_token(
+    authority: &Authority,
+    client_id: &str,
+    token: &str,
+    now: i64,
+) -> Result<Revoked, OAuthError> {
+    let durable = &authority.stores.durable;
+    let Some(grant_id) = durable.refresh_token_grant(&token_hash(token)).await? else { return Ok(Revoked::Nothing) };
+    let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(Revoked::Nothing) };
+    if grant.client_id != client_id {
+        tracing::warn!(client_id = %client_id, owner = %grant.client_id, "revocation of another client's refresh token ignored");
+        return Ok(Revoked::Nothing);
+    }
+    revoke_grant(authority, &grant.id, now).await?;
+    tracing::info!(client_id = %client_id, grant_id = %grant.id, "refresh token revoked with its grant");
+    let data: Option<GrantData> = serde_json::from_str(&grant.data).ok();
+    let actor = crate::audit::Actor {
+        subject: Some(grant.subject.clone()),
+        client_id: Some(client_id.to_owned()),
+        ..Default::default()
+    };
+    let event =
+        crate::audit::AuditEvent::new(crate::audit::AuditKind::TokenRevoke, crate::audit::AuditOutcome::Success, actor)
+            .patient(data.as_ref().and_then(|d| d.context.patient.as_deref()))
+            .detail(format!("refresh token and its grant {}", grant.id));
+    authority.audit.record_or_log(&event).await;
+    Ok(Revoked::Grant)
 }

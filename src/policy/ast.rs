@@ -58,8 +58,10 @@ pub enum Condition {
     ClientIn(Vec<String>),
     /// Local time of day within [start, end) minutes.
     Hours(u16, u16),
-    /// An update changes only the patient's own notes (`CarePlan.note`).
+    /// An update only adds notes (`CarePlan.note`) and changes nothing else.
     OnlyNotesChanged,
+    /// The request is the availability check: it learns whether a plan exists, never its content.
+    AvailabilityCheck,
     Not(Box<Condition>),
 }
 
@@ -77,6 +79,7 @@ impl std::fmt::Display for Condition {
             Self::ClientIn(ids) => write!(f, "client in [{}]", ids.join(", ")),
             Self::Hours(a, b) => write!(f, "hours {:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
             Self::OnlyNotesChanged => f.write_str("only_notes_changed"),
+            Self::AvailabilityCheck => f.write_str("availability_check"),
             Self::Not(c) => write!(f, "not {c}"),
         }
     }
@@ -104,6 +107,7 @@ impl Condition {
             "restricted" => return Ok(Self::Restricted),
             "break_glass" => return Ok(Self::BreakGlass),
             "only_notes_changed" => return Ok(Self::OnlyNotesChanged),
+            "availability_check" => return Ok(Self::AvailabilityCheck),
             _ => {}
         }
         if let Some(role) = text.strip_prefix("has_role ") {
@@ -137,7 +141,7 @@ impl Condition {
         }
         Err(format!(
             "`{text}` is not a condition; expected one of patient_in_context, subject_is_patient, subject_is_proxy, \
-             same_organisation, restricted, break_glass, only_notes_changed, has_role R, assurance >= N, \
+             same_organisation, restricted, break_glass, only_notes_changed, availability_check, has_role R, assurance >= N, \
              client in [..], hours HH:MM-HH:MM, or `not` before one of them"
         ))
     }

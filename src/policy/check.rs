@@ -10,6 +10,10 @@ use super::compile::MAX_ROLES;
 /// Resource types this service has (rules may also say `*`).
 pub const RESOURCE_TYPES: [&str; 5] = ["AuditEvent", "CarePlan", "Patient", "Practitioner", "RelatedPerson"];
 
+/// Sources whose `RelatedPerson` users carebroker itself verified (the dev users' configured
+/// relationships; NHS login proxy access). Anyone else's `RelatedPerson` is only an assertion.
+pub const VERIFIED_PROXY_SOURCES: [&str; 2] = ["dev", "nhs_login"];
+
 fn err(rule_origin: &super::ast::Origin, message: String) -> PolicyError {
     PolicyError { origin: rule_origin.clone(), message }
 }
@@ -67,6 +71,19 @@ pub fn check(policy: &Policy) -> Vec<PolicyError> {
         }
         if m.source == "system" && m.clients.is_empty() {
             errors.push(err(&m.origin, "a system mapping names its clients".into()));
+        }
+        if m.fhir_user_type.as_deref() == Some("RelatedPerson") && !VERIFIED_PROXY_SOURCES.contains(&m.source.as_str())
+        {
+            errors.push(err(
+                &m.origin,
+                format!(
+                    "role `{}` from a RelatedPerson of source `{}`: a proxy relationship must be verified, not \
+                     asserted; map RelatedPerson users only from {}",
+                    m.role,
+                    m.source,
+                    VERIFIED_PROXY_SOURCES.join(" or ")
+                ),
+            ));
         }
         mapped.insert(&m.role);
     }

@@ -27,6 +27,7 @@ enum Op {
     ClientIn(Box<[Box<str>]>),
     Hours(u16, u16),
     OnlyNotesChanged,
+    AvailabilityCheck,
     Not(Box<Op>),
 }
 
@@ -112,6 +113,7 @@ fn compile_condition(condition: &Condition, role_bit: &dyn Fn(&str) -> u64) -> O
         Condition::ClientIn(ids) => Op::ClientIn(ids.iter().map(|s| Box::from(s.as_str())).collect()),
         Condition::Hours(a, b) => Op::Hours(*a, *b),
         Condition::OnlyNotesChanged => Op::OnlyNotesChanged,
+        Condition::AvailabilityCheck => Op::AvailabilityCheck,
         Condition::Not(inner) => Op::Not(Box::new(compile_condition(inner, role_bit))),
     }
 }
@@ -129,6 +131,7 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
         Op::ClientIn(ids) => ids.iter().any(|id| **id == *r.client_id),
         Op::Hours(a, b) => c::within_hours(r, *a, *b),
         Op::OnlyNotesChanged => r.only_notes_changed,
+        Op::AvailabilityCheck => r.availability_check,
         Op::Not(inner) => !run(inner, r, roles),
     }
 }

@@ -41,9 +41,13 @@ pub struct Case {
     pub proxy_for: Vec<String>,
     #[serde(default)]
     pub break_glass: bool,
-    /// `HH:MM` (UTC); default 10:00.
+    /// `HH:MM` UK local time; default 10:00.
     #[serde(default)]
     pub time: Option<String>,
+    /// An instant (RFC 3339, e.g. `2026-03-29T07:30:00Z`), turned into UK local time as the
+    /// guard does: for fixtures across the clock changes. Give `time` or `at`, not both.
+    #[serde(default)]
+    pub at: Option<String>,
     #[serde(default)]
     pub system: bool,
     pub resource: String,
@@ -56,6 +60,8 @@ pub struct Case {
     pub restricted: bool,
     #[serde(default)]
     pub only_notes_changed: bool,
+    #[serde(default)]
+    pub availability_check: bool,
     /// `permit` or `deny`.
     pub expect: String,
     /// The rule expected to decide.
@@ -98,9 +104,15 @@ impl Case {
     /// The request, borrowing from the case and `roles`.
     pub fn request<'a>(&'a self, roles: &'a [String]) -> Result<AccessRequest<'a>, String> {
         let interaction = parse_interactions(&self.interaction)?;
-        let minute = match self.time.as_deref() {
-            None => 600,
-            Some(t) => minutes(t).ok_or("time is HH:MM")?,
+        let minute = match (self.time.as_deref(), self.at.as_deref()) {
+            (None, None) => 600,
+            (Some(t), None) => minutes(t).ok_or("time is HH:MM")?,
+            (None, Some(at)) => {
+                let at = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| "at is an RFC 3339 instant such as 2026-03-29T07:30:00Z")?;
+                crate::clock::uk_minute_of_day(at.unix_timestamp())
+            }
+            (Some(_), Some(_)) => return Err("give `time` or `at`, not both".into()),
         };
         Ok(AccessRequest {
             roles,
@@ -119,6 +131,7 @@ impl Case {
             record_org: self.record_org.as_deref(),
             restricted: self.restricted,
             only_notes_changed: self.only_notes_changed,
+            availability_check: self.availability_check,
         })
     }
 }

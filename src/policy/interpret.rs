@@ -21,6 +21,7 @@ fn holds(condition: &Condition, r: &AccessRequest<'_>) -> bool {
         Condition::ClientIn(ids) => ids.iter().any(|id| id == r.client_id),
         Condition::Hours(a, b) => c::within_hours(r, *a, *b),
         Condition::OnlyNotesChanged => r.only_notes_changed,
+        Condition::AvailabilityCheck => r.availability_check,
         Condition::Not(inner) => !holds(inner, r),
     }
 }

@@ -22,7 +22,7 @@ pub struct AccessRequest<'a> {
     pub proxy_for: &'a [String],
     /// The request states a break-glass reason.
     pub break_glass: bool,
-    /// Minutes since midnight (UTC).
+    /// Minutes since midnight, UK local time (Europe/London: GMT in winter, BST in summer).
     pub minute_of_day: u16,
     /// A backend service with no user.
     pub system: bool,
@@ -35,8 +35,10 @@ pub struct AccessRequest<'a> {
     pub record_org: Option<&'a str>,
     /// PDS-restricted record.
     pub restricted: bool,
-    /// An update that changes only `CarePlan.note`.
+    /// An update that only adds `CarePlan.note` entries and changes nothing else.
     pub only_notes_changed: bool,
+    /// The availability check (`/availability`): existence and last update, never content.
+    pub availability_check: bool,
 }
 
 /// Obligations of a permit as bits.

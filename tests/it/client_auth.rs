@@ -66,7 +66,8 @@ async fn a_wrong_post_secret_or_method_is_invalid_client() {
         let reply =
             app.post_form("/introspect", &[("token", "x"), ("client_id", id), ("client_secret", secret)], &[]).await;
         reply.assert_error(401, "invalid_client");
-        assert!(reply.header("www-authenticate").is_none(), "no Basic challenge when the header was not used");
+        // RFC 9110 §15.5.2: every 401 carries a challenge, naming a scheme the client may use
+        assert!(reply.header("www-authenticate").is_some_and(|h| h.starts_with("Basic realm=")), "{id}");
     }
 }
 

@@ -138,14 +138,26 @@ async fn resource_contract(store: &dyn DurableStore) {
     assert!(store.search_resources("CarePlan", &[by("status", &[])], 10).await.unwrap().is_empty());
 }
 
-async fn audit_contract(store: &dyn DurableStore) {
-    use carebroker::store::AuditDraft;
-    let draft = |n: i64| AuditDraft {
+/// A draft as the audit writer makes it: the event as JSON, filed under its patient and actor.
+fn audit_draft(n: i64, patient: Option<&str>, actor: Option<&str>) -> carebroker::store::AuditDraft {
+    use carebroker::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
+    let event = AuditEvent::new(
+        AuditKind::FhirRead,
+        AuditOutcome::Success,
+        Actor { subject: actor.map(str::to_owned), ..Actor::default() },
+    )
+    .patient(patient)
+    .detail(format!("n {n}"));
+    carebroker::store::AuditDraft {
         time: n,
-        patient: Some("9434765919".into()),
-        actor: Some(format!("a{n}")),
-        data: format!("{{\"n\":{n}}}"),
-    };
+        patient: patient.map(str::to_owned),
+        actor: actor.map(str::to_owned),
+        data: serde_json::to_string(&event).unwrap(),
+    }
+}
+
+async fn audit_contract(store: &dyn DurableStore) {
+    let draft = |n: i64| audit_draft(n, Some("9434765919"), Some(&format!("a{n}")));
     let seqs = store.append_audit(&[draft(1), draft(2)]).await.unwrap();
     let more = store.append_audit(&[draft(3)]).await.unwrap();
     assert_eq!(more[0], seqs[1] + 1);
@@ -162,7 +174,6 @@ async fn audit_contract(store: &dyn DurableStore) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
-    use carebroker::store::AuditDraft;
     let url = services::fresh_postgres_database().await;
     let a = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
     let b = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
@@ -170,7 +181,7 @@ async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             tokio::spawn(async move {
-                let draft = AuditDraft { time: i, patient: None, actor: None, data: format!("{{\"i\":{i}}}") };
+                let draft = audit_draft(i, None, None);
                 carebroker::store::AuditStore::append_audit(store.as_ref(), &[draft]).await
             })
         })

@@ -29,7 +29,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let holder = crate::oauth::scope_policy::system_holder(&**policy, &client.client);
     let granted = crate::oauth::scope_policy::narrow(&**policy, &holder, &granted);
     if granted.is_empty() {
-        return Err(OAuthError::invalid_scope("none of the requested scopes is allowed for this client"));
+        return Err(OAuthError::invalid_scope(unmapped_or_refused(authority, &client.client.id, &holder.roles)));
     }
 
     let lifetime = client
@@ -67,6 +67,23 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         context: serde_json::Map::new(),
         subject: claims.sub.clone(),
     })
+}
+
+/// Why nothing could be granted: the usual cause is that no operator has given the client a role
+/// yet, which the message says, naming the client and the policy files to edit.
+fn unmapped_or_refused(authority: &crate::oauth::Authority, client_id: &str, roles: &[String]) -> String {
+    let folder = authority.config.policy.dir.as_ref().map(|d| d.display().to_string());
+    match (roles.is_empty(), folder) {
+        (true, Some(folder)) => format!(
+            "client `{client_id}` has no role in the access policy: an operator grants one with a [[map]] entry \
+             (source = \"system\", clients = [\"{client_id}\"]) in the policy files in `{folder}`"
+        ),
+        (true, None) => format!("none of the requested scopes is allowed for client `{client_id}`"),
+        (false, _) => format!(
+            "the access policy permits none of the requested scopes to client `{client_id}` (roles: {})",
+            roles.join(", ")
+        ),
+    }
 }
 
 /// `system/` resource scopes, and extension scopes (such as the introspection scope).
