@@ -151,6 +151,7 @@ impl FhirApi {
         let result = async {
             let query = &Query::parse(raw_query)?;
             let access = caller.access(TYPE, Permissions::SEARCH)?;
+            caller.may_search(&**self.policy.load_full(), TYPE)?;
             query.only(&[
                 "patient",
                 "subject",

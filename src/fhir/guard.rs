@@ -226,6 +226,23 @@ impl Caller {
         self.trail.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Refuses a search the policy could permit on no record at all to this caller (the
+    /// availability role, say, which reaches only the availability check), before anything is
+    /// read: such a caller is told the policy refused, not shown an empty result.
+    pub fn may_search(&self, policy: &dyn crate::policy::AccessPolicy, resource_type: &str) -> Result<(), FhirError> {
+        if policy.may_permit(&self.policy_request(resource_type, Permissions::SEARCH, Record::default())) {
+            return Ok(());
+        }
+        let rule = crate::policy::request::DEFAULT_DENY;
+        if let Ok(mut trail) = self.trail.lock() {
+            trail.rule = Some(std::sync::Arc::from(rule));
+        }
+        Err(FhirError::PolicyDenied {
+            rule: rule.into(),
+            reason: format!("no rule could permit a {resource_type} search"),
+        })
+    }
+
     /// Asks `policy` and records the decision.
     pub fn decide(
         &self,

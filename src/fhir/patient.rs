@@ -100,6 +100,7 @@ impl FhirApi {
         let result = async {
             let query = &Query::parse(raw_query)?;
             let access = caller.access("Patient", Permissions::SEARCH)?;
+            caller.may_search(&**self.policy.load_full(), "Patient")?;
             query.only(&["_id", "identifier", "family", "birthdate", "phone", "_count", "_offset"])?;
             let (count, offset) = paging(query)?;
             let mut criteria = Vec::new();

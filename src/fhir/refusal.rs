@@ -101,15 +101,18 @@ impl FhirApi {
         for (key, count) in self.refusals.take_summaries(self.clock.now_millis()) {
             let mut parts = key.splitn(3, '|');
             let (source, patient, target) = (parts.next(), parts.next(), parts.next());
-            let patient = patient.filter(|p| NhsNumber::parse(p).is_ok());
             let (resource_type, id) = match target.and_then(|t| t.split_once('/')) {
                 Some((kind, id)) => (kind, Some(id)),
                 None => (target.unwrap_or("unknown"), None),
             };
+            let mut patient = patient.filter(|p| NhsNumber::parse(p).is_ok()).map(str::to_owned);
+            if let (None, Some(id), "CarePlan" | "RelatedPerson") = (&patient, id, resource_type) {
+                patient = self.patient_of_stored(resource_type, id).await;
+            }
             let actor = Actor { ip: source.filter(|s| *s != "unknown address").map(str::to_owned), ..Actor::default() };
             let event = AuditEvent::new(AuditKind::FhirRead, AuditOutcome::Denied, actor)
                 .target(resource_type, id, None)
-                .patient(patient)
+                .patient(patient.as_deref())
                 .detail(format!(
                     "{count} further requests from this address for this target were refused before the caller was \
                      identified (counted, not recorded one by one)"

@@ -88,7 +88,9 @@ pub fn narrow(policy: &dyn AccessPolicy, holder: &Holder, scope: &ScopeSet) -> S
                     interaction: *letter,
                     ..AccessRequest::default()
                 };
-                if policy.may_permit(&request) {
+                // the availability check is a request of its own: a scope that serves only it stays
+                let availability = AccessRequest { availability_check: true, ..request.clone() };
+                if policy.may_permit(&request) || policy.may_permit(&availability) {
                     allowed |= letter.bits();
                 }
             }

@@ -136,10 +136,11 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
     }
 }
 
-/// Three-valued evaluation for "could this ever be permitted": record facts are unknown.
+/// Three-valued evaluation for "could this ever be permitted": record facts are unknown; who
+/// asks, and whether the request is the availability check, are known.
 fn may_hold(op: &Op, r: &AccessRequest<'_>, roles: u64) -> Option<bool> {
     match op {
-        Op::HasRole(_) | Op::AssuranceAtLeast(_) | Op::ClientIn(_) => Some(run(op, r, roles)),
+        Op::HasRole(_) | Op::AssuranceAtLeast(_) | Op::ClientIn(_) | Op::AvailabilityCheck => Some(run(op, r, roles)),
         Op::Not(inner) => may_hold(inner, r, roles).map(|v| !v),
         _ => None,
     }

@@ -7,6 +7,7 @@ mod backend_services;
 mod browser;
 mod cli;
 mod client_auth;
+mod clinical_safety;
 mod discovery;
 mod ehr_launch;
 mod ehr_presented;

@@ -83,9 +83,16 @@ pub fn care_plan(patient: &str, category: (&str, &str), start: &str) -> Value {
     })
 }
 
+/// A plan-maintaining system's token (the role the shipped policy gives `backend-demo`).
+pub fn writer_token(app: &TestApp) -> String {
+    let mut claims = system_claims(app, "system/CarePlan.cruds system/Patient.rs");
+    claims.roles = vec!["plan-maintainer".into()];
+    token(app, &claims)
+}
+
 /// Creates a plan as a system writer and returns its id.
 pub async fn create_plan(app: &TestApp, plan: &Value) -> String {
-    let writer = token(app, &system_claims(app, "system/CarePlan.cruds"));
+    let writer = writer_token(app);
     let reply = send(app, Method::POST, &writer, "/fhir/CarePlan", plan, None).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     reply.json()["id"].as_str().expect("id").to_owned()
@@ -94,4 +101,36 @@ pub async fn create_plan(app: &TestApp, plan: &Value) -> String {
 /// An app with the dev seeds (Patients 9434765919, 9000000009 at A9A5A; 9449306621, 9960308243 at VNC12).
 pub async fn fhir_app() -> TestApp {
     TestApp::builder().with_dev_users().build().await
+}
+
+/// Stores `resource` (with its `resourceType` and `id`) directly, as seeding does.
+pub async fn put_resource(app: &TestApp, resource: &Value) {
+    let kind = resource["resourceType"].as_str().expect("resourceType");
+    let id = resource["id"].as_str().expect("id");
+    let data = resource.to_string();
+    let index = carebroker::fhir::resources::index_of(kind, resource);
+    let write =
+        carebroker::store::ResourceWrite { resource_type: kind, id, data: &data, index: &index, now: app.now() * 1000 };
+    assert!(
+        app.state.authority.stores.durable.create_resource_if_absent(write).await.expect("store"),
+        "{kind}/{id} exists"
+    );
+}
+
+/// The sequence number of the newest audit record (0 when none).
+pub async fn audit_head(app: &TestApp) -> i64 {
+    let mut after = 0;
+    loop {
+        let page = app.state.authority.stores.durable.audit_records(after, 1000).await.expect("audit");
+        match page.last() {
+            Some(last) => after = last.seq,
+            None => return after,
+        }
+    }
+}
+
+/// Audit records after `seq`, as (patient column, the event JSON).
+pub async fn audit_after(app: &TestApp, seq: i64) -> Vec<(Option<String>, Value)> {
+    let records = app.state.authority.stores.durable.audit_records(seq, 10_000).await.expect("audit");
+    records.into_iter().map(|r| (r.patient.clone(), serde_json::from_str(&r.data).expect("event json"))).collect()
 }

@@ -189,6 +189,10 @@ impl TestAppBuilder {
             c.fhir.seed_dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dev/fhir"));
         })
     }
+    /// The shipped access policy (`policies/`), as a deployment runs it.
+    pub fn with_shipped_policy(self) -> Self {
+        self.with_config(|c| c.policy.dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")))
+    }
     pub fn with_registration(self) -> Self {
         self.with_config(|c| c.registration.initial_access_token = Some(Secret::new(INITIAL_ACCESS_TOKEN)))
     }
