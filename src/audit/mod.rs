@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::audit::{GENESIS_HASH, chain_hash};
+use crate::domain::nhs_number::redact_other_nhs_numbers;
 use crate::store::{AuditDraft, AuditRecord, DurableStore, StoreError};
 
 /// What happened.
@@ -189,6 +190,21 @@ impl AuditLog {
     }
 
     async fn submit(&self, event: &AuditEvent) -> Result<oneshot::Receiver<Result<i64, String>>, AuditError> {
+        // a detail may echo what a caller sent: it never names a patient other than the one the
+        // record is filed against
+        let redacted;
+        let event = match &event.detail {
+            Some(detail) => {
+                let clean = redact_other_nhs_numbers(detail, event.patient.as_deref());
+                if clean == *detail {
+                    event
+                } else {
+                    redacted = AuditEvent { detail: Some(clean), ..event.clone() };
+                    &redacted
+                }
+            }
+            None => event,
+        };
         let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let draft = AuditDraft {
             time: self.clock.now_millis(),

@@ -50,9 +50,61 @@ impl fmt::Display for NhsNumber {
     }
 }
 
+/// `text` with every NHS number in it other than `keep` replaced by `(another NHS number)`: for
+/// free text filed against one patient (an audit record's detail, which may echo what a caller
+/// sent), so one patient's history never names another patient. Digits in runs of exactly ten
+/// (`943 476 5919` too) that pass the check digit are NHS numbers.
+pub fn redact_other_nhs_numbers(text: &str, keep: Option<&str>) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() || (i > 0 && bytes[i - 1].is_ascii_digit()) {
+            let ch = text[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        // a run of digits and single spaces starting here
+        let mut end = i;
+        let mut digits = 0;
+        while end < bytes.len()
+            && (bytes[end].is_ascii_digit()
+                || (bytes[end] == b' ' && end + 1 < bytes.len() && bytes[end + 1].is_ascii_digit()))
+        {
+            if bytes[end].is_ascii_digit() {
+                digits += 1;
+            }
+            end += 1;
+        }
+        let run = &text[i..end];
+        match NhsNumber::parse(run) {
+            Ok(n) if digits == 10 && Some(n.as_str()) != keep => out.push_str("(another NHS number)"),
+            _ => out.push_str(run),
+        }
+        i = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_patients_numbers_are_redacted_from_free_text() {
+        let text = "`subject.reference` names `Patient/9434765919` but the identifier names 900 000 0009";
+        assert_eq!(
+            redact_other_nhs_numbers(text, Some("9434765919")),
+            "`subject.reference` names `Patient/9434765919` but the identifier names (another NHS number)"
+        );
+        assert_eq!(redact_other_nhs_numbers("at 1795305600 ms, 12345678901", None), "at 1795305600 ms, 12345678901");
+        assert_eq!(
+            redact_other_nhs_numbers("9000000009,9434765919", None),
+            "(another NHS number),(another NHS number)"
+        );
+        assert_eq!(redact_other_nhs_numbers("naïve 9000000009é", Some("9000000009")), "naïve 9000000009é");
+    }
 
     #[test]
     fn valid_numbers_pass() {

@@ -242,7 +242,12 @@ impl FhirApi {
             patients.extend(patient.clone());
             let shown: Vec<(Option<String>, Value)> =
                 records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.patient.clone(), e))).collect();
-            patients.extend(shown.iter().skip(offset).take(count).filter_map(|(p, _)| p.clone()));
+            for (patient, event) in shown.iter().skip(offset).take(count) {
+                patients.extend(patient.clone());
+                // a patient who acted (read their own record, or tried another's) is shown too
+                let actor = event["agent"][0]["who"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"));
+                patients.extend(actor.map(str::to_owned));
+            }
             let events: Vec<Value> = shown.into_iter().map(|(_, e)| e).collect();
             let page: Vec<Value> = events
                 .iter()

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod client_auth;
 mod clinical_safety;
+mod cross_patient;
 mod discovery;
 mod ehr_launch;
 mod ehr_presented;
