@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(Query::parse(Some(&list)).unwrap().lists("status").unwrap()[0].len(), MAX_VALUES);
         let repeated = vec!["family=smith"; 1200].join("&");
         assert!(Query::parse(Some(&repeated)).is_err());
-        let repeated = vec!["family=smith"; MAX_REPEATS].join("&");
+        let repeated = ["family=smith"; MAX_REPEATS].join("&");
         assert!(Query::parse(Some(&repeated)).is_ok());
         let many: Vec<String> = (0..=MAX_PARAMETERS).map(|i| format!("p{i}=x")).collect();
         assert!(Query::parse(Some(&many.join("&"))).is_err());

@@ -530,72 +530,38 @@ interactions = "rs"
 when = ["patient_in_context", "hours 08:00-18:00"]
 "#;
 
-const DAY_SHIFT_FIXTURES: &str = r#"
-[[case]]
-name = "08:30 BST on a summer morning is within the day shift"
-roles = ["clinician"]
-at = "2026-07-01T07:30:00Z"
-context_patient = "9434765919"
-record_patient = "9434765919"
-resource = "CarePlan"
-interaction = "r"
-expect = "permit"
-rule = "day-shift"
+/// (name, instant, whether the day shift permits a read then)
+const DAY_SHIFT_CASES: [(&str, &str, bool); 5] = [
+    ("08:30 BST on a summer morning is within the day shift", "2026-07-01T07:30:00Z", true),
+    ("07:30 GMT on a winter morning is before it", "2026-12-01T07:30:00Z", false),
+    ("the last minute before the clocks go forward is GMT", "2026-03-29T00:59:00Z", false),
+    ("17:30 UTC in summer is 18:30 BST, after the shift", "2026-07-01T17:30:00Z", false),
+    ("17:30 UTC in winter is 17:30 GMT, within it", "2026-12-01T17:30:00Z", true),
+];
 
-[[case]]
-name = "07:30 GMT on a winter morning is before it"
-roles = ["clinician"]
-at = "2026-12-01T07:30:00Z"
-context_patient = "9434765919"
-record_patient = "9434765919"
-resource = "CarePlan"
-interaction = "r"
-expect = "deny"
-rule = "default-deny"
-
-[[case]]
-name = "the last minute before the clocks go forward is GMT"
-roles = ["clinician"]
-at = "2026-03-29T00:59:00Z"
-context_patient = "9434765919"
-record_patient = "9434765919"
-resource = "CarePlan"
-interaction = "r"
-expect = "deny"
-rule = "default-deny"
-
-[[case]]
-name = "17:30 UTC in summer is 18:30 BST, after the shift"
-roles = ["clinician"]
-at = "2026-07-01T17:30:00Z"
-context_patient = "9434765919"
-record_patient = "9434765919"
-resource = "CarePlan"
-interaction = "r"
-expect = "deny"
-rule = "default-deny"
-
-[[case]]
-name = "17:30 UTC in winter is 17:30 GMT, within it"
-roles = ["clinician"]
-at = "2026-12-01T17:30:00Z"
-context_patient = "9434765919"
-record_patient = "9434765919"
-resource = "CarePlan"
-interaction = "r"
-expect = "permit"
-rule = "day-shift"
-"#;
+fn day_shift_fixtures() -> String {
+    DAY_SHIFT_CASES
+        .iter()
+        .map(|(name, at, permit)| {
+            let (expect, rule) = if *permit { ("permit", "day-shift") } else { ("deny", "default-deny") };
+            format!(
+                "[[case]]\nname = \"{name}\"\nroles = [\"clinician\"]\nat = \"{at}\"\n\
+                 context_patient = \"9434765919\"\nrecord_patient = \"9434765919\"\n\
+                 resource = \"CarePlan\"\ninteraction = \"r\"\nexpect = \"{expect}\"\nrule = \"{rule}\"\n\n"
+            )
+        })
+        .collect()
+}
 
 #[tokio::test]
 async fn the_hours_condition_keeps_uk_time_across_the_clock_changes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.toml"), DAY_SHIFT_POLICY).unwrap();
     std::fs::create_dir(dir.path().join("tests")).unwrap();
-    std::fs::write(dir.path().join("tests/hours.toml"), DAY_SHIFT_FIXTURES).unwrap();
+    std::fs::write(dir.path().join("tests/hours.toml"), day_shift_fixtures()).unwrap();
     let policy = carebroker::policy::load_dir(dir.path()).unwrap();
     let outcomes = carebroker::policy::fixtures::run_dir(&policy, &dir.path().join("tests")).unwrap();
-    assert_eq!(outcomes.len(), 5);
+    assert_eq!(outcomes.len(), DAY_SHIFT_CASES.len());
     assert!(outcomes.iter().all(|o| o.passed), "{outcomes:#?}");
 
     // and the guard reads the same UK time from its clock
