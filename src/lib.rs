@@ -4,6 +4,7 @@
 //!
 //! Dependency direction: `main -> http -> oauth -> token, store -> domain, clock, config`.
 
+pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -19,4 +20,5 @@ pub mod policy;
 pub mod store;
 pub mod token;
 
+pub use app::App;
 pub use http::{AppState, app};

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use carebroker::app::{App, key_retention_secs};
 use carebroker::clock::{Clock, SystemClock};
 use carebroker::config::{self, Loaded};
-use carebroker::http::{self, AppState, key_retention_secs};
+use carebroker::http;
 use carebroker::token::keys::{KeyFile, KeyState};
 
 #[derive(Debug, Parser)]
@@ -248,7 +249,7 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async {
-                let state = match AppState::build(loaded, Arc::new(SystemClock)).await {
+                let state = match App::build(loaded, Arc::new(SystemClock)).await.map(Arc::new) {
                     Ok(state) => state,
                     Err(e) => {
                         tracing::error!(error = %e, "carebroker could not start");

@@ -10,14 +10,14 @@ use super::guard::{Caller, Reach};
 use super::outcome::FhirError;
 use super::resources::normalise_phone;
 use super::search::Query;
-use super::{FhirApi, FhirResponse};
+use super::{App, FhirResponse};
 use crate::audit::AuditKind;
 use crate::audit::fhir::instant;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::Permissions;
 use crate::store::Criterion;
 
-impl FhirApi {
+impl App {
     /// `GET /availability?nhs_number=…` or `?phone=…`.
     pub async fn availability(&self, caller: &Caller, raw_query: Option<&str>) -> Result<FhirResponse, FhirError> {
         let mut patients: Vec<String> = Vec::new();

@@ -6,7 +6,7 @@ use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
 use super::resources::{careplan_patient, index_of, managing_org, new_id, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
-use super::{FhirApi, FhirResponse};
+use super::{App, FhirResponse};
 use crate::audit::AuditKind;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::Permissions;
@@ -32,7 +32,7 @@ fn single(stored: &StoredResource, status: u16) -> FhirResponse {
     }
 }
 
-impl FhirApi {
+impl App {
     /// The stored Patient `nhs`, if known here.
     pub(super) async fn patient_resource(&self, nhs: &str) -> Result<Option<Value>, FhirError> {
         let stored = self.stores.durable.read_resource("Patient", nhs).await?;
@@ -128,7 +128,7 @@ impl FhirApi {
                 admitted?;
                 let method = if stored.version == 1 { "POST" } else { "PUT" };
                 entries.push(json!({
-                    "fullUrl": format!("{}/{TYPE}/{id}/_history/{}", self.fhir_base, stored.version),
+                    "fullUrl": format!("{}/{TYPE}/{id}/_history/{}", self.fhir_base(), stored.version),
                     "resource": with_meta(stored),
                     "request": {"method": method, "url": if stored.version == 1 { TYPE.to_owned() } else { format!("{TYPE}/{id}") }},
                     "response": {"status": if stored.version == 1 { "201" } else { "200" }, "etag": format!("W/\"{}\"", stored.version)}
@@ -193,7 +193,7 @@ impl FhirApi {
             if let Reach::Patient(own) = &access.reach {
                 // A patient-context search is always within that patient.
                 if patients.first().is_some_and(|p| p != own) {
-                    return Ok(FhirResponse::ok(searchset(&self.fhir_base, TYPE, query, &[], count, offset)));
+                    return Ok(FhirResponse::ok(searchset(self.fhir_base(), TYPE, query, &[], count, offset)));
                 }
                 patients = vec![own.clone()];
             }
@@ -236,7 +236,7 @@ impl FhirApi {
             }
             audit_patients.extend(matches.iter().skip(offset).take(count).filter_map(|(_, p)| p.clone()));
             let matches: Vec<StoredResource> = matches.into_iter().map(|(stored, _)| stored).collect();
-            Ok(FhirResponse::ok(searchset(&self.fhir_base, TYPE, query, &matches, count, offset)))
+            Ok(FhirResponse::ok(searchset(self.fhir_base(), TYPE, query, &matches, count, offset)))
         }
         .await;
         self.audited(caller, AuditKind::FhirSearch, (TYPE, None), &audit_patients, result).await
@@ -320,7 +320,7 @@ impl FhirApi {
                 StoredResource { resource_type: TYPE.into(), id: id.clone(), version: 1, last_updated: now, data };
             created_id = Some(id.clone());
             let mut response = single(&stored, 201);
-            response.location = Some(format!("{}/{TYPE}/{id}/_history/1", self.fhir_base));
+            response.location = Some(format!("{}/{TYPE}/{id}/_history/1", self.fhir_base()));
             Ok(response)
         }
         .await;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::FhirApi;
+use super::App;
 use super::outcome::FhirError;
 use super::refusal::RequestLine;
 use super::resources::matches_restriction;
@@ -83,7 +83,7 @@ pub struct Presented<'a> {
     pub line: RequestLine<'a>,
 }
 
-impl FhirApi {
+impl App {
     /// Verifies the request's bearer token. A request refused for its token is audited against
     /// what it was aimed at (rate-limited, no token material).
     pub async fn authenticate(&self, presented: Presented<'_>) -> Result<Caller, FhirError> {
@@ -100,7 +100,7 @@ impl FhirApi {
         let token =
             crate::token::bearer(presented.authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
-        let claims = access::verify(&self.keys.ring(), token, &self.issuer, Some(&self.fhir_base), now)
+        let claims = access::verify(&self.keys.ring(), token, self.issuer(), Some(self.fhir_base()), now)
             .map_err(|e| FhirError::InvalidToken(e.to_string()))?;
         let mut ids = vec![claims.jti.as_str()];
         if let Some(grant) = &claims.grant_id {

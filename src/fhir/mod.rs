@@ -15,16 +15,10 @@ pub mod resources;
 pub mod search;
 pub mod seed;
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
-use crate::audit::{AuditEvent, AuditKind, AuditLog, AuditOutcome};
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::pds::PdsClient;
-use crate::store::Stores;
-use crate::token::KeyManager;
+use crate::app::App;
+use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
 use guard::Caller;
 use outcome::FhirError;
 
@@ -46,46 +40,7 @@ impl FhirResponse {
     }
 }
 
-/// Everything the FHIR API needs.
-#[derive(Debug)]
-pub struct FhirApi {
-    pub config: Arc<Config>,
-    pub clock: Arc<dyn Clock>,
-    pub stores: Stores,
-    pub keys: Arc<KeyManager>,
-    pub pds: Option<PdsClient>,
-    pub audit: Arc<AuditLog>,
-    pub policy: crate::policy::PolicyHandle,
-    pub issuer: String,
-    pub fhir_base: String,
-    /// Rate limit of the audit records of requests refused for their token.
-    pub refusals: crate::audit::limiter::RefusalLimiter,
-}
-
-impl FhirApi {
-    pub fn new(
-        config: Arc<Config>,
-        clock: Arc<dyn Clock>,
-        stores: Stores,
-        keys: Arc<KeyManager>,
-        audit: Arc<AuditLog>,
-        policy: crate::policy::PolicyHandle,
-    ) -> Result<Self, reqwest::Error> {
-        let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
-        Ok(Self {
-            issuer: config.issuer().to_owned(),
-            fhir_base: config.fhir_base(),
-            config,
-            clock,
-            stores,
-            keys,
-            pds,
-            audit,
-            policy,
-            refusals: Default::default(),
-        })
-    }
-
+impl App {
     /// Records the outcome of an interaction and passes the result on: one audit record for each
     /// patient the interaction concerns or disclosed (a search that shows five patients leaves five
     /// records, each filed against its patient), or one record with no patient. A success that

@@ -7,7 +7,7 @@ use super::guard::{Caller, Reach, Record, within_compartment};
 use super::outcome::FhirError;
 use super::resources::{managing_org, normalise_phone, with_meta};
 use super::search::{Query, date_param, paging, searchset};
-use super::{FhirApi, FhirResponse};
+use super::{App, FhirResponse};
 use crate::audit::AuditKind;
 use crate::audit::fhir::to_audit_event;
 use crate::audit::filed_as_hashed;
@@ -36,7 +36,7 @@ fn restrict(patient: &mut Value) {
     }
 }
 
-impl FhirApi {
+impl App {
     /// Verifies `nhs` with PDS (when configured). Returns the current NHS number, whether the
     /// record is restricted, and PDS's resource.
     async fn verify_with_pds(&self, nhs: &NhsNumber) -> Result<(String, bool, Option<Value>), FhirError> {
@@ -144,7 +144,7 @@ impl FhirApi {
                 })
                 .collect();
             patients.extend(matches.iter().skip(offset).take(count).map(|m| m.id.clone()));
-            Ok(FhirResponse::ok(searchset(&self.fhir_base, "Patient", query, &matches, count, offset)))
+            Ok(FhirResponse::ok(searchset(self.fhir_base(), "Patient", query, &matches, count, offset)))
         }
         .await;
         self.audited(caller, AuditKind::FhirSearch, ("Patient", None), &patients, result).await
@@ -253,7 +253,7 @@ impl FhirApi {
                 .iter()
                 .skip(offset)
                 .take(count)
-                .map(|e| json!({"fullUrl": format!("{}/AuditEvent/{}", self.fhir_base, e["id"].as_str().unwrap_or_default()), "resource": e, "search": {"mode": "match"}}))
+                .map(|e| json!({"fullUrl": format!("{}/AuditEvent/{}", self.fhir_base(), e["id"].as_str().unwrap_or_default()), "resource": e, "search": {"mode": "match"}}))
                 .collect();
             Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": events.len(), "entry": page})))
         }

@@ -4,7 +4,7 @@
 //! see. The records are rate-limited ([`crate::audit::limiter`]) and hold no token material:
 //! only what was asked for, from where, and why it was refused.
 
-use super::FhirApi;
+use super::App;
 use super::outcome::FhirError;
 use super::search::Query;
 use crate::audit::limiter::Admit;
@@ -62,7 +62,7 @@ fn aim_of(line: &RequestLine<'_>) -> Aim {
     Aim { kind, resource_type: resource_type.to_owned(), id, patient }
 }
 
-impl FhirApi {
+impl App {
     /// Audits a request refused for its token (rate-limited). Never fails the request: the
     /// refusal stands whether or not the record could be written.
     pub(crate) async fn audit_refusal(&self, line: &RequestLine<'_>, ip: Option<&str>, err: &FhirError) {

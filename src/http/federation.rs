@@ -51,13 +51,13 @@ pub(super) fn browser_marker(state: &str) -> String {
 
 /// The callback every provider redirects to.
 pub fn callback_url(state: &AppState) -> String {
-    state.authority.config.endpoint("/federation/callback")
+    state.config.endpoint("/federation/callback")
 }
 
 /// The providers `client` allows, as (id, display name); `dev` when the development sign-in is on.
 pub fn allowed_providers(state: &AppState, client: &Client) -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> = Vec::new();
-    if state.authority.config.dev_idp.enabled {
+    if state.config.dev_idp.enabled {
         all.push(("dev".into(), "Development sign-in".into()));
     }
     all.extend(state.federation.all().map(|p| (p.id().to_owned(), p.name().to_owned())));
@@ -69,10 +69,10 @@ pub fn allowed_providers(state: &AppState, client: &Client) -> Vec<(String, Stri
 
 pub(super) fn failure_page(state: &AppState, err: &SignInError, nhs_app: bool) -> Response {
     tracing::info!(error = %err, "federated sign-in failed");
-    let home = state.authority.config.nhs_app.home_url.clone();
+    let home = state.config.nhs_app.home_url.clone();
     let back = nhs_app.then_some(("Go back to the NHS App", home.as_str()));
     let mut page_policy = PagePolicy { hide_header: nhs_app, ..PagePolicy::default() };
-    page_policy.frame_ancestors = state.authority.config.pages.frame_ancestors.clone();
+    page_policy.frame_ancestors = state.config.pages.frame_ancestors.clone();
     let message = match err {
         SignInError::Provider { code, .. }
             if nhs_app && matches!(code.as_str(), "login_required" | "sso_login_required" | "interaction_required") =>
@@ -100,15 +100,11 @@ async fn go_upstream(
         Err(e) => return failure_page(state, &e, nhs_app),
     };
     let record = Upstream { idp: provider.id().to_owned(), trip: trip.clone(), purpose };
-    let ttl = Duration::from_secs(state.authority.config.federation.upstream_timeout_secs);
+    let ttl = Duration::from_secs(state.config.federation.upstream_timeout_secs);
     let stored = match serde_json::to_vec(&record) {
-        Ok(bytes) => state
-            .authority
-            .stores
-            .ephemeral
-            .put(&upstream_key(&trip.state), &bytes, ttl)
-            .await
-            .map_err(|e| e.to_string()),
+        Ok(bytes) => {
+            state.stores.ephemeral.put(&upstream_key(&trip.state), &bytes, ttl).await.map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = stored {
@@ -136,7 +132,7 @@ pub async fn sign_in_step(
         .or_else(|| pending.idp_hint.clone())
         .or_else(|| client.default_identity_provider.clone())
         .or_else(|| (allowed.len() == 1).then(|| allowed[0].0.clone()));
-    let page_policy = policy(&state.authority, Some(&client));
+    let page_policy = policy(&state, Some(&client));
     let Some(choice) = choice else {
         return pages::provider_chooser(&pending.id, &client.name, &allowed, &page_policy);
     };
@@ -178,11 +174,11 @@ pub struct CallbackQuery {
 
 /// `GET /federation/callback`: the provider's answer.
 pub async fn callback(State(state): State<AppState>, session: Session, Query(q): Query<CallbackQuery>) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let gone = expired_page;
     let Some(round) = q.state.as_deref() else { return gone() };
     let mine = session.get::<bool>(&browser_marker(round)).await.ok().flatten().unwrap_or(false);
-    let record = match authority.stores.ephemeral.take(&upstream_key(round)).await {
+    let record = match app.stores.ephemeral.take(&upstream_key(round)).await {
         Ok(Some(bytes)) => serde_json::from_slice::<Upstream>(&bytes).ok(),
         _ => None,
     };
@@ -191,7 +187,7 @@ pub async fn callback(State(state): State<AppState>, session: Session, Query(q):
     let nhs_app = matches!(record.purpose, Purpose::NhsApp { .. });
     let Some(provider) = state.federation.get(&record.idp) else { return gone() };
 
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let result = match (&q.error, &q.code) {
         (Some(code), _) => Err(SignInError::Provider { code: code.clone(), description: q.error_description.clone() }),
         (None, Some(code)) => provider.complete(&record.trip, &callback_url(&state), code, now).await,
@@ -201,8 +197,7 @@ pub async fn callback(State(state): State<AppState>, session: Session, Query(q):
         Ok(identity) => identity,
         Err(e) => {
             let actor = Actor { subject: Some(format!("{}:?", record.idp)), ..Default::default() };
-            authority
-                .audit
+            app.audit
                 .record_or_log(&AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail(e.to_string()))
                 .await;
             return failure_page(&state, &e, nhs_app);
@@ -227,21 +222,21 @@ pub(super) async fn finish_sign_in(
     record: Upstream,
     identity: Identity,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let gone = expired_page;
     let Some(provider) = state.federation.get(&record.idp) else { return gone() };
     let config = provider.config();
     let (idle_secs, absolute_secs) = config.session_limits();
     let limits = SessionLimits { idle_secs, absolute_secs };
-    let session_id = match establish_session(authority, session, identity.clone(), limits).await {
+    let session_id = match establish_session(app, session, identity.clone(), limits).await {
         Ok(id) => id,
         Err(response) => return response,
     };
     remember_upstream_session(state, &record.idp, &identity, &session_id).await;
     match record.purpose {
-        Purpose::Authorize { pending_id } => match authorize::load_pending(authority, &pending_id).await {
+        Purpose::Authorize { pending_id } => match authorize::load_pending(app, &pending_id).await {
             Ok(Some((pending, client))) => {
-                match authorize::signed_in(authority, pending, &client, identity, session_id).await {
+                match authorize::signed_in(app, pending, &client, identity, session_id).await {
                     Ok(outcome) => respond_outcome(state, session, outcome, Some(&client)).await,
                     Err(e) => failure_page(state, &SignInError::Upstream(e.to_string()), false),
                 }
@@ -264,12 +259,12 @@ pub(super) fn sub_key(idp: &str, sub: &str) -> String {
 /// Ends the sign-in sessions indexed under `keys` (and their online grants): how many ended, and
 /// whether any could not be.
 pub(super) async fn end_upstream_sessions(state: &AppState, keys: &[String]) -> (usize, bool) {
-    let authority = &state.authority;
+    let app = &state;
     let (mut ended, mut failed) = (0, false);
     for key in keys {
-        match authority.stores.ephemeral.take(key).await {
+        match app.stores.ephemeral.take(key).await {
             Ok(Some(session_id)) => {
-                match crate::oauth::oidc::end_session(authority, &String::from_utf8_lossy(&session_id)).await {
+                match crate::oauth::oidc::end_session(app, &String::from_utf8_lossy(&session_id)).await {
                     Ok(_) => ended += 1,
                     Err(_) => failed = true,
                 }
@@ -288,8 +283,8 @@ async fn remember_upstream_session(
     identity: &crate::domain::identity::Identity,
     session_id: &str,
 ) {
-    let store = &state.authority.stores.ephemeral;
-    let ttl = Duration::from_secs(state.authority.config.sessions.absolute_timeout_secs.unsigned_abs());
+    let store = &state.stores.ephemeral;
+    let ttl = Duration::from_secs(state.config.sessions.absolute_timeout_secs.unsigned_abs());
     let mut keys = vec![sub_key(idp, &identity.subject)];
     if let Some(sid) = &identity.upstream_session {
         keys.push(sid_key(idp, sid));
@@ -312,7 +307,7 @@ pub async fn backchannel_logout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let refuse = |why: &str| {
         tracing::warn!(idp = %idp, reason = %why, "back-channel logout refused");
         ErrorResponse(OAuthError::invalid_request(why)).into_response()
@@ -326,14 +321,14 @@ pub async fn backchannel_logout(
         return refuse("the body must be a form");
     };
     let Some(token) = params.get("logout_token") else { return refuse("missing logout_token") };
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let Some(client) = provider.oidc() else { return refuse("back-channel logout is for OpenID Connect providers") };
     let target = match crate::federation::backchannel::verify_logout_token(client, token, now).await {
         Ok(t) => t,
         Err(e) => return refuse(&e.to_string()),
     };
     let ttl = Duration::from_secs(u64::try_from(target.exp - now + 300).unwrap_or(600).max(600));
-    match authority.stores.ephemeral.put_if_absent(&format!("logout-jti:{idp}:{}", target.jti), b"1", ttl).await {
+    match app.stores.ephemeral.put_if_absent(&format!("logout-jti:{idp}:{}", target.jti), b"1", ttl).await {
         Ok(true) => {}
         Ok(false) => return refuse("this logout token was already used"),
         Err(e) => return refuse(&e.to_string()),
@@ -364,7 +359,7 @@ pub async fn nhs_app_entry(
     Path(journey): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let config = &state.authority.config.nhs_app;
+    let config = &state.config.nhs_app;
     let page_policy = PagePolicy { hide_header: in_nhs_app(&headers), ..PagePolicy::default() };
     if !config.enabled || !config.journeys.contains_key(&journey) {
         return pages::error_page(
@@ -400,8 +395,8 @@ pub async fn nhs_app_entry(
 /// After NHS login: the patient opens the journey's app with themselves in context (no picker),
 /// through a launch carebroker registers for them.
 async fn open_journey(state: &AppState, journey: &str, identity: crate::domain::identity::Identity) -> Response {
-    let authority = &state.authority;
-    let Some(journey_config) = authority.config.nhs_app.journeys.get(journey) else {
+    let app = &state;
+    let Some(journey_config) = app.config.nhs_app.journeys.get(journey) else {
         return pages::error_page(
             StatusCode::NOT_FOUND,
             "Page not found",
@@ -409,7 +404,7 @@ async fn open_journey(state: &AppState, journey: &str, identity: crate::domain::
             &PagePolicy::default(),
         );
     };
-    let client = match authority.clients.get(&journey_config.client_id).await {
+    let client = match app.clients.get(&journey_config.client_id).await {
         Ok(Some(client)) => client,
         _ => {
             return pages::error_page(
@@ -436,11 +431,11 @@ async fn open_journey(state: &AppState, journey: &str, identity: crate::domain::
         skip_consent: client.skip_consent,
     };
     let stored = crate::launch::register::store_launch(
-        authority.stores.ephemeral.as_ref(),
+        app.stores.ephemeral.as_ref(),
         &launch,
         &launch_uri,
-        authority.fhir_base(),
-        authority.config.launch.lifetime_secs,
+        app.fhir_base(),
+        app.config.launch.lifetime_secs,
     )
     .await;
     match stored {
@@ -471,9 +466,9 @@ async fn well_known_file(file: Option<&std::path::Path>) -> Response {
 }
 
 pub async fn assetlinks(State(state): State<AppState>) -> Response {
-    well_known_file(state.authority.config.nhs_app.assetlinks_file.as_deref()).await
+    well_known_file(state.config.nhs_app.assetlinks_file.as_deref()).await
 }
 
 pub async fn apple_app_site_association(State(state): State<AppState>) -> Response {
-    well_known_file(state.authority.config.nhs_app.apple_app_site_association_file.as_deref()).await
+    well_known_file(state.config.nhs_app.apple_app_site_association_file.as_deref()).await
 }

@@ -12,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::app::App;
 use crate::fhir::guard::{Caller, Presented};
 use crate::fhir::outcome::FhirError;
 use crate::fhir::refusal::RequestLine;
-use crate::fhir::{FhirApi, FhirResponse, capability};
+use crate::fhir::{FhirResponse, capability};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -99,7 +100,7 @@ pub fn fhir_error(err: &FhirError) -> Response {
     response
 }
 
-async fn caller(api: &FhirApi, input: &GuardInput) -> Result<Caller, Response> {
+async fn caller(api: &App, input: &GuardInput) -> Result<Caller, Response> {
     let presented = Presented {
         authorization: input.authorization.as_deref(),
         break_glass: input.break_glass.as_deref(),
@@ -122,7 +123,7 @@ fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {
 
 macro_rules! guarded {
     ($state:ident, $input:ident, |$api:ident, $caller:ident| $call:expr) => {{
-        let $api = &$state.fhir;
+        let $api = &$state;
         match caller($api, &$input).await {
             Ok($caller) => fhir_response($call.await),
             Err(response) => response,
@@ -131,7 +132,7 @@ macro_rules! guarded {
 }
 
 pub async fn metadata(State(state): State<AppState>) -> Response {
-    let mut response = Json(capability::capability_statement(&state.fhir.config)).into_response();
+    let mut response = Json(capability::capability_statement(&state.config)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
 }

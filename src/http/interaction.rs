@@ -12,12 +12,12 @@ use tower_sessions::Session;
 
 use super::AppState;
 use super::pages::{self, PagePolicy, consent::consent as consent_page};
+use crate::app::App;
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::client::Client;
 use crate::domain::identity::Identity;
 use crate::domain::scope::ScopeSet;
 use crate::launch::{directory, register::take_launch};
-use crate::oauth::Authority;
 use crate::oauth::authorize::{self, Outcome, Pending, SessionView, Step};
 use crate::oauth::error::OAuthError;
 use crate::oauth::grants::refresh_token::signin_key;
@@ -49,7 +49,7 @@ pub struct SessionLimits {
     pub absolute_secs: Option<i64>,
 }
 
-pub(super) fn policy(authority: &Authority, client: Option<&Client>) -> PagePolicy {
+pub(super) fn policy(app: &App, client: Option<&Client>) -> PagePolicy {
     let form_targets = client
         .map(|c| {
             let mut origins: Vec<String> = c.origins.clone();
@@ -63,7 +63,7 @@ pub(super) fn policy(authority: &Authority, client: Option<&Client>) -> PagePoli
             origins
         })
         .unwrap_or_default();
-    PagePolicy { frame_ancestors: authority.config.pages.frame_ancestors.clone(), form_targets, hide_header: false }
+    PagePolicy { frame_ancestors: app.config.pages.frame_ancestors.clone(), form_targets, hide_header: false }
 }
 
 fn session_failure(e: impl std::fmt::Display) -> Response {
@@ -88,14 +88,14 @@ fn oauth_failure(err: OAuthError) -> Response {
 
 /// The signed-in user of this browser, if their sign-in session is still alive (not ended, not
 /// past its absolute limit, not idle for longer than allowed).
-pub(super) async fn current_user(authority: &Authority, session: &Session) -> Result<Option<SessionUser>, Response> {
+pub(super) async fn current_user(app: &App, session: &Session) -> Result<Option<SessionUser>, Response> {
     let Some(mut user) = session.get::<SessionUser>(USER_KEY).await.map_err(session_failure)? else { return Ok(None) };
-    let now = authority.clock.now();
-    let sessions = &authority.config.sessions;
+    let now = app.clock.now();
+    let sessions = &app.config.sessions;
     let absolute = user.absolute_secs.unwrap_or(sessions.absolute_timeout_secs).min(sessions.absolute_timeout_secs);
     let expired = user.signed_in_at + absolute <= now;
     let idle = user.idle_secs.is_some_and(|limit| user.last_seen > 0 && now - user.last_seen > limit);
-    let alive = authority.stores.ephemeral.get(&signin_key(&user.session_id)).await.map_err(session_failure)?.is_some();
+    let alive = app.stores.ephemeral.get(&signin_key(&user.session_id)).await.map_err(session_failure)?.is_some();
     if expired || idle || !alive {
         session.remove_value(USER_KEY).await.map_err(session_failure)?;
         return Ok(None);
@@ -119,7 +119,7 @@ pub(super) async fn csrf_token(session: &Session) -> Result<String, Response> {
 
 /// Checks a submitted form: same-origin (when the browser says), and the session's CSRF token.
 pub(super) async fn check_form(
-    authority: &Authority,
+    app: &App,
     session: &Session,
     headers: &HeaderMap,
     form: &FormFields,
@@ -133,7 +133,7 @@ pub(super) async fn check_form(
         )
     };
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let ours = url::Url::parse(authority.issuer()).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let ours = url::Url::parse(app.issuer()).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
         if origin != ours {
             return Err(refuse());
         }
@@ -183,12 +183,12 @@ pub(super) async fn respond_outcome(
     outcome: Outcome,
     client: Option<&Client>,
 ) -> Response {
-    respond(&state.authority, session, outcome, client, StatusCode::SEE_OTHER).await
+    respond(&state, session, outcome, client, StatusCode::SEE_OTHER).await
 }
 
 /// Turns an outcome into a response: an error page, a redirect, or the next page.
 async fn respond(
-    authority: &Authority,
+    app: &App,
     session: &Session,
     outcome: Outcome,
     client: Option<&Client>,
@@ -199,7 +199,7 @@ async fn respond(
             StatusCode::BAD_REQUEST,
             "This app's request cannot be accepted",
             &message,
-            &policy(authority, client),
+            &policy(app, client),
         ),
         Outcome::Redirect { location } => redirect(&location, status),
         Outcome::Interact { pending_id, step } => {
@@ -218,7 +218,7 @@ async fn respond(
 
 /// The pending authorization `id`, if this browser started it.
 async fn owned_pending(
-    authority: &Authority,
+    app: &App,
     session: &Session,
     id: Option<&str>,
 ) -> Result<(Pending, std::sync::Arc<Client>), Response> {
@@ -235,7 +235,7 @@ async fn owned_pending(
     if !mine {
         return Err(gone());
     }
-    authorize::load_pending(authority, id).await.map_err(oauth_failure)?.ok_or_else(gone)
+    authorize::load_pending(app, id).await.map_err(oauth_failure)?.ok_or_else(gone)
 }
 
 async fn start(
@@ -244,7 +244,7 @@ async fn start(
     params: Result<Params, OAuthError>,
     status: StatusCode,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let params = match params {
         Ok(p) => p,
         Err(e) => {
@@ -252,30 +252,30 @@ async fn start(
                 StatusCode::BAD_REQUEST,
                 "This app's request cannot be accepted",
                 &e.description,
-                &policy(authority, None),
+                &policy(app, None),
             );
         }
     };
     let launch = match params.get("launch") {
-        Some(id) => match take_launch(authority.stores.ephemeral.as_ref(), id).await {
+        Some(id) => match take_launch(app.stores.ephemeral.as_ref(), id).await {
             Ok(Some(launch)) => Some(Ok(launch)),
             Ok(None) => Some(Err("unknown launch".to_owned())),
             Err(e) => return session_failure(e),
         },
         None => None,
     };
-    let user = match current_user(authority, session).await {
+    let user = match current_user(app, session).await {
         Ok(user) => user,
         Err(response) => return response,
     };
     let view =
         SessionView { identity: user.as_ref().map(|u| u.identity.clone()), session_id: user.map(|u| u.session_id) };
     let client = match params.get("client_id") {
-        Some(id) => authority.clients.get(id).await.ok().flatten(),
+        Some(id) => app.clients.get(id).await.ok().flatten(),
         None => None,
     };
-    match authorize::begin(authority, &params, launch, &view).await {
-        Ok(outcome) => respond(authority, session, outcome, client.as_deref(), status).await,
+    match authorize::begin(app, &params, launch, &view).await {
+        Ok(outcome) => respond(app, session, outcome, client.as_deref(), status).await,
         Err(e) => oauth_failure(e),
     }
 }
@@ -305,8 +305,8 @@ pub struct PendingQuery {
 
 /// `GET /signin`.
 pub async fn sign_in_page(State(state): State<AppState>, session: Session, Query(q): Query<PendingQuery>) -> Response {
-    let authority = &state.authority;
-    let (pending, client) = match owned_pending(authority, &session, q.req.as_deref()).await {
+    let app = &state;
+    let (pending, client) = match owned_pending(app, &session, q.req.as_deref()).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -323,7 +323,7 @@ pub async fn sign_in_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let Some(form) = FormFields::parse(&headers, &body) else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -332,17 +332,17 @@ pub async fn sign_in_submit(
             &PagePolicy::default(),
         );
     };
-    if let Err(response) = check_form(authority, &session, &headers, &form).await {
+    if let Err(response) = check_form(app, &session, &headers, &form).await {
         return response;
     }
-    let (pending, client) = match owned_pending(authority, &session, form.get("req")).await {
+    let (pending, client) = match owned_pending(app, &session, form.get("req")).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let username = form.get("username").unwrap_or_default();
     let Some(identity) = crate::federation::dev::authenticate(
-        &authority.config.dev_idp,
+        &app.config.dev_idp,
         username,
         form.get("password").unwrap_or_default(),
         now,
@@ -353,8 +353,7 @@ pub async fn sign_in_submit(
             client_id: Some(client.id.clone()),
             ..Default::default()
         };
-        authority
-            .audit
+        app.audit
             .record_or_log(
                 &AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail("wrong username or password"),
             )
@@ -365,12 +364,12 @@ pub async fn sign_in_submit(
             &pending.id,
             &client.name,
             Some("Enter a correct username and password."),
-            &policy(authority, Some(&client)),
+            &policy(app, Some(&client)),
         );
     };
-    match establish_session(authority, &session, identity.clone(), SessionLimits::default()).await {
-        Ok(session_id) => match authorize::signed_in(authority, pending, &client, identity, session_id).await {
-            Ok(outcome) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
+    match establish_session(app, &session, identity.clone(), SessionLimits::default()).await {
+        Ok(session_id) => match authorize::signed_in(app, pending, &client, identity, session_id).await {
+            Ok(outcome) => respond(app, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
             Err(e) => oauth_failure(e),
         },
         Err(response) => response,
@@ -380,16 +379,16 @@ pub async fn sign_in_submit(
 /// Signs `identity` in to this browser: a new session id (no fixation), a registered sign-in
 /// session for `online_access`, and a fresh CSRF token.
 pub(super) async fn establish_session(
-    authority: &Authority,
+    app: &App,
     session: &Session,
     identity: Identity,
     limits: SessionLimits,
 ) -> Result<String, Response> {
     session.cycle_id().await.map_err(session_failure)?;
     let session_id = random_token(16);
-    let ttl = std::time::Duration::from_secs(authority.config.sessions.absolute_timeout_secs.unsigned_abs());
-    authority.stores.ephemeral.put(&signin_key(&session_id), b"1", ttl).await.map_err(session_failure)?;
-    let now = authority.clock.now();
+    let ttl = std::time::Duration::from_secs(app.config.sessions.absolute_timeout_secs.unsigned_abs());
+    app.stores.ephemeral.put(&signin_key(&session_id), b"1", ttl).await.map_err(session_failure)?;
+    let now = app.clock.now();
     let user = SessionUser {
         identity,
         session_id: session_id.clone(),
@@ -409,8 +408,7 @@ pub(super) async fn establish_session(
         org: user.identity.org.clone(),
         ..Default::default()
     };
-    authority
-        .audit
+    app.audit
         .record_or_log(
             &AuditEvent::new(AuditKind::SignIn, AuditOutcome::Success, actor)
                 .detail(format!("provider {}", user.identity.provider)),
@@ -421,18 +419,18 @@ pub(super) async fn establish_session(
 
 /// `GET /authorize/patient`.
 pub async fn picker_page(State(state): State<AppState>, session: Session, Query(q): Query<PendingQuery>) -> Response {
-    let authority = &state.authority;
-    let (pending, client) = match owned_pending(authority, &session, q.req.as_deref()).await {
+    let app = &state;
+    let (pending, client) = match owned_pending(app, &session, q.req.as_deref()).await {
         Ok(found) => found,
         Err(response) => return response,
     };
     let Some(identity) = &pending.identity else { return oauth_failure(OAuthError::server_error()) };
-    let patients = match directory::patients_for(authority.stores.durable.as_ref(), identity).await {
+    let patients = match directory::patients_for(app.stores.durable.as_ref(), identity).await {
         Ok(p) => p,
         Err(e) => return session_failure(e),
     };
     match csrf_token(&session).await {
-        Ok(csrf) => pages::patient_picker(&csrf, &pending.id, &patients, None, &policy(authority, Some(&client))),
+        Ok(csrf) => pages::patient_picker(&csrf, &pending.id, &patients, None, &policy(app, Some(&client))),
         Err(response) => response,
     }
 }
@@ -444,7 +442,7 @@ pub async fn picker_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let Some(form) = FormFields::parse(&headers, &body) else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -453,27 +451,25 @@ pub async fn picker_submit(
             &PagePolicy::default(),
         );
     };
-    if let Err(response) = check_form(authority, &session, &headers, &form).await {
+    if let Err(response) = check_form(app, &session, &headers, &form).await {
         return response;
     }
-    let (pending, client) = match owned_pending(authority, &session, form.get("req")).await {
+    let (pending, client) = match owned_pending(app, &session, form.get("req")).await {
         Ok(found) => found,
         Err(response) => return response,
     };
     let Some(identity) = pending.identity.clone() else { return oauth_failure(OAuthError::server_error()) };
-    let patients = match directory::patients_for(authority.stores.durable.as_ref(), &identity).await {
+    let patients = match directory::patients_for(app.stores.durable.as_ref(), &identity).await {
         Ok(p) => p,
         Err(e) => return session_failure(e),
     };
     let allowed: Vec<String> = patients.iter().map(|p| p.id.clone()).collect();
     let pending_id = pending.id.clone();
-    match authorize::patient_chosen(authority, pending, &client, form.get("patient").unwrap_or_default(), &allowed)
-        .await
-    {
-        Ok(Ok(outcome)) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
+    match authorize::patient_chosen(app, pending, &client, form.get("patient").unwrap_or_default(), &allowed).await {
+        Ok(Ok(outcome)) => respond(app, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
         Ok(Err(message)) => {
             let csrf = csrf_token(&session).await.unwrap_or_default();
-            pages::patient_picker(&csrf, &pending_id, &patients, Some(&message), &policy(authority, Some(&client)))
+            pages::patient_picker(&csrf, &pending_id, &patients, Some(&message), &policy(app, Some(&client)))
         }
         Err(e) => oauth_failure(e),
     }
@@ -481,14 +477,14 @@ pub async fn picker_submit(
 
 /// `GET /authorize/consent`.
 pub async fn consent_get(State(state): State<AppState>, session: Session, Query(q): Query<PendingQuery>) -> Response {
-    let authority = &state.authority;
-    let (pending, client) = match owned_pending(authority, &session, q.req.as_deref()).await {
+    let app = &state;
+    let (pending, client) = match owned_pending(app, &session, q.req.as_deref()).await {
         Ok(found) => found,
         Err(response) => return response,
     };
     let scopes = ScopeSet::parse(&pending.scope).unwrap_or_default();
     match csrf_token(&session).await {
-        Ok(csrf) => consent_page(&csrf, &pending.id, &client.name, &scopes, &policy(authority, Some(&client))),
+        Ok(csrf) => consent_page(&csrf, &pending.id, &client.name, &scopes, &policy(app, Some(&client))),
         Err(response) => response,
     }
 }
@@ -500,7 +496,7 @@ pub async fn consent_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let Some(form) = FormFields::parse(&headers, &body) else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -509,10 +505,10 @@ pub async fn consent_submit(
             &PagePolicy::default(),
         );
     };
-    if let Err(response) = check_form(authority, &session, &headers, &form).await {
+    if let Err(response) = check_form(app, &session, &headers, &form).await {
         return response;
     }
-    let (pending, client) = match owned_pending(authority, &session, form.get("req")).await {
+    let (pending, client) = match owned_pending(app, &session, form.get("req")).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -524,12 +520,12 @@ pub async fn consent_submit(
                 StatusCode::BAD_REQUEST,
                 "Choose allow or deny",
                 "The form did not say whether you allow access.",
-                &policy(authority, Some(&client)),
+                &policy(app, Some(&client)),
             );
         }
     };
-    match authorize::consent_given(authority, pending, &client, allow, &form.all("scope")).await {
-        Ok(outcome) => respond(authority, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
+    match authorize::consent_given(app, pending, &client, allow, &form.all("scope")).await {
+        Ok(outcome) => respond(app, &session, outcome, Some(&client), StatusCode::SEE_OTHER).await,
         Err(e) => oauth_failure(e),
     }
 }

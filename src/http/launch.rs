@@ -25,7 +25,7 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
 }
 
 pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -55,7 +55,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         Err(e) => return ErrorResponse(e).into_response(),
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let ehr = match authenticate_client(authority, ClientCredentials { authorization, params: &params }).await {
+    let ehr = match authenticate_client(app, ClientCredentials { authorization, params: &params }).await {
         Ok(ehr) if !ehr.client.is_public() => ehr,
         Ok(_) => return ErrorResponse(OAuthError::invalid_client("an EHR must authenticate")).into_response(),
         Err(e) => return ErrorResponse(e).into_response(),
@@ -67,8 +67,8 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         }
     };
     let (patient, app_id) = (request.patient.clone(), request.client_id.clone());
-    let app = match authority.clients.get(&request.client_id).await {
-        Ok(app) => app,
+    let opened = match app.clients.get(&request.client_id).await {
+        Ok(found) => found,
         Err(e) => return ErrorResponse(e.into()).into_response(),
     };
     let actor = crate::audit::Actor {
@@ -90,7 +90,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
                 )
                 .patient(Some(&patient))
                 .detail(format!("presented user refused for {app_id}"));
-                authority.audit.record_or_log(&event).await;
+                app.audit.record_or_log(&event).await;
                 return response;
             }
         }
@@ -101,14 +101,14 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
         .or_else(|| request.user.as_ref().map(|u| format!("ehr:{}:{}", ehr.client.id, u.sub)))
         .unwrap_or_default();
     let result = register_launch(
-        authority.stores.ephemeral.as_ref(),
+        app.stores.ephemeral.as_ref(),
         &ehr.client,
-        app.as_deref(),
+        opened.as_deref(),
         request,
         verified,
-        authority.fhir_base(),
-        authority.config.launch.lifetime_secs,
-        authority.clock.now(),
+        app.fhir_base(),
+        app.config.launch.lifetime_secs,
+        app.clock.now(),
     )
     .await;
     match result {
@@ -120,7 +120,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
             )
             .patient(Some(&patient))
             .detail(format!("launch registered for {app_id} as {user}"));
-            if let Err(e) = authority.audit.record(&event).await {
+            if let Err(e) = app.audit.record(&event).await {
                 tracing::error!(error = %e, "launch audit failed");
                 return ErrorResponse(OAuthError::new(
                     crate::oauth::error::ErrorCode::TemporarilyUnavailable,
@@ -140,7 +140,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
             )
             .patient(Some(&patient))
             .detail(format!("launch of {app_id} refused: {refusal}"));
-            authority.audit.record_or_log(&event).await;
+            app.audit.record_or_log(&event).await;
             match refusal {
                 LaunchError::NotTrusted(m) => error(StatusCode::FORBIDDEN, "unauthorized_client", &m),
                 other => error(StatusCode::FORBIDDEN, "access_denied", &other.to_string()),
@@ -154,7 +154,7 @@ pub async fn register(State(state): State<AppState>, headers: HeaderMap, body: B
 /// `iss`) or a legacy smartcard session at the Spine Security Broker. `Ok(None)` when the EHR
 /// asserts the user instead.
 async fn presented_user(state: &AppState, request: &LaunchRequest) -> Result<Option<Identity>, Response> {
-    let now = state.authority.clock.now();
+    let now = state.clock.now();
     let refused = |e: SignInError| match e {
         SignInError::Upstream(m) => {
             tracing::warn!(error = %m, "presented launch user could not be checked");

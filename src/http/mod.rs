@@ -16,7 +16,6 @@ pub mod session_store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -31,84 +30,14 @@ use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
-use crate::clock::Clock;
-use crate::config::{Config, Loaded};
-use crate::oauth::Authority;
-use crate::store;
-use crate::token::KeyManager;
-use crate::token::keys::KeyError;
+use crate::app::{App, StartError, spawn_housekeeping, spawn_policy_reloader};
 
-/// Shared state of every handler.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub authority: Arc<Authority>,
-    pub fhir: Arc<crate::fhir::FhirApi>,
-    pub federation: Arc<crate::federation::Registry>,
-}
-
-/// Why the broker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error(transparent)]
-    Authority(#[from] crate::oauth::AuthorityError),
-    #[error(transparent)]
-    Seed(#[from] crate::fhir::seed::SeedError),
-    #[error("{0}")]
-    Federation(String),
-    #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
-    Policy(Vec<crate::policy::PolicyError>),
-    #[error("cannot build the PDS client: {0}")]
-    Pds(#[from] reqwest::Error),
-    #[error("cannot listen on `{addr}`: {source}")]
-    Listen { addr: String, source: std::io::Error },
-}
-
-/// How long a retired signing key stays published: the longest token lifetime plus clock skew.
-pub fn key_retention_secs(config: &Config) -> i64 {
-    i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + config.tokens.clock_skew_secs + 60
-}
-
-impl AppState {
-    /// Opens stores and keys and builds the state from a loaded configuration.
-    pub async fn build(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let config = Arc::new(loaded.config);
-        let stores = store::open(&config.store, clock.clone()).await?;
-        let keys = Arc::new(KeyManager::open(config.keys.dir.clone(), clock.now(), key_retention_secs(&config))?);
-        if let Some(dir) = &config.fhir.seed_dir {
-            let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now_millis()).await?;
-            tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
-        }
-        let audit = crate::audit::AuditLog::start(stores.durable.clone(), clock.clone());
-        let policy: Box<dyn crate::policy::AccessPolicy> = match &config.policy.dir {
-            Some(dir) => Box::new(crate::policy::load_dir(dir).map_err(StartError::Policy)?),
-            None => {
-                tracing::warn!("no policy.dir: scopes and the patient compartment alone decide access");
-                Box::new(crate::policy::ScopeOnly)
-            }
-        };
-        let policy = crate::policy::handle(policy);
-        let fhir = crate::fhir::FhirApi::new(
-            config.clone(),
-            clock.clone(),
-            stores.clone(),
-            keys.clone(),
-            audit.clone(),
-            policy.clone(),
-        )?;
-        let federation =
-            crate::federation::Registry::build(&loaded.idps, &config, clock.clone()).map_err(StartError::Federation)?;
-        let authority = Authority::new(config, clock, stores, keys, audit, policy, loaded.clients)?;
-        Ok(Self { authority: Arc::new(authority), fhir: Arc::new(fhir), federation: Arc::new(federation) })
-    }
-}
+/// Shared state of every handler: the one application core.
+pub type AppState = Arc<App>;
 
 /// The application router, usable in-process (tests call it with `tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
-    let config = state.authority.config.clone();
+    let config = state.config.clone();
     let https = config.issuer().starts_with("https://");
 
     let public = Router::new()
@@ -123,13 +52,13 @@ pub fn app(state: AppState) -> Router {
         .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
 
     let token_cors = {
-        let authority = state.authority.clone();
+        let app = state.clone();
         CorsLayer::new()
             .allow_methods([Method::POST])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
             .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts: &Parts| {
-                let authority = authority.clone();
-                async move { origin.to_str().is_ok_and(|o| authority.clients.is_public_client_origin(o)) }
+                let app = app.clone();
+                async move { origin.to_str().is_ok_and(|o| app.clients.is_public_client_origin(o)) }
             }))
     };
     let token = Router::new().route("/token", post(oauth::token)).layer(token_cors.clone());
@@ -172,14 +101,13 @@ pub fn app(state: AppState) -> Router {
         "strict" => SameSite::Strict,
         _ => SameSite::Lax,
     };
-    let sessions =
-        SessionManagerLayer::new(session_store::EphemeralSessionStore::new(state.authority.stores.ephemeral.clone()))
-            .with_name(if https_cookie { "__Host-carebroker" } else { "carebroker_session" })
-            .with_secure(https_cookie)
-            .with_http_only(true)
-            .with_same_site(same_site)
-            .with_path("/")
-            .with_expiry(Expiry::OnInactivity(time::Duration::seconds(config.sessions.idle_timeout_secs)));
+    let sessions = SessionManagerLayer::new(session_store::EphemeralSessionStore::new(state.stores.ephemeral.clone()))
+        .with_name(if https_cookie { "__Host-carebroker" } else { "carebroker_session" })
+        .with_secure(https_cookie)
+        .with_http_only(true)
+        .with_same_site(same_site)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(config.sessions.idle_timeout_secs)));
     let pages_router = Router::new()
         .route("/authorize", get(interaction::authorize_get).post(interaction::authorize_post))
         .route("/signin", get(interaction::sign_in_page).post(interaction::sign_in_submit))
@@ -218,93 +146,9 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
-/// Reloads the policy folder; a broken file keeps the running policy and says why.
-pub fn reload_policy(authority: &Authority) -> bool {
-    let Some(dir) = &authority.config.policy.dir else { return false };
-    match crate::policy::load_dir(dir) {
-        Ok(policy) => {
-            authority.policy.store(Arc::new(Box::new(policy)));
-            tracing::info!(folder = %dir.display(), "policy reloaded");
-            true
-        }
-        Err(errors) => {
-            for e in &errors {
-                tracing::error!(problem = %e, "policy not reloaded; the running policy stays in force");
-            }
-            false
-        }
-    }
-}
-
-/// Reloads the policy on SIGHUP and when its files change.
-fn spawn_policy_reloader(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let authority = state.authority.clone();
-    let dir = authority.config.policy.dir.clone()?;
-    Some(tokio::spawn(async move {
-        let mut last = crate::policy::modified(&dir);
-        let mut ticker =
-            tokio::time::interval(Duration::from_secs(authority.config.policy.reload_interval_secs.max(1)));
-        #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        loop {
-            #[cfg(unix)]
-            let sighup = async {
-                match hangup.as_mut() {
-                    Some(s) => s.recv().await.is_some(),
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let sighup = std::future::pending::<bool>();
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let now = crate::policy::modified(&dir);
-                    if now != last {
-                        last = now;
-                        reload_policy(&authority);
-                    }
-                }
-                true = sighup => {
-                    tracing::info!("SIGHUP: reloading the policy");
-                    last = crate::policy::modified(&dir);
-                    reload_policy(&authority);
-                }
-            }
-        }
-    }))
-}
-
-/// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations, writing
-/// the summaries of token refusals that were counted but not recorded one by one.
-pub fn spawn_housekeeping(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let authority = state.authority.clone();
-    let fhir = state.fhir.clone();
-    tokio::spawn(async move {
-        let interval = Duration::from_secs(authority.config.keys.reload_interval_secs);
-        let mut ticker = tokio::time::interval(interval);
-        let mut last_purge = authority.clock.now();
-        loop {
-            ticker.tick().await;
-            let now = authority.clock.now();
-            fhir.audit_refusal_summaries().await;
-            match authority.keys.refresh(now) {
-                Ok(true) => tracing::info!("signing keys reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "key file could not be reloaded; keeping the keys in use"),
-            }
-            if now - last_purge >= 3600 {
-                last_purge = now;
-                if let Err(e) = authority.stores.durable.purge_expired(now).await {
-                    tracing::warn!(error = %e, "could not purge expired revocations");
-                }
-            }
-        }
-    })
-}
-
 /// Binds and serves until SIGTERM or ctrl-c, then drains in-flight requests.
 pub async fn serve(state: AppState) -> Result<(), StartError> {
-    let addr = state.authority.config.server.listen.clone();
+    let addr = state.config.server.listen.clone();
     let listener =
         TcpListener::bind(&addr).await.map_err(|source| StartError::Listen { addr: addr.clone(), source })?;
     serve_on(state, listener, shutdown_signal()).await
@@ -319,7 +163,7 @@ pub async fn serve_on(
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let housekeeping = spawn_housekeeping(&state);
     let reloader = spawn_policy_reloader(&state);
-    tracing::info!(listen = %addr, issuer = %state.authority.issuer(), "carebroker listening");
+    tracing::info!(listen = %addr, issuer = %state.issuer(), "carebroker listening");
     let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

@@ -32,7 +32,7 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
         authorization: header_str(&headers, header::AUTHORIZATION),
         body: &body,
     };
-    respond(exchange_token(&state.authority, request).await)
+    respond(exchange_token(&state, request).await)
 }
 
 pub async fn introspection(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -41,7 +41,7 @@ pub async fn introspection(State(state): State<AppState>, headers: HeaderMap, bo
         authorization: header_str(&headers, header::AUTHORIZATION),
         body: &body,
     };
-    respond(introspect(&state.authority, request).await)
+    respond(introspect(&state, request).await)
 }
 
 pub async fn revocation(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -50,7 +50,7 @@ pub async fn revocation(State(state): State<AppState>, headers: HeaderMap, body:
         authorization: header_str(&headers, header::AUTHORIZATION),
         body: &body,
     };
-    match revoke(&state.authority, request).await {
+    match revoke(&state, request).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(err) => ErrorResponse(err).into_response(),
     }
@@ -58,7 +58,7 @@ pub async fn revocation(State(state): State<AppState>, headers: HeaderMap, body:
 
 pub async fn registration(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = register(
-        &state.authority,
+        &state,
         header_str(&headers, header::AUTHORIZATION),
         header_str(&headers, header::CONTENT_TYPE),
         &body,

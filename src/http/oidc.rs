@@ -16,7 +16,7 @@ use crate::oauth::oidc;
 
 pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match oidc::userinfo(&state.authority, authorization).await {
+    match oidc::userinfo(&state, authorization).await {
         Ok(claims) => Json(claims).into_response(),
         Err(e) => ErrorResponse(e).into_response(),
     }
@@ -25,17 +25,17 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
 /// `GET /logout?id_token_hint=&post_logout_redirect_uri=&state=`: with a valid hint the user is
 /// signed out at once; without one they are asked first (a logout link alone is not trusted).
 pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuery(query): RawQuery) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let pairs: Vec<(String, String)> =
         form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let hint = get("id_token_hint").and_then(|h| oidc::verify_id_token_hint(authority, h));
+    let hint = get("id_token_hint").and_then(|h| oidc::verify_id_token_hint(app, h));
     let Some(hint) = hint else {
-        let signed_in = match current_user(authority, &session).await {
+        let signed_in = match current_user(app, &session).await {
             Ok(user) => user.map(|u| u.identity),
             Err(response) => return response,
         };
-        let mut page_policy = policy(authority, None);
+        let mut page_policy = policy(app, None);
         page_policy.form_targets = super::saml::logout_form_targets(&state, signed_in.as_ref()).await;
         return match csrf_token(&session).await {
             Ok(csrf) => pages::confirm_sign_out(&csrf, &page_policy),
@@ -47,7 +47,7 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
         Err(response) => return response,
     };
     match get("post_logout_redirect_uri") {
-        Some(uri) => match oidc::post_logout_target(authority, &hint.aud, uri).await {
+        Some(uri) => match oidc::post_logout_target(app, &hint.aud, uri).await {
             Ok(true) => {
                 let mut target = url::Url::parse(uri).map(|u| u.to_string()).unwrap_or_default();
                 if let (Ok(mut url), Some(state_value)) = (url::Url::parse(uri), get("state")) {
@@ -67,13 +67,13 @@ pub async fn logout_get(State(state): State<AppState>, session: Session, RawQuer
                 StatusCode::BAD_REQUEST,
                 "You have signed out",
                 "The app asked to be sent to an address it has not registered, so you stay here.",
-                &policy(authority, None),
+                &policy(app, None),
             ),
             Err(e) => ErrorResponse(e).into_response(),
         },
         None => match upstream_logout(&state, ended.as_ref(), None).await {
             Some(upstream) => upstream,
-            None => pages::signed_out(&policy(authority, None)),
+            None => pages::signed_out(&policy(app, None)),
         },
     }
 }
@@ -90,16 +90,16 @@ pub async fn logout_post(State(state): State<AppState>, session: Session, header
             StatusCode::BAD_REQUEST,
             "This form cannot be accepted",
             "The form was not sent as a form.",
-            &policy(&state.authority, None),
+            &policy(&state, None),
         );
     };
-    if let Err(response) = check_form(&state.authority, &session, &headers, &form).await {
+    if let Err(response) = check_form(&state, &session, &headers, &form).await {
         return response;
     }
     match sign_out(&state, &session).await {
         Ok(ended) => match upstream_logout(&state, ended.as_ref(), None).await {
             Some(upstream) => upstream,
-            None => pages::signed_out(&policy(&state.authority, None)),
+            None => pages::signed_out(&policy(&state, None)),
         },
         Err(response) => response,
     }
@@ -107,9 +107,9 @@ pub async fn logout_post(State(state): State<AppState>, session: Session, header
 
 /// Ends this browser's sign-in session; returns whose it was.
 async fn sign_out(state: &AppState, session: &Session) -> Result<Option<Identity>, Response> {
-    let user = current_user(&state.authority, session).await?;
+    let user = current_user(&state, session).await?;
     if let Some(user) = &user {
-        if let Err(e) = oidc::end_session(&state.authority, &user.session_id).await {
+        if let Err(e) = oidc::end_session(&state, &user.session_id).await {
             return Err(ErrorResponse(e).into_response());
         }
     }

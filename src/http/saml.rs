@@ -59,7 +59,7 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
 
 /// `POST /saml/acs` with `SAMLResponse` and `RelayState`.
 pub async fn acs(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let Ok(form) = Params::from_form(content_type, &body) else {
         return failure_page(&state, &SignInError::IdToken("the SAML answer is not a single form post".into()), false);
@@ -68,20 +68,19 @@ pub async fn acs(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         // An unsolicited (IdP-initiated) response has no RelayState of ours: never accepted.
         return expired_page();
     };
-    let record = match authority.stores.ephemeral.take(&upstream_key(relay_state)).await {
+    let record = match app.stores.ephemeral.take(&upstream_key(relay_state)).await {
         Ok(Some(bytes)) => serde_json::from_slice::<Upstream>(&bytes).ok(),
         _ => None,
     };
     let Some(record) = record else { return expired_page() };
     let Some(provider) = state.federation.get(&record.idp) else { return expired_page() };
     let Some(idp) = provider.saml() else { return expired_page() };
-    let now = authority.clock.now();
-    let identity = match idp.complete(&record.trip, response, authority.stores.ephemeral.as_ref(), now).await {
+    let now = app.clock.now();
+    let identity = match idp.complete(&record.trip, response, app.stores.ephemeral.as_ref(), now).await {
         Ok(identity) => identity,
         Err(e) => {
             let actor = Actor { subject: Some(format!("{}:?", record.idp)), ..Default::default() };
-            authority
-                .audit
+            app.audit
                 .record_or_log(&AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail(e.to_string()))
                 .await;
             return failure_page(&state, &e, false);
@@ -90,14 +89,14 @@ pub async fn acs(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let reference = random_token(24);
     let stored = match serde_json::to_vec(&Verified { upstream: record, identity }) {
         Ok(bytes) => {
-            authority.stores.ephemeral.put(&verified_key(&reference), &bytes, Duration::from_secs(120)).await.is_ok()
+            app.stores.ephemeral.put(&verified_key(&reference), &bytes, Duration::from_secs(120)).await.is_ok()
         }
         Err(_) => false,
     };
     if !stored {
         return failure_page(&state, &SignInError::Upstream("the sign-in could not be saved".into()), false);
     }
-    redirect(&format!("{}?ref={reference}", authority.config.endpoint("/saml/continue")), StatusCode::SEE_OTHER)
+    redirect(&format!("{}?ref={reference}", app.config.endpoint("/saml/continue")), StatusCode::SEE_OTHER)
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,9 +107,9 @@ pub struct ContinueQuery {
 
 /// `GET /saml/continue?ref=…`: the browser that began the sign-in picks it up.
 pub async fn resume(State(state): State<AppState>, session: Session, Query(q): Query<ContinueQuery>) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let Some(reference) = q.reference.filter(|r| !r.is_empty() && r.len() <= 64) else { return expired_page() };
-    let verified = match authority.stores.ephemeral.take(&verified_key(&reference)).await {
+    let verified = match app.stores.ephemeral.take(&verified_key(&reference)).await {
         Ok(Some(bytes)) => serde_json::from_slice::<Verified>(&bytes).ok(),
         _ => None,
     };
@@ -140,11 +139,11 @@ fn logout_key(relay_state: &str) -> String {
 /// After the user signed out here: the redirect asking their SAML provider to sign them out
 /// too, when it supports single logout (`None` otherwise, or when the request cannot be made).
 pub(super) async fn single_logout(state: &AppState, ended: &Identity, then: Option<String>) -> Option<Response> {
-    let authority = &state.authority;
+    let app = &state;
     let provider = state.federation.get(&ended.provider)?;
     let idp = provider.saml()?;
     let relay = random_token(24);
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let (url, request_id) = match idp.logout_request(ended, &relay, now).await {
         Ok(Some(found)) => found,
         Ok(None) => return None,
@@ -155,8 +154,8 @@ pub(super) async fn single_logout(state: &AppState, ended: &Identity, then: Opti
     };
     let pending = PendingLogout { idp: ended.provider.clone(), request_id, then };
     let bytes = serde_json::to_vec(&pending).ok()?;
-    let ttl = Duration::from_secs(authority.config.federation.upstream_timeout_secs);
-    authority.stores.ephemeral.put(&logout_key(&relay), &bytes, ttl).await.ok()?;
+    let ttl = Duration::from_secs(app.config.federation.upstream_timeout_secs);
+    app.stores.ephemeral.put(&logout_key(&relay), &bytes, ttl).await.ok()?;
     Some(redirect(&url, StatusCode::SEE_OTHER))
 }
 
@@ -176,13 +175,13 @@ fn logout_refused(why: &str) -> Response {
 
 /// `GET /saml/slo`: a provider's logout request (the user signed out there), or its answer to ours.
 pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let raw = query.unwrap_or_default();
     let message = match read_redirect(&raw) {
         Ok(m) => m,
         Err(e) => return logout_refused(&e.to_string()),
     };
-    let now = authority.clock.now();
+    let now = app.clock.now();
     if !message.is_request {
         return logout_answered(&state, &raw, &message).await;
     }
@@ -190,7 +189,7 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
         return logout_refused("the logout request is not from a configured provider");
     };
     let Some(idp) = provider.saml() else { return logout_refused("the logout request is not from a SAML provider") };
-    let ask = match idp.accept_logout_request(&raw, &message, authority.stores.ephemeral.as_ref(), now).await {
+    let ask = match idp.accept_logout_request(&raw, &message, app.stores.ephemeral.as_ref(), now).await {
         Ok(ask) => ask,
         Err(e) => return logout_refused(&e.to_string()),
     };
@@ -200,8 +199,7 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
     tracing::info!(idp = %provider.id(), ended, "SAML single logout from the provider");
     let actor = Actor { subject: Some(format!("{}:{}", provider.id(), ask.name_id)), ..Default::default() };
     let outcome = if failed { AuditOutcome::Failed } else { AuditOutcome::Success };
-    authority
-        .audit
+    app.audit
         .record_or_log(
             &AuditEvent::new(AuditKind::SignOut, outcome, actor)
                 .detail(format!("provider logout ended {ended} session(s)")),
@@ -216,12 +214,12 @@ pub async fn slo(State(state): State<AppState>, RawQuery(query): RawQuery) -> Re
 
 /// The provider's answer to the logout we asked for.
 async fn logout_answered(state: &AppState, raw: &str, message: &RedirectMessage) -> Response {
-    let authority = &state.authority;
+    let app = &state;
     let Some(relay) = message.relay_state.as_deref() else {
         return logout_refused("the logout answer has no RelayState");
     };
     // Read, verify, then consume: a forged answer must not spend the real one.
-    let pending = match authority.stores.ephemeral.get(&logout_key(relay)).await {
+    let pending = match app.stores.ephemeral.get(&logout_key(relay)).await {
         Ok(Some(bytes)) => serde_json::from_slice::<PendingLogout>(&bytes).ok(),
         _ => None,
     };
@@ -230,8 +228,8 @@ async fn logout_answered(state: &AppState, raw: &str, message: &RedirectMessage)
         return logout_refused("the provider is no longer configured");
     };
     let Some(saml) = idp.saml() else { return logout_refused("the provider is not a SAML provider") };
-    let verdict = saml.accept_logout_response(raw, message, &pending.request_id, authority.clock.now()).await;
-    if verdict.is_ok() && !matches!(authority.stores.ephemeral.take(&logout_key(relay)).await, Ok(Some(_))) {
+    let verdict = saml.accept_logout_response(raw, message, &pending.request_id, app.clock.now()).await;
+    if verdict.is_ok() && !matches!(app.stores.ephemeral.take(&logout_key(relay)).await, Ok(Some(_))) {
         return logout_refused("this sign-out was already completed");
     }
     match verdict {

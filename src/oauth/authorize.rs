@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Authority;
 use super::error::{ErrorCode, OAuthError};
 use super::issue::token_hash;
 use super::params::Params;
+use crate::app::App;
 use crate::domain::client::{Client, GrantType};
 use crate::domain::identity::Identity;
 use crate::domain::launch::{EhrLaunch, LaunchContext};
@@ -113,12 +113,12 @@ fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// The error redirect of RFC 6749 §4.1.2.1 with RFC 9207 `iss`.
-fn error_redirect(authority: &Authority, redirect_uri: &str, state: Option<&str>, err: &OAuthError) -> Outcome {
+fn error_redirect(app: &App, redirect_uri: &str, state: Option<&str>, err: &OAuthError) -> Outcome {
     let mut pairs = vec![("error", err.code.as_str()), ("error_description", err.description.as_str())];
     if let Some(state) = state {
         pairs.push(("state", state));
     }
-    pairs.push(("iss", authority.issuer()));
+    pairs.push(("iss", app.issuer()));
     Outcome::Redirect { location: with_query(redirect_uri, &pairs) }
 }
 
@@ -126,7 +126,7 @@ fn error_redirect(authority: &Authority, redirect_uri: &str, state: Option<&str>
 /// with repeated parameters refused). `launch` is the EHR launch named by the `launch`
 /// parameter, already consumed by the caller (`Err` when the parameter named nothing usable).
 pub async fn begin(
-    authority: &Authority,
+    app: &App,
     params: &Params,
     launch: Option<Result<EhrLaunch, String>>,
     session: &SessionView,
@@ -137,7 +137,7 @@ pub async fn begin(
             message: "The request does not say which app is asking (no client_id).".into(),
         });
     };
-    let Some(client) = authority.clients.get(client_id).await? else {
+    let Some(client) = app.clients.get(client_id).await? else {
         return Ok(Outcome::ErrorPage { message: format!("The app `{client_id}` is not registered here.") });
     };
     let Some(redirect_uri) = params.get("redirect_uri") else {
@@ -152,17 +152,17 @@ pub async fn begin(
         });
     }
     let state = params.get("state");
-    let fail = |err: OAuthError| Ok(error_redirect(authority, redirect_uri, state, &err));
+    let fail = |err: OAuthError| Ok(error_redirect(app, redirect_uri, state, &err));
 
     // 2. Everything else is redirected.
-    match check_request(authority, &client, params, launch, session) {
-        Ok(pending) => advance(authority, &client, pending).await,
+    match check_request(app, &client, params, launch, session) {
+        Ok(pending) => advance(app, &client, pending).await,
         Err(err) => fail(err),
     }
 }
 
 fn check_request(
-    authority: &Authority,
+    app: &App,
     client: &Client,
     params: &Params,
     launch: Option<Result<EhrLaunch, String>>,
@@ -203,7 +203,7 @@ fn check_request(
     if !pkce::is_valid_s256_challenge(challenge) {
         return Err(invalid("`code_challenge` is not a base64url SHA-256 value"));
     }
-    let fhir_base = authority.fhir_base();
+    let fhir_base = app.fhir_base();
     let names_us = |v: &str| v == fhir_base || v.strip_suffix('/') == Some(fhir_base);
     match (params.get("aud"), params.get("resource")) {
         (None, None) => return Err(invalid("missing `aud`: name the FHIR server this token is for")),
@@ -254,7 +254,7 @@ fn check_request(
     let needs_patient = scope.contains(&Scope::LaunchContext { resource: "patient".into(), role: None })
         || scope.resources().any(|r| r.context == ScopeContext::Patient);
 
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let (identity, session_id, context, skip_consent) = match ehr {
         Some(launch) => {
             let skip = launch.skip_consent || client.skip_consent;
@@ -289,7 +289,7 @@ fn check_request(
 }
 
 /// Moves a pending authorization on: the first step still open, or the code.
-async fn advance(authority: &Authority, client: &Client, mut pending: Pending) -> Result<Outcome, OAuthError> {
+async fn advance(app: &App, client: &Client, mut pending: Pending) -> Result<Outcome, OAuthError> {
     let interact = |pending: &Pending, step: Step, prompt_error: ErrorCode| {
         if pending.prompt_none {
             let description = match step {
@@ -317,7 +317,7 @@ async fn advance(authority: &Authority, client: &Client, mut pending: Pending) -
     if next.is_none() {
         // Offer (and grant) only what the access policy could ever permit this person.
         if let Some(identity) = &pending.identity {
-            let policy = authority.policy.load_full();
+            let policy = app.policy.load_full();
             let holder = super::scope_policy::user_holder(&**policy, identity, client);
             let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
             pending.scope = super::scope_policy::narrow(&**policy, &holder, &offered).to_string();
@@ -332,25 +332,25 @@ async fn advance(authority: &Authority, client: &Client, mut pending: Pending) -
     };
     match next {
         Some(Err(err)) => {
-            authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
-            Ok(error_redirect(authority, &pending.redirect_uri, Some(&pending.state), &err))
+            app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+            Ok(error_redirect(app, &pending.redirect_uri, Some(&pending.state), &err))
         }
         Some(Ok(step)) => {
-            let ttl = Duration::from_secs(authority.config.launch.interaction_lifetime_secs);
+            let ttl = Duration::from_secs(app.config.launch.interaction_lifetime_secs);
             let bytes = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error())?;
-            authority.stores.ephemeral.put(&pending_key(&pending.id), &bytes, ttl).await?;
+            app.stores.ephemeral.put(&pending_key(&pending.id), &bytes, ttl).await?;
             Ok(Outcome::Interact { pending_id: pending.id, step })
         }
-        None => issue_code(authority, client, pending).await,
+        None => issue_code(app, client, pending).await,
     }
 }
 
-async fn issue_code(authority: &Authority, client: &Client, pending: Pending) -> Result<Outcome, OAuthError> {
-    authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+async fn issue_code(app: &App, client: &Client, pending: Pending) -> Result<Outcome, OAuthError> {
+    app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
     let Some(identity) = pending.identity else { return Err(OAuthError::server_error()) };
     let code = random_token(32);
-    let now = authority.clock.now();
-    let lifetime = authority.config.launch.code_lifetime_secs;
+    let now = app.clock.now();
+    let lifetime = app.config.launch.code_lifetime_secs;
     let record = CodeRecord {
         client_id: client.id.clone(),
         redirect_uri: pending.redirect_uri.clone(),
@@ -366,30 +366,27 @@ async fn issue_code(authority: &Authority, client: &Client, pending: Pending) ->
     let bytes = serde_json::to_vec(&record).map_err(|_| OAuthError::server_error())?;
     if let Some(sid) = &record.session_id {
         // An EHR launch starts its own sign-in session; a browser session is already registered.
-        let ttl = Duration::from_secs(authority.config.sessions.absolute_timeout_secs.unsigned_abs());
-        authority.stores.ephemeral.put_if_absent(&super::grants::refresh_token::signin_key(sid), b"1", ttl).await?;
+        let ttl = Duration::from_secs(app.config.sessions.absolute_timeout_secs.unsigned_abs());
+        app.stores.ephemeral.put_if_absent(&super::grants::refresh_token::signin_key(sid), b"1", ttl).await?;
     }
-    authority.stores.ephemeral.put(&code_key(&code), &bytes, Duration::from_secs(lifetime)).await?;
+    app.stores.ephemeral.put(&code_key(&code), &bytes, Duration::from_secs(lifetime)).await?;
     tracing::info!(client_id = %client.id, subject = %record.identity.platform_subject(), "authorization code issued");
     let location =
-        with_query(&pending.redirect_uri, &[("code", &code), ("state", &pending.state), ("iss", authority.issuer())]);
+        with_query(&pending.redirect_uri, &[("code", &code), ("state", &pending.state), ("iss", app.issuer())]);
     Ok(Outcome::Redirect { location })
 }
 
 /// Loads a pending authorization and its client.
-pub async fn load_pending(
-    authority: &Authority,
-    pending_id: &str,
-) -> Result<Option<(Pending, Arc<Client>)>, OAuthError> {
-    let Some(bytes) = authority.stores.ephemeral.get(&pending_key(pending_id)).await? else { return Ok(None) };
+pub async fn load_pending(app: &App, pending_id: &str) -> Result<Option<(Pending, Arc<Client>)>, OAuthError> {
+    let Some(bytes) = app.stores.ephemeral.get(&pending_key(pending_id)).await? else { return Ok(None) };
     let pending: Pending = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
-    let Some(client) = authority.clients.get(&pending.client_id).await? else { return Ok(None) };
+    let Some(client) = app.clients.get(&pending.client_id).await? else { return Ok(None) };
     Ok(Some((pending, client)))
 }
 
 /// After sign-in: the user is `identity` in session `session_id`.
 pub async fn signed_in(
-    authority: &Authority,
+    app: &App,
     mut pending: Pending,
     client: &Client,
     identity: Identity,
@@ -398,12 +395,12 @@ pub async fn signed_in(
     pending.identity = Some(identity);
     pending.session_id = Some(session_id);
     pending.needs_login = false;
-    advance(authority, client, pending).await
+    advance(app, client, pending).await
 }
 
 /// After the patient picker: `patient` must be one of `allowed`.
 pub async fn patient_chosen(
-    authority: &Authority,
+    app: &App,
     mut pending: Pending,
     client: &Client,
     patient: &str,
@@ -413,12 +410,12 @@ pub async fn patient_chosen(
         return Ok(Err("Choose one of the patients listed.".into()));
     }
     pending.context.patient = Some(patient.to_owned());
-    advance(authority, client, pending).await.map(Ok)
+    advance(app, client, pending).await.map(Ok)
 }
 
 /// The consent decision: `allow` with the scopes left ticked, or `deny`.
 pub async fn consent_given(
-    authority: &Authority,
+    app: &App,
     mut pending: Pending,
     client: &Client,
     allow: bool,
@@ -427,16 +424,16 @@ pub async fn consent_given(
     let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
     let chosen: ScopeSet = offered.iter().filter(|s| ticked.iter().any(|t| *t == s.to_string())).cloned().collect();
     if !allow || chosen.is_empty() {
-        authority.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+        app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
         let description =
             if allow { "the user allowed none of the requested access" } else { "the user denied access" };
         return Ok(error_redirect(
-            authority,
+            app,
             &pending.redirect_uri,
             Some(&pending.state),
             &OAuthError::new(ErrorCode::AccessDenied, description),
         ));
     }
     pending.granted_scope = Some(chosen.to_string());
-    advance(authority, client, pending).await
+    advance(app, client, pending).await
 }

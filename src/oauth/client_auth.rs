@@ -10,9 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
-use super::Authority;
 use super::error::{Challenge, OAuthError};
 use super::params::Params;
+use crate::app::App;
 use crate::domain::client::{AuthMethod, Client, ClientAuth};
 use crate::domain::secret::verify_secret;
 use crate::token::jose::{self, Algorithm};
@@ -93,10 +93,7 @@ pub fn identifies_client(creds: ClientCredentials<'_>) -> bool {
 }
 
 /// Authenticates the client of a request.
-pub async fn authenticate_client(
-    authority: &Authority,
-    creds: ClientCredentials<'_>,
-) -> Result<AuthenticatedClient, OAuthError> {
+pub async fn authenticate_client(app: &App, creds: ClientCredentials<'_>) -> Result<AuthenticatedClient, OAuthError> {
     let client_id_param = creds.params.get("client_id");
     match presented(creds)? {
         Presented::Basic { id, secret } => {
@@ -104,14 +101,14 @@ pub async fn authenticate_client(
             if client_id_param.is_some_and(|p| p != id) {
                 return Err(fail("`client_id` does not match the Basic credentials"));
             }
-            let client = authority.clients.get(&id).await?.ok_or_else(|| fail("unknown client or wrong secret"))?;
+            let client = app.clients.get(&id).await?.ok_or_else(|| fail("unknown client or wrong secret"))?;
             check_secret(&client, AuthMethod::ClientSecretBasic, &secret)
                 .map_err(|()| fail("unknown client or wrong secret"))?;
             Ok(AuthenticatedClient { client, method: AuthMethod::ClientSecretBasic })
         }
         Presented::Post { id, secret } => {
             let fail = || OAuthError::invalid_client("unknown client or wrong secret");
-            let client = authority.clients.get(id).await?.ok_or_else(fail)?;
+            let client = app.clients.get(id).await?.ok_or_else(fail)?;
             check_secret(&client, AuthMethod::ClientSecretPost, secret).map_err(|()| fail())?;
             Ok(AuthenticatedClient { client, method: AuthMethod::ClientSecretPost })
         }
@@ -124,12 +121,11 @@ pub async fn authenticate_client(
             if assertion.is_empty() {
                 return Err(OAuthError::invalid_client("missing `client_assertion`"));
             }
-            let client = verify_client_assertion(authority, assertion, client_id_param).await?;
+            let client = verify_client_assertion(app, assertion, client_id_param).await?;
             Ok(AuthenticatedClient { client, method: AuthMethod::PrivateKeyJwt })
         }
         Presented::Public { id } => {
-            let client =
-                authority.clients.get(id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
+            let client = app.clients.get(id).await?.ok_or_else(|| OAuthError::invalid_client("unknown client"))?;
             if !client.is_public() {
                 return Err(OAuthError::invalid_client("this client must authenticate"));
             }
@@ -170,7 +166,7 @@ struct AssertionClaims {
 /// ephemeral store), `kid` naming exactly one registered key, `jku` only if it is the registered
 /// `jwks_uri`. Every failure is `invalid_client`.
 pub async fn verify_client_assertion(
-    authority: &Authority,
+    app: &App,
     assertion: &str,
     client_id_param: Option<&str>,
 ) -> Result<Arc<Client>, OAuthError> {
@@ -189,7 +185,7 @@ pub async fn verify_client_assertion(
     if client_id_param.is_some_and(|id| id != iss) {
         return Err(fail("`client_id` does not match the assertion's `iss`".into()));
     }
-    let client = authority.clients.get(&iss).await?.ok_or_else(|| fail("unknown client".into()))?;
+    let client = app.clients.get(&iss).await?.ok_or_else(|| fail("unknown client".into()))?;
     let registered_uri = match &client.auth {
         ClientAuth::PrivateKeyJwt(crate::domain::client::KeySource::JwksUri(url)) => Some(url.as_str()),
         ClientAuth::PrivateKeyJwt(_) => None,
@@ -200,12 +196,12 @@ pub async fn verify_client_assertion(
             return Err(fail("`jku` is not the client's registered jwks_uri".into()));
         }
     }
-    let key = authority.client_keys.resolve(&client, &kid, jws.algorithm).await.map_err(|e| fail(e.to_string()))?;
+    let key = app.client_keys.resolve(&client, &kid, jws.algorithm).await.map_err(|e| fail(e.to_string()))?;
     let payload = jws.verify(&key).map_err(|e| fail(e.to_string()))?;
     let claims: AssertionClaims =
         serde_json::from_slice(&payload).map_err(|_| fail("the claims are not valid".into()))?;
 
-    let token_url = authority.token_endpoint();
+    let token_url = app.token_endpoint();
     let audience_ok = match &claims.aud {
         Some(serde_json::Value::String(aud)) => aud == token_url,
         Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(token_url)),
@@ -214,9 +210,9 @@ pub async fn verify_client_assertion(
     if !audience_ok {
         return Err(fail(format!("`aud` must be `{token_url}`")));
     }
-    let now = authority.clock.now();
-    let skew = authority.config.tokens.clock_skew_secs;
-    let max_lifetime = authority.config.tokens.client_assertion_max_lifetime_secs;
+    let now = app.clock.now();
+    let skew = app.config.tokens.clock_skew_secs;
+    let max_lifetime = app.config.tokens.client_assertion_max_lifetime_secs;
     let exp = claims.exp.ok_or_else(|| fail("missing `exp`".into()))?;
     if exp + skew <= now {
         return Err(fail("the assertion has expired".into()));
@@ -235,7 +231,7 @@ pub async fn verify_client_assertion(
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or_else(|| fail("missing or oversized `jti`".into()))?;
     let ttl = Duration::from_secs(u64::try_from(exp + skew - now + 1).unwrap_or(1));
-    let fresh = authority.stores.ephemeral.put_if_absent(&format!("assertion-jti:{iss}:{jti}"), b"1", ttl).await?;
+    let fresh = app.stores.ephemeral.put_if_absent(&format!("assertion-jti:{iss}:{jti}"), b"1", ttl).await?;
     if !fresh {
         return Err(fail("this `jti` was already used".into()));
     }

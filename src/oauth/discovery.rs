@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::Authority;
 use super::client_auth::CLIENT_ASSERTION_ALGS;
 use super::grants::ENABLED;
+use crate::app::App;
 use crate::domain::client::AuthMethod;
 use crate::token::keys::ID_TOKEN_ALG;
 
@@ -83,20 +83,20 @@ fn signing_algs() -> Vec<&'static str> {
     CLIENT_ASSERTION_ALGS.iter().map(|a| a.as_str()).collect()
 }
 
-fn insert_optional(doc: &mut Value, authority: &Authority) {
-    if authority.registration_enabled() {
-        doc["registration_endpoint"] = Value::String(authority.config.endpoint("/register"));
+fn insert_optional(doc: &mut Value, app: &App) {
+    if app.registration_enabled() {
+        doc["registration_endpoint"] = Value::String(app.config.endpoint("/register"));
     }
 }
 
 /// `{fhir_base}/.well-known/smart-configuration`.
-pub fn smart_configuration(authority: &Authority) -> Value {
-    let c = &authority.config;
+pub fn smart_configuration(app: &App) -> Value {
+    let c = &app.config;
     let mut doc = json!({
-        "issuer": authority.issuer(),
+        "issuer": app.issuer(),
         "jwks_uri": c.endpoint("/jwks.json"),
         "authorization_endpoint": c.endpoint("/authorize"),
-        "token_endpoint": authority.token_endpoint(),
+        "token_endpoint": app.token_endpoint(),
         "grant_types_supported": grant_types(),
         "token_endpoint_auth_methods_supported": auth_methods(true),
         "token_endpoint_auth_signing_alg_values_supported": signing_algs(),
@@ -107,17 +107,17 @@ pub fn smart_configuration(authority: &Authority) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "capabilities": CAPABILITIES,
     });
-    insert_optional(&mut doc, authority);
+    insert_optional(&mut doc, app);
     doc
 }
 
 /// RFC 8414 `/.well-known/oauth-authorization-server`.
-pub fn authorization_server_metadata(authority: &Authority) -> Value {
-    let c = &authority.config;
+pub fn authorization_server_metadata(app: &App) -> Value {
+    let c = &app.config;
     let mut doc = json!({
-        "issuer": authority.issuer(),
+        "issuer": app.issuer(),
         "authorization_endpoint": c.endpoint("/authorize"),
-        "token_endpoint": authority.token_endpoint(),
+        "token_endpoint": app.token_endpoint(),
         "jwks_uri": c.endpoint("/jwks.json"),
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
@@ -132,15 +132,15 @@ pub fn authorization_server_metadata(authority: &Authority) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
     });
-    insert_optional(&mut doc, authority);
+    insert_optional(&mut doc, app);
     doc
 }
 
 /// OpenID Connect Discovery 1.0 `/.well-known/openid-configuration`: RFC 8414 plus the OIDC
 /// required members.
-pub fn openid_configuration(authority: &Authority) -> Value {
-    let c = &authority.config;
-    let mut doc = authorization_server_metadata(authority);
+pub fn openid_configuration(app: &App) -> Value {
+    let c = &app.config;
+    let mut doc = authorization_server_metadata(app);
     doc["subject_types_supported"] = json!(["public"]);
     doc["id_token_signing_alg_values_supported"] = json!([ID_TOKEN_ALG.as_str()]);
     doc["userinfo_endpoint"] = Value::String(c.endpoint("/userinfo"));

@@ -6,10 +6,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Authority;
 use super::client_auth::{ClientCredentials, authenticate_client};
 use super::error::{ErrorCode, OAuthError};
 use super::params::Params;
+use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
 use crate::token::access::{self, AccessTokenClaims};
 
@@ -29,44 +29,44 @@ enum Caller {
 
 /// Verifies an access token of ours and checks it is not revoked; `None` when it is not active.
 pub async fn active_access_token(
-    authority: &Authority,
+    app: &App,
     token: &str,
     audience: Option<&str>,
 ) -> Result<Option<AccessTokenClaims>, OAuthError> {
-    let now = authority.clock.now();
-    let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), audience, now) else {
+    let now = app.clock.now();
+    let Ok(claims) = access::verify(&app.keys.ring(), token, app.issuer(), audience, now) else {
         return Ok(None);
     };
     let mut ids = vec![claims.jti.as_str()];
     if let Some(grant) = &claims.grant_id {
         ids.push(grant);
     }
-    if authority.stores.durable.is_revoked(&ids).await? {
+    if app.stores.durable.is_revoked(&ids).await? {
         return Ok(None);
     }
     Ok(Some(claims))
 }
 
 /// Answers an introspection request with the RFC 7662 §2.2 JSON object.
-pub async fn introspect(authority: &Authority, request: IntrospectionRequest<'_>) -> Result<Value, OAuthError> {
+pub async fn introspect(app: &App, request: IntrospectionRequest<'_>) -> Result<Value, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
-    let introspection_scope = Scope::parse(&authority.config.introspection.scope).ok();
+    let introspection_scope = Scope::parse(&app.config.introspection.scope).ok();
     let caller = if let Some(token) = crate::token::bearer(request.authorization) {
-        let claims = active_access_token(authority, token, None)
+        let claims = active_access_token(app, token, None)
             .await?
             .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         if !introspection_scope.as_ref().is_some_and(|s| scopes.contains(s)) {
             return Err(OAuthError::new(
                 ErrorCode::InsufficientScope,
-                format!("the bearer token lacks the `{}` scope", authority.config.introspection.scope),
+                format!("the bearer token lacks the `{}` scope", app.config.introspection.scope),
             )
             .with_challenge(super::error::Challenge::Bearer));
         }
         Caller::Privileged
     } else {
         let client =
-            authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params })
+            authenticate_client(app, ClientCredentials { authorization: request.authorization, params: &params })
                 .await?;
         if client.client.is_public() {
             return Err(OAuthError::invalid_client("introspection needs an authenticated client"));
@@ -79,7 +79,7 @@ pub async fn introspect(authority: &Authority, request: IntrospectionRequest<'_>
     };
     let token = params.require("token")?;
 
-    let Some(claims) = active_access_token(authority, token, None).await? else {
+    let Some(claims) = active_access_token(app, token, None).await? else {
         return Ok(json!({"active": false}));
     };
     if let Caller::Client(id) = &caller {

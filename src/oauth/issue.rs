@@ -7,9 +7,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use super::Authority;
 use super::error::OAuthError;
 use super::token_endpoint::TokenResponse;
+use crate::app::App;
 use crate::domain::client::Client;
 use crate::domain::identity::Identity;
 use crate::domain::launch::LaunchContext;
@@ -52,14 +52,9 @@ pub fn wants_refresh(scope: &ScopeSet) -> bool {
 }
 
 /// Creates and stores a new refresh token of `grant_id`.
-pub async fn new_refresh_token(
-    authority: &Authority,
-    grant_id: &str,
-    expires_at: i64,
-    now: i64,
-) -> Result<String, OAuthError> {
+pub async fn new_refresh_token(app: &App, grant_id: &str, expires_at: i64, now: i64) -> Result<String, OAuthError> {
     let token = random_token(32);
-    authority.stores.durable.insert_refresh_token(&token_hash(&token), grant_id, expires_at, now).await?;
+    app.stores.durable.insert_refresh_token(&token_hash(&token), grant_id, expires_at, now).await?;
     Ok(token)
 }
 
@@ -69,24 +64,23 @@ fn signing_failed(e: crate::token::jose::JoseError) -> OAuthError {
 }
 
 /// The absolute `fhirUser` URL.
-pub fn absolute_fhir_user(authority: &Authority, reference: &str) -> String {
-    format!("{}/{reference}", authority.fhir_base())
+pub fn absolute_fhir_user(app: &App, reference: &str) -> String {
+    format!("{}/{reference}", app.fhir_base())
 }
 
 /// Signs the access token (and ID token when `openid` was granted) and builds the response.
-pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResponse, OAuthError> {
-    let lifetime = i64::from(
-        issue.client.access_token_lifetime_secs.unwrap_or(authority.config.tokens.access_token_lifetime_secs),
-    );
-    let policy = authority.policy.load_full();
+pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthError> {
+    let lifetime =
+        i64::from(issue.client.access_token_lifetime_secs.unwrap_or(app.config.tokens.access_token_lifetime_secs));
+    let policy = app.policy.load_full();
     let holder = super::scope_policy::user_holder(&**policy, issue.identity, issue.client);
     let narrowed = super::scope_policy::narrow(&**policy, &holder, issue.scope);
     let scope = narrowed.to_string();
     let context = issue.context;
     let claims = AccessTokenClaims {
-        iss: authority.issuer().to_owned(),
+        iss: app.issuer().to_owned(),
         sub: issue.identity.platform_subject(),
-        aud: authority.fhir_base().to_owned(),
+        aud: app.fhir_base().to_owned(),
         exp: issue.now + lifetime,
         iat: issue.now,
         jti: random_token(18),
@@ -110,16 +104,16 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
         tenant: context.tenant.clone(),
         ..Default::default()
     };
-    let ring = authority.keys.ring();
+    let ring = app.keys.ring();
     let access_token = access::mint(&ring, &claims).map_err(signing_failed)?;
 
     let id_token = if issue.scope.contains(&Scope::OpenId) {
         let mut id = serde_json::json!({
-            "iss": authority.issuer(),
+            "iss": app.issuer(),
             "sub": claims.sub,
             "aud": issue.client.id,
             "azp": issue.client.id,
-            "exp": issue.now + authority.config.launch.id_token_lifetime_secs,
+            "exp": issue.now + app.config.launch.id_token_lifetime_secs,
             "iat": issue.now,
             "auth_time": issue.identity.auth_time,
             "at_hash": at_hash(&access_token),
@@ -138,7 +132,7 @@ pub fn issue_tokens(authority: &Authority, issue: Issue<'_>) -> Result<TokenResp
         }
         if issue.scope.contains(&Scope::FhirUser) || issue.scope.contains(&Scope::OidcClaims("profile")) {
             if let Some(user) = &issue.identity.fhir_user {
-                id["fhirUser"] = absolute_fhir_user(authority, user).into();
+                id["fhirUser"] = absolute_fhir_user(app, user).into();
             }
         }
         if issue.scope.contains(&Scope::OidcClaims("profile")) {

@@ -4,21 +4,21 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Authority;
 use super::error::{Challenge, ErrorCode, OAuthError};
 use super::grants::refresh_token::signin_key;
 use super::grants::revoke_grant;
 use super::introspect::active_access_token;
 use super::issue::{GrantData, absolute_fhir_user};
+use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
 use crate::token::jose;
 use crate::token::keys::ID_TOKEN_ALG;
 
 /// UserInfo: the claims of the signed-in user, for a token holding `openid`.
-pub async fn userinfo(authority: &Authority, authorization: Option<&str>) -> Result<Value, OAuthError> {
+pub async fn userinfo(app: &App, authorization: Option<&str>) -> Result<Value, OAuthError> {
     let token = crate::token::bearer(authorization)
         .ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
-    let claims = active_access_token(authority, token, Some(authority.fhir_base()))
+    let claims = active_access_token(app, token, Some(app.fhir_base()))
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the access token is not active"))?;
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
@@ -28,11 +28,11 @@ pub async fn userinfo(authority: &Authority, authorization: Option<&str>) -> Res
     }
     let mut out = json!({"sub": claims.sub});
     if let Some(user) = &claims.fhir_user {
-        out["fhirUser"] = absolute_fhir_user(authority, user).into();
+        out["fhirUser"] = absolute_fhir_user(app, user).into();
     }
     if scope.contains(&Scope::OidcClaims("profile")) {
         if let Some(grant_id) = &claims.grant_id {
-            if let Some(grant) = authority.stores.durable.get_grant(grant_id).await? {
+            if let Some(grant) = app.stores.durable.get_grant(grant_id).await? {
                 if let Ok(data) = serde_json::from_str::<GrantData>(&grant.data) {
                     if let Some(name) = data.identity.name {
                         out["name"] = name.into();
@@ -54,13 +54,13 @@ pub struct IdTokenHint {
 }
 
 /// Verifies an ID token we issued (its expiry does not matter for logout).
-pub fn verify_id_token_hint(authority: &Authority, hint: &str) -> Option<IdTokenHint> {
+pub fn verify_id_token_hint(app: &App, hint: &str) -> Option<IdTokenHint> {
     let jws = jose::decode(hint, &[ID_TOKEN_ALG]).ok()?;
-    let ring = authority.keys.ring();
+    let ring = app.keys.ring();
     let key = ring.verifying_key(jws.header.kid.as_deref()?)?;
     let payload = jws.verify(key).ok()?;
     let claims: Value = serde_json::from_slice(&payload).ok()?;
-    if claims["iss"] != authority.issuer() {
+    if claims["iss"] != app.issuer() {
         return None;
     }
     serde_json::from_value(claims).ok()
@@ -68,18 +68,18 @@ pub fn verify_id_token_hint(authority: &Authority, hint: &str) -> Option<IdToken
 
 /// Ends sign-in session `session_id`: it can no longer refresh `online_access` grants, and those
 /// grants (and their access tokens) are revoked now.
-pub async fn end_session(authority: &Authority, session_id: &str) -> Result<usize, OAuthError> {
-    authority.stores.ephemeral.delete(&signin_key(session_id)).await?;
-    let now = authority.clock.now();
-    let grants = authority.stores.durable.grants_of_session(session_id).await?;
+pub async fn end_session(app: &App, session_id: &str) -> Result<usize, OAuthError> {
+    app.stores.ephemeral.delete(&signin_key(session_id)).await?;
+    let now = app.clock.now();
+    let grants = app.stores.durable.grants_of_session(session_id).await?;
     for grant in &grants {
-        revoke_grant(authority, grant, now).await?;
+        revoke_grant(app, grant, now).await?;
     }
     tracing::info!(session = %session_id, revoked = grants.len(), "sign-in session ended");
     Ok(grants.len())
 }
 
 /// A `post_logout_redirect_uri` is honoured only when registered for the client.
-pub async fn post_logout_target(authority: &Authority, client_id: &str, uri: &str) -> Result<bool, OAuthError> {
-    Ok(authority.clients.get(client_id).await?.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)))
+pub async fn post_logout_target(app: &App, client_id: &str, uri: &str) -> Result<bool, OAuthError> {
+    Ok(app.clients.get(client_id).await?.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|u| u == uri)))
 }

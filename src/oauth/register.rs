@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use super::Authority;
 use super::clients::RegisterClientError;
 use super::error::{ErrorCode, OAuthError};
+use crate::app::App;
 use crate::domain::client::{AuthMethod, ClientMetadata, GrantType};
 use crate::domain::jwk::JwkSet;
 use crate::domain::scope::{ScopeContext, ScopeSet};
@@ -79,12 +79,12 @@ fn metadata_error(description: impl Into<String>) -> RegistrationError {
 
 /// Registers a client.
 pub async fn register(
-    authority: &Authority,
+    app: &App,
     authorization: Option<&str>,
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<RegistrationResponse, RegistrationError> {
-    let Some(expected) = &authority.config.registration.initial_access_token else {
+    let Some(expected) = &app.config.registration.initial_access_token else {
         return Err(RegistrationError::Disabled);
     };
     let presented = authorization
@@ -106,9 +106,9 @@ pub async fn register(
     let request: RegistrationRequest = serde_json::from_slice(body)
         .map_err(|e| metadata_error(format!("the body is not valid client metadata: {e}")))?;
 
-    let now = authority.clock.now();
-    let (metadata, secret) = to_metadata(authority, request, now)?;
-    let client = authority.clients.register(metadata, now).await.map_err(|e| match e {
+    let now = app.clock.now();
+    let (metadata, secret) = to_metadata(app, request, now)?;
+    let client = app.clients.register(metadata, now).await.map_err(|e| match e {
         RegisterClientError::Invalid(problems) => {
             let first = &problems[0];
             let code = if first.field.starts_with("redirect_uris") {
@@ -148,7 +148,7 @@ pub async fn register(
 /// Applies RFC 7591 defaults and our registration policy; returns the metadata and the plain
 /// secret (shown once, stored only hashed).
 fn to_metadata(
-    authority: &Authority,
+    app: &App,
     request: RegistrationRequest,
     now: i64,
 ) -> Result<(ClientMetadata, Option<String>), RegistrationError> {
@@ -165,7 +165,7 @@ fn to_metadata(
         return Err(metadata_error("response_types must be [\"code\"] with authorization_code, and empty otherwise"));
     }
 
-    let allowed = ScopeSet::parse(&authority.config.registration.allowed_scope).unwrap_or_default();
+    let allowed = ScopeSet::parse(&app.config.registration.allowed_scope).unwrap_or_default();
     let requested =
         ScopeSet::parse(request.scope.as_deref().unwrap_or_default()).map_err(|e| metadata_error(e.to_string()))?;
     let system_grant = grant_types
@@ -179,7 +179,7 @@ fn to_metadata(
         .collect();
     let scope = scope.to_string();
 
-    let production = !authority.config.public_url_is_loopback();
+    let production = !app.config.public_url_is_loopback();
     if production && request.jwks_uri.as_deref().is_some_and(|u| !u.starts_with("https://")) {
         return Err(metadata_error("jwks_uri must be https"));
     }

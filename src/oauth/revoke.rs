@@ -4,12 +4,12 @@
 //! token revokes its grant (RFC 7009 §2.1): the whole refresh family and every access token the
 //! grant issued.
 
-use super::Authority;
 use super::client_auth::{ClientCredentials, authenticate_client};
 use super::error::OAuthError;
 use super::grants::revoke_grant;
 use super::issue::{GrantData, token_hash};
 use super::params::Params;
+use crate::app::App;
 use crate::token::access;
 
 /// A revocation request as received.
@@ -29,22 +29,21 @@ pub enum Revoked {
     Nothing,
 }
 
-pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Result<Revoked, OAuthError> {
+pub async fn revoke(app: &App, request: RevocationRequest<'_>) -> Result<Revoked, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let client =
-        authenticate_client(authority, ClientCredentials { authorization: request.authorization, params: &params })
-            .await?;
+        authenticate_client(app, ClientCredentials { authorization: request.authorization, params: &params }).await?;
     let token = params.require("token")?;
     // RFC 7009 §2.1: an unknown token_type_hint is ignored and the search extended.
-    let now = authority.clock.now();
-    let Ok(claims) = access::verify(&authority.keys.ring(), token, authority.issuer(), None, now) else {
-        return revoke_refresh_token(authority, &client.client.id, token, now).await;
+    let now = app.clock.now();
+    let Ok(claims) = access::verify(&app.keys.ring(), token, app.issuer(), None, now) else {
+        return revoke_refresh_token(app, &client.client.id, token, now).await;
     };
     if claims.client_id != client.client.id {
         tracing::warn!(client_id = %client.client.id, owner = %claims.client_id, "revocation of another client's token ignored");
         return Ok(Revoked::Nothing);
     }
-    authority.stores.durable.revoke(&claims.jti, claims.exp).await?;
+    app.stores.durable.revoke(&claims.jti, claims.exp).await?;
     tracing::info!(client_id = %claims.client_id, jti = %claims.jti, "access token revoked");
     let actor = crate::audit::Actor {
         subject: Some(claims.sub.clone()),
@@ -55,25 +54,20 @@ pub async fn revoke(authority: &Authority, request: RevocationRequest<'_>) -> Re
         crate::audit::AuditEvent::new(crate::audit::AuditKind::TokenRevoke, crate::audit::AuditOutcome::Success, actor)
             .patient(claims.patient.as_deref())
             .detail(format!("access token {}", claims.jti));
-    authority.audit.record_or_log(&event).await;
+    app.audit.record_or_log(&event).await;
     Ok(Revoked::AccessToken)
 }
 
 /// Revokes the grant of a refresh token the client holds.
-async fn revoke_refresh_token(
-    authority: &Authority,
-    client_id: &str,
-    token: &str,
-    now: i64,
-) -> Result<Revoked, OAuthError> {
-    let durable = &authority.stores.durable;
+async fn revoke_refresh_token(app: &App, client_id: &str, token: &str, now: i64) -> Result<Revoked, OAuthError> {
+    let durable = &app.stores.durable;
     let Some(grant_id) = durable.refresh_token_grant(&token_hash(token)).await? else { return Ok(Revoked::Nothing) };
     let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(Revoked::Nothing) };
     if grant.client_id != client_id {
         tracing::warn!(client_id = %client_id, owner = %grant.client_id, "revocation of another client's refresh token ignored");
         return Ok(Revoked::Nothing);
     }
-    revoke_grant(authority, &grant.id, now).await?;
+    revoke_grant(app, &grant.id, now).await?;
     tracing::info!(client_id = %client_id, grant_id = %grant.id, "refresh token revoked with its grant");
     let data: Option<GrantData> = serde_json::from_str(&grant.data).ok();
     let actor = crate::audit::Actor {
@@ -85,6 +79,6 @@ async fn revoke_refresh_token(
         crate::audit::AuditEvent::new(crate::audit::AuditKind::TokenRevoke, crate::audit::AuditOutcome::Success, actor)
             .patient(data.as_ref().and_then(|d| d.context.patient.as_deref()))
             .detail(format!("refresh token and its grant {}", grant.id));
-    authority.audit.record_or_log(&event).await;
+    app.audit.record_or_log(&event).await;
     Ok(Revoked::Grant)
 }

@@ -5,11 +5,11 @@
 
 use serde::Serialize;
 
-use super::Authority;
 use super::client_auth::{AuthenticatedClient, ClientCredentials, authenticate_client, identifies_client};
 use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, GrantRequest};
 use super::params::Params;
+use crate::app::App;
 use crate::domain::client::GrantType;
 use crate::domain::scope::ScopeSet;
 
@@ -41,16 +41,13 @@ pub struct TokenResponse {
 }
 
 /// The public client a refresh token belongs to; confidential clients must authenticate.
-async fn public_client_of_refresh_token(
-    authority: &Authority,
-    params: &Params,
-) -> Result<AuthenticatedClient, OAuthError> {
+async fn public_client_of_refresh_token(app: &App, params: &Params) -> Result<AuthenticatedClient, OAuthError> {
     let unidentified = || OAuthError::invalid_client("the client did not identify itself");
     let token = params.get("refresh_token").ok_or_else(unidentified)?;
-    let durable = &authority.stores.durable;
+    let durable = &app.stores.durable;
     let grant_id = durable.refresh_token_grant(&super::issue::token_hash(token)).await?.ok_or_else(unidentified)?;
     let grant = durable.get_grant(&grant_id).await?.ok_or_else(unidentified)?;
-    let client = authority.clients.get(&grant.client_id).await?.ok_or_else(unidentified)?;
+    let client = app.clients.get(&grant.client_id).await?.ok_or_else(unidentified)?;
     if !client.is_public() {
         return Err(OAuthError::invalid_client("this client must authenticate"));
     }
@@ -63,14 +60,14 @@ pub fn enabled_grant_types() -> &'static [GrantType] {
 }
 
 /// Runs the token endpoint pipeline.
-pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) -> Result<TokenResponse, OAuthError> {
+pub async fn exchange_token(app: &App, request: TokenRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let creds = ClientCredentials { authorization: request.authorization, params: &params };
     let client = if !identifies_client(creds) && params.get("grant_type") == Some("refresh_token") {
         // SMART: a public client may refresh without sending client_id (client-js does not).
-        public_client_of_refresh_token(authority, &params).await?
+        public_client_of_refresh_token(app, &params).await?
     } else {
-        authenticate_client(authority, creds).await?
+        authenticate_client(app, creds).await?
     };
 
     let grant_name = params.require("grant_type")?;
@@ -83,18 +80,17 @@ pub async fn exchange_token(authority: &Authority, request: TokenRequest<'_>) ->
 
     let requested_scope =
         params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
-    let now = authority.clock.now();
+    let now = app.clock.now();
     let result =
-        grants::dispatch(grant, GrantRequest { authority, client: &client, params: &params, requested_scope, now })
-            .await;
-    audit_token_request(authority, grant, &client, &result).await?;
+        grants::dispatch(grant, GrantRequest { app, client: &client, params: &params, requested_scope, now }).await;
+    audit_token_request(app, grant, &client, &result).await?;
     result
 }
 
 /// Every grant an authenticated client asked for is audited, refusals included. A token is not
 /// handed out when its issue cannot be audited.
 async fn audit_token_request(
-    authority: &Authority,
+    app: &App,
     grant: GrantType,
     client: &AuthenticatedClient,
     result: &Result<TokenResponse, OAuthError>,
@@ -121,7 +117,7 @@ async fn audit_token_request(
     };
     let actor = Actor { subject: Some(subject), client_id: Some(client.client.id.clone()), ..Default::default() };
     let event = AuditEvent::new(kind, outcome, actor).patient(patient.as_deref()).detail(detail);
-    authority.audit.record(&event).await.map_err(|e| {
+    app.audit.record(&event).await.map_err(|e| {
         tracing::error!(error = %e, "token audit failed");
         OAuthError::new(ErrorCode::TemporarilyUnavailable, "the request could not be audited; try again")
     })?;

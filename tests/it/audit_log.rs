@@ -20,7 +20,7 @@ async fn fhir_access_tokens_sign_in_and_launch_are_audited() {
     assert_eq!(get(&app, at, "/fhir/Patient/9434765919").await.status, 200);
     assert_eq!(get(&app, at, "/fhir/Patient/9000000009").await.status, 404);
 
-    let records = app.state.authority.stores.durable.audit_records(0, 100).await.unwrap();
+    let records = app.state.stores.durable.audit_records(0, 100).await.unwrap();
     let kinds: Vec<(String, String)> = records
         .iter()
         .map(|r| {
@@ -38,7 +38,7 @@ async fn fhir_access_tokens_sign_in_and_launch_are_audited() {
     let event: serde_json::Value = serde_json::from_str(&read.data).unwrap();
     assert_eq!(event["actor"]["org"], "A9A5A");
     assert_eq!(event["actor"]["client_id"], APP);
-    assert!(matches!(verify(app.state.authority.stores.durable.as_ref()).await.unwrap(), Verification::Intact { .. }));
+    assert!(matches!(verify(app.state.stores.durable.as_ref()).await.unwrap(), Verification::Intact { .. }));
 }
 
 #[tokio::test]
@@ -82,7 +82,7 @@ async fn app_with_history() -> crate::support::TestApp {
         get(&app, &nurse, "/fhir/Patient/9434765919").await;
     }
     assert!(matches!(
-        verify(app.state.authority.stores.durable.as_ref()).await.unwrap(),
+        verify(app.state.stores.durable.as_ref()).await.unwrap(),
         Verification::Intact { records: 5, .. }
     ));
     app
@@ -92,7 +92,7 @@ async fn app_with_history() -> crate::support::TestApp {
 async fn verify_detects_an_edited_record() {
     let app = app_with_history().await;
     tamper(&app, "UPDATE audit_log SET data = replace(data, 'dev:nurse', 'dev:doctor') WHERE seq = 3").await;
-    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    let result = verify(app.state.stores.durable.as_ref()).await.unwrap();
     assert!(matches!(&result, Verification::Broken { seq: 3, reason } if reason.contains("edited")), "{result:?}");
 }
 
@@ -100,7 +100,7 @@ async fn verify_detects_an_edited_record() {
 async fn verify_detects_a_deleted_record() {
     let app = app_with_history().await;
     tamper(&app, "DELETE FROM audit_log WHERE seq = 2").await;
-    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    let result = verify(app.state.stores.durable.as_ref()).await.unwrap();
     assert!(matches!(&result, Verification::Broken { seq: 2, reason } if reason.contains("deleted")), "{result:?}");
 }
 
@@ -110,7 +110,7 @@ async fn verify_detects_reordered_records() {
     tamper(&app, "UPDATE audit_log SET seq = -2 WHERE seq = 2").await;
     tamper(&app, "UPDATE audit_log SET seq = 2 WHERE seq = 4").await;
     tamper(&app, "UPDATE audit_log SET seq = 4 WHERE seq = -2").await;
-    let result = verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    let result = verify(app.state.stores.durable.as_ref()).await.unwrap();
     assert!(matches!(&result, Verification::Broken { seq: 2, .. }), "{result:?}");
 }
 

@@ -334,7 +334,7 @@ async fn an_audit_record_re_filed_under_another_patient_is_caught() {
             .await
             .unwrap();
     }
-    let verdict = carebroker::audit::verify(app.state.authority.stores.durable.as_ref()).await.unwrap();
+    let verdict = carebroker::audit::verify(app.state.stores.durable.as_ref()).await.unwrap();
     assert!(
         matches!(&verdict, carebroker::audit::Verification::Broken { seq: 2, reason } if reason.contains("re-filed")),
         "{verdict:?}"
@@ -370,7 +370,7 @@ async fn requests_refused_for_their_token_are_audited_against_the_patient_rate_l
     }
     // the rest is counted, and written as a summary once the window ends
     app.clock.advance(61);
-    app.state.fhir.audit_refusal_summaries().await;
+    app.state.audit_refusal_summaries().await;
     let summary = audit_after(&app, before + records.len() as i64).await;
     assert_eq!(summary.len(), 1);
     assert_eq!(summary[0].0.as_deref(), Some(PETER));
@@ -428,7 +428,7 @@ async fn revoking_a_refresh_token_ends_it_and_its_grant() {
         .await
         .assert_error(400, "invalid_grant");
     assert!(
-        carebroker::oauth::introspect::active_access_token(&app.state.authority, access, None).await.unwrap().is_none(),
+        carebroker::oauth::introspect::active_access_token(&app.state, access, None).await.unwrap().is_none(),
         "the grant's access tokens end with it"
     );
     // another client's revocation of it changes nothing

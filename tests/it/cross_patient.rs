@@ -498,7 +498,7 @@ async fn no_request_reveals_a_patient_outside_the_callers_reach_and_every_disclo
     assert!(disclosures > cases / 10, "{disclosures} disclosures in {cases} requests");
     assert!(refusals > cases / 10, "{refusals} refusals in {cases} requests");
     assert!(matches!(
-        carebroker::audit::verify(app.state.authority.stores.durable.as_ref()).await.unwrap(),
+        carebroker::audit::verify(app.state.stores.durable.as_ref()).await.unwrap(),
         carebroker::audit::Verification::Intact { .. }
     ));
 }

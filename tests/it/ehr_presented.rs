@@ -60,7 +60,7 @@ async fn open_app(app: &TestApp, launch: &str) -> Value {
 }
 
 async fn launch_audits(app: &TestApp, outcomes: &[&str]) -> usize {
-    let records = app.state.authority.stores.durable.audit_records(0, 1000).await.unwrap();
+    let records = app.state.stores.durable.audit_records(0, 1000).await.unwrap();
     records
         .iter()
         .filter_map(|r| serde_json::from_str::<Value>(&r.data).ok())

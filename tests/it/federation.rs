@@ -208,7 +208,7 @@ async fn every_bad_answer_from_a_provider_fails_with_a_page_and_no_session() {
         let mut browser = Browser::new();
         let failed = sign_in(&app, &mut browser, "up", &[]).await;
         assert_no_session(&app, &mut browser, &failed, why).await;
-        let records = app.state.authority.stores.durable.audit_records(0, 10).await.unwrap();
+        let records = app.state.stores.durable.audit_records(0, 10).await.unwrap();
         assert!(
             records.iter().any(|r| r.data.contains("sign-in") && r.data.contains("failed")),
             "{why}: failure audited"

@@ -64,7 +64,7 @@ async fn the_guard_refuses_every_bad_token_with_rfc6750_challenges() {
     let claims = user_claims(&app, "patient/CarePlan.rs", Some(PETER));
     let revoked = token(&app, &claims);
     assert_eq!(get(&app, &revoked, &path).await.status, 200);
-    app.state.authority.stores.durable.revoke(claims.grant_id.as_deref().unwrap(), app.now() + 4000).await.unwrap();
+    app.state.stores.durable.revoke(claims.grant_id.as_deref().unwrap(), app.now() + 4000).await.unwrap();
     assert_eq!(get(&app, &revoked, &path).await.status, 401, "a revoked grant's tokens stop at once");
 
     for scope in ["patient/Patient.rs", "patient/CarePlan.s", "patient/CarePlan.c", "openid fhirUser"] {
@@ -143,7 +143,7 @@ async fn a_policy_deny_is_403_and_audited_with_its_rule() {
         }
     }
     let app = fhir_app().await;
-    app.state.fhir.policy.store(std::sync::Arc::new(Box::new(StudentsReadOnly)));
+    app.state.policy.store(std::sync::Arc::new(Box::new(StudentsReadOnly)));
     let id = create_plan(&app, &care_plan(PETER, ADVANCE, "2026-01-01")).await;
     let mut student = user_claims(&app, "user/CarePlan.cruds", Some(PETER));
     student.roles = vec!["R8004".into()];
@@ -154,8 +154,7 @@ async fn a_policy_deny_is_403_and_audited_with_its_rule() {
     // the rule is for the audit and `policy explain`, not for the caller
     assert!(!denied.text().contains("students-read-only"), "{}", denied.text());
     assert_eq!(denied.json()["issue"][0]["diagnostics"], "the access policy does not permit this request");
-    let records =
-        app.state.authority.stores.durable.search_audit(Some(PETER), Some("dev:nurse"), None, None, 10).await.unwrap();
+    let records = app.state.stores.durable.search_audit(Some(PETER), Some("dev:nurse"), None, None, 10).await.unwrap();
     let last: serde_json::Value = serde_json::from_str(&records[0].data).unwrap();
     assert_eq!(last["outcome"], "denied");
     assert!(last["detail"].as_str().unwrap().contains("students-read-only"));

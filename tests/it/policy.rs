@@ -400,14 +400,8 @@ async fn the_guard_asks_the_policy_and_audits_the_deciding_rule() {
     let write = send(&app, Method::PUT, &student, &format!("/fhir/CarePlan/{id}"), &plan, Some("W/\"1\"")).await;
     assert_eq!(write.status, 403);
     assert!(!write.text().contains("students-never-write"), "rule ids stay out of what a client sees");
-    let records = app
-        .state
-        .authority
-        .stores
-        .durable
-        .search_audit(Some("9434765919"), Some("dev:nurse"), None, None, 5)
-        .await
-        .unwrap();
+    let records =
+        app.state.stores.durable.search_audit(Some("9434765919"), Some("dev:nurse"), None, None, 5).await.unwrap();
     let last: serde_json::Value = serde_json::from_str(&records[0].data).unwrap();
     assert_eq!(last["outcome"], "denied");
     assert!(last["detail"].as_str().unwrap().contains("rule students-never-write"), "{last}");
@@ -429,14 +423,8 @@ async fn the_guard_asks_the_policy_and_audits_the_deciding_rule() {
         )
         .await;
     assert_eq!(glass.status, 200, "{}", glass.text());
-    let records = app
-        .state
-        .authority
-        .stores
-        .durable
-        .search_audit(Some("9434765919"), Some("dev:nurse"), None, None, 1)
-        .await
-        .unwrap();
+    let records =
+        app.state.stores.durable.search_audit(Some("9434765919"), Some("dev:nurse"), None, None, 1).await.unwrap();
     let last: serde_json::Value = serde_json::from_str(&records[0].data).unwrap();
     let detail = last["detail"].as_str().unwrap();
     for part in ["rule break-glass", "break-glass: unconscious in ED", "importance: high", "privacy officer alerted"] {
@@ -507,7 +495,7 @@ async fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_running_policy(
         let case = probe();
         let roles = case.roles.clone().unwrap();
         let request = case.request(&roles).unwrap();
-        app.state.authority.policy.load().decide(&request).rule().to_owned()
+        app.state.policy.load().decide(&request).rule().to_owned()
     };
     assert_eq!(decide(&app), "auditors-review");
     std::fs::write(
@@ -518,9 +506,9 @@ async fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_running_policy(
         ),
     )
     .unwrap();
-    assert!(carebroker::http::reload_policy(&app.state.authority));
+    assert!(app.state.reload_policy());
     assert_eq!(decide(&app), "default-deny", "the new policy is in force");
     std::fs::write(dir.path().join("careplan.toml"), "[[rule]]\nid = \"broken\"").unwrap();
-    assert!(!carebroker::http::reload_policy(&app.state.authority));
+    assert!(!app.state.reload_policy());
     assert_eq!(decide(&app), "default-deny", "a broken file keeps the running policy");
 }

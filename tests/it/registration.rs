@@ -65,7 +65,7 @@ async fn a_symmetric_client_is_issued_a_secret_once() {
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}")));
     let reply = app.post_form("/introspect", &[("token", "x")], &[("authorization", &basic)]).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let stored = app.state.authority.stores.durable.get_client(id).await.unwrap().unwrap();
+    let stored = app.state.stores.durable.get_client(id).await.unwrap().unwrap();
     assert!(stored.client_secret_hash.as_deref().is_some_and(|h| !h.contains(secret)));
 }
 

@@ -48,7 +48,7 @@ async fn answer(app: &TestApp, browser: &mut Browser, relay: &str, xml: &str) ->
 }
 
 async fn failures_audited(app: &TestApp) -> usize {
-    let records = app.state.authority.stores.durable.audit_records(0, 1000).await.unwrap();
+    let records = app.state.stores.durable.audit_records(0, 1000).await.unwrap();
     records.iter().filter(|r| r.data.contains("sign-in") && r.data.contains("failed")).count()
 }
 

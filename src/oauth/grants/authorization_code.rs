@@ -18,13 +18,13 @@ use crate::store::GrantRecord;
 const USED_CODE_MEMORY_SECS: u64 = 3600;
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { authority, client, params, now, .. } = request;
+    let GrantRequest { app, client, params, now, .. } = request;
     let code = params.require("code")?;
-    let store = &authority.stores.ephemeral;
+    let store = &app.stores.ephemeral;
     let Some(bytes) = store.take(&code_key(code)).await? else {
         if let Some(grant_id) = store.get(&used_code_key(code)).await? {
             let grant_id = String::from_utf8_lossy(&grant_id).into_owned();
-            super::revoke_grant(authority, &grant_id, now).await?;
+            super::revoke_grant(app, &grant_id, now).await?;
             tracing::warn!(client_id = %client.client.id, grant_id = %grant_id, "authorization code reused; its grant is revoked");
             return Err(OAuthError::invalid_grant(
                 "the authorization code was already used; the tokens it issued are revoked",
@@ -53,15 +53,14 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let scope = ScopeSet::parse(&record.scope).map_err(|_| OAuthError::server_error())?;
     let online = !scope.contains(&Scope::OfflineAccess) && scope.contains(&Scope::OnlineAccess);
     let refresh = issue::wants_refresh(&scope) && client.client.allows_grant(GrantType::RefreshToken);
-    let config = &authority.config;
+    let config = &app.config;
     let grant_expires = if online {
         now + config.sessions.absolute_timeout_secs
     } else {
         now + config.launch.offline_grant_lifetime_secs
     };
     let data = GrantData { identity: record.identity.clone(), context: record.context.clone(), online };
-    authority
-        .stores
+    app.stores
         .durable
         .insert_grant(&GrantRecord {
             id: record.grant_id.clone(),
@@ -75,13 +74,10 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             revoked_at: None,
         })
         .await?;
-    let refresh_token = if refresh {
-        Some(issue::new_refresh_token(authority, &record.grant_id, grant_expires, now).await?)
-    } else {
-        None
-    };
+    let refresh_token =
+        if refresh { Some(issue::new_refresh_token(app, &record.grant_id, grant_expires, now).await?) } else { None };
     let response = issue::issue_tokens(
-        authority,
+        app,
         Issue {
             client: &client.client,
             identity: &record.identity,

@@ -14,7 +14,7 @@ use crate::token::random_token;
 const BACKEND_MAX_LIFETIME_SECS: u32 = 300;
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { authority, client, requested_scope, now, .. } = request;
+    let GrantRequest { app, client, requested_scope, now, .. } = request;
     if client.method != AuthMethod::PrivateKeyJwt {
         return Err(OAuthError::unauthorized_client("client_credentials needs private_key_jwt client authentication"));
     }
@@ -25,24 +25,24 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         )));
     }
     let granted = requested.narrow_to(&client.client.scope);
-    let policy = authority.policy.load_full();
+    let policy = app.policy.load_full();
     let holder = crate::oauth::scope_policy::system_holder(&**policy, &client.client);
     let granted = crate::oauth::scope_policy::narrow(&**policy, &holder, &granted);
     if granted.is_empty() {
-        return Err(OAuthError::invalid_scope(unmapped_or_refused(authority, &client.client.id, &holder.roles)));
+        return Err(OAuthError::invalid_scope(unmapped_or_refused(app, &client.client.id, &holder.roles)));
     }
 
     let lifetime = client
         .client
         .access_token_lifetime_secs
-        .unwrap_or(authority.config.tokens.backend_access_token_lifetime_secs)
-        .min(authority.config.tokens.backend_access_token_lifetime_secs)
+        .unwrap_or(app.config.tokens.backend_access_token_lifetime_secs)
+        .min(app.config.tokens.backend_access_token_lifetime_secs)
         .min(BACKEND_MAX_LIFETIME_SECS);
     let scope = granted.to_string();
     let claims = AccessTokenClaims {
-        iss: authority.issuer().to_owned(),
+        iss: app.issuer().to_owned(),
         sub: client.client.id.clone(),
-        aud: authority.fhir_base().to_owned(),
+        aud: app.fhir_base().to_owned(),
         exp: now + i64::from(lifetime),
         iat: now,
         jti: random_token(18),
@@ -52,7 +52,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         assurance: Some(3),
         ..Default::default()
     };
-    let access_token = access::mint(&authority.keys.ring(), &claims).map_err(|e| {
+    let access_token = access::mint(&app.keys.ring(), &claims).map_err(|e| {
         tracing::error!(error = %e, "access token signing failed");
         OAuthError::server_error()
     })?;
@@ -71,8 +71,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
 
 /// Why nothing could be granted: the usual cause is that no operator has given the client a role
 /// yet, which the message says, naming the client and the policy files to edit.
-fn unmapped_or_refused(authority: &crate::oauth::Authority, client_id: &str, roles: &[String]) -> String {
-    let folder = authority.config.policy.dir.as_ref().map(|d| d.display().to_string());
+fn unmapped_or_refused(app: &crate::app::App, client_id: &str, roles: &[String]) -> String {
+    let folder = app.config.policy.dir.as_ref().map(|d| d.display().to_string());
     match (roles.is_empty(), folder) {
         (true, Some(folder)) => format!(
             "client `{client_id}` has no role in the access policy: an operator grants one with a [[map]] entry \

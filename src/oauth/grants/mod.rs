@@ -5,11 +5,11 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
-use super::Authority;
 use super::client_auth::AuthenticatedClient;
 use super::error::{ErrorCode, OAuthError};
 use super::params::Params;
 use super::token_endpoint::TokenResponse;
+use crate::app::App;
 use crate::domain::client::GrantType;
 use crate::domain::scope::ScopeSet;
 
@@ -20,7 +20,7 @@ pub const ENABLED: &[GrantType] =
 /// What a grant handler gets.
 #[derive(Debug)]
 pub struct GrantRequest<'a> {
-    pub authority: &'a Authority,
+    pub app: &'a App,
     pub client: &'a AuthenticatedClient,
     pub params: &'a Params,
     /// The `scope` parameter, parsed; `None` when absent.
@@ -43,11 +43,10 @@ pub async fn dispatch(grant: GrantType, request: GrantRequest<'_>) -> Result<Tok
 
 /// Revokes a grant: its refresh tokens stop working and every access token it issued is
 /// inactive from now on (the revocation outlives the longest access token).
-pub async fn revoke_grant(authority: &Authority, grant_id: &str, now: i64) -> Result<(), OAuthError> {
-    authority.stores.durable.revoke_grant(grant_id, now).await?;
-    let until = now
-        + i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS)
-        + authority.config.tokens.clock_skew_secs;
-    authority.stores.durable.revoke(grant_id, until).await?;
+pub async fn revoke_grant(app: &App, grant_id: &str, now: i64) -> Result<(), OAuthError> {
+    app.stores.durable.revoke_grant(grant_id, now).await?;
+    let until =
+        now + i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + app.config.tokens.clock_skew_secs;
+    app.stores.durable.revoke(grant_id, until).await?;
     Ok(())
 }

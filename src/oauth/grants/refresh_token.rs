@@ -16,14 +16,14 @@ pub fn signin_key(session_id: &str) -> String {
 }
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { authority, client, params, requested_scope, now } = request;
+    let GrantRequest { app, client, params, requested_scope, now } = request;
     let presented = params.require("refresh_token")?;
-    let durable = &authority.stores.durable;
+    let durable = &app.stores.durable;
     let hash = token_hash(presented);
     let (grant_id, token_expires) = match durable.use_refresh_token(&hash, now).await? {
         RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
         RefreshTokenUse::Reused { grant_id } => {
-            super::revoke_grant(authority, &grant_id, now).await?;
+            super::revoke_grant(app, &grant_id, now).await?;
             tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
             return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
         }
@@ -45,11 +45,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
     if data.online {
         let alive = match &grant.session_id {
-            Some(sid) => authority.stores.ephemeral.get(&signin_key(sid)).await?.is_some(),
+            Some(sid) => app.stores.ephemeral.get(&signin_key(sid)).await?.is_some(),
             None => false,
         };
         if !alive {
-            super::revoke_grant(authority, &grant.id, now).await?;
+            super::revoke_grant(app, &grant.id, now).await?;
             return Err(OAuthError::invalid_grant("the sign-in session of this online_access grant has ended"));
         }
     }
@@ -65,9 +65,9 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             ));
         }
     };
-    let refresh_token = Some(issue::new_refresh_token(authority, &grant.id, grant.expires_at, now).await?);
+    let refresh_token = Some(issue::new_refresh_token(app, &grant.id, grant.expires_at, now).await?);
     let response = issue::issue_tokens(
-        authority,
+        app,
         Issue {
             client: &client.client,
             identity: &data.identity,

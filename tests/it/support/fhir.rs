@@ -10,9 +10,9 @@ use super::{Reply, TestApp};
 /// A token for a user (nurse at A9A5A) with `scope`, patient in context `patient`.
 pub fn user_claims(app: &TestApp, scope: &str, patient: Option<&str>) -> AccessTokenClaims {
     AccessTokenClaims {
-        iss: app.state.authority.issuer().into(),
+        iss: app.state.issuer().into(),
         sub: "dev:nurse".into(),
-        aud: app.state.authority.fhir_base().into(),
+        aud: app.state.fhir_base().into(),
         exp: app.now() + 300,
         iat: app.now(),
         jti: carebroker::token::random_token(12),
@@ -30,9 +30,9 @@ pub fn user_claims(app: &TestApp, scope: &str, patient: Option<&str>) -> AccessT
 /// A backend-services token.
 pub fn system_claims(app: &TestApp, scope: &str) -> AccessTokenClaims {
     AccessTokenClaims {
-        iss: app.state.authority.issuer().into(),
+        iss: app.state.issuer().into(),
         sub: "nhs111".into(),
-        aud: app.state.authority.fhir_base().into(),
+        aud: app.state.fhir_base().into(),
         exp: app.now() + 300,
         iat: app.now(),
         jti: carebroker::token::random_token(12),
@@ -43,7 +43,7 @@ pub fn system_claims(app: &TestApp, scope: &str) -> AccessTokenClaims {
 }
 
 pub fn token(app: &TestApp, claims: &AccessTokenClaims) -> String {
-    mint(&app.state.authority.keys.ring(), claims).expect("mint")
+    mint(&app.state.keys.ring(), claims).expect("mint")
 }
 
 pub async fn get(app: &TestApp, token: &str, path: &str) -> Reply {
@@ -111,17 +111,14 @@ pub async fn put_resource(app: &TestApp, resource: &Value) {
     let index = carebroker::fhir::resources::index_of(kind, resource);
     let write =
         carebroker::store::ResourceWrite { resource_type: kind, id, data: &data, index: &index, now: app.now() * 1000 };
-    assert!(
-        app.state.authority.stores.durable.create_resource_if_absent(write).await.expect("store"),
-        "{kind}/{id} exists"
-    );
+    assert!(app.state.stores.durable.create_resource_if_absent(write).await.expect("store"), "{kind}/{id} exists");
 }
 
 /// The sequence number of the newest audit record (0 when none).
 pub async fn audit_head(app: &TestApp) -> i64 {
     let mut after = 0;
     loop {
-        let page = app.state.authority.stores.durable.audit_records(after, 1000).await.expect("audit");
+        let page = app.state.stores.durable.audit_records(after, 1000).await.expect("audit");
         match page.last() {
             Some(last) => after = last.seq,
             None => return after,
@@ -131,6 +128,6 @@ pub async fn audit_head(app: &TestApp) -> i64 {
 
 /// Audit records after `seq`, as (patient column, the event JSON).
 pub async fn audit_after(app: &TestApp, seq: i64) -> Vec<(Option<String>, Value)> {
-    let records = app.state.authority.stores.durable.audit_records(seq, 10_000).await.expect("audit");
+    let records = app.state.stores.durable.audit_records(seq, 10_000).await.expect("audit");
     records.into_iter().map(|r| (r.patient.clone(), serde_json::from_str(&r.data).expect("event json"))).collect()
 }

@@ -18,11 +18,11 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use carebroker::AppState;
 use carebroker::clock::FixedClock;
 use carebroker::config::{Config, Loaded, Secret, StoreKind};
 use carebroker::domain::client::{Client, ClientMetadata};
 use carebroker::token::keys::KeyFile;
+use carebroker::{App, AppState};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
@@ -231,7 +231,7 @@ impl TestAppBuilder {
             .collect();
         let clock = Arc::new(FixedClock::at(self.clock_at));
         let state =
-            AppState::build(Loaded { config, clients, idps: self.idps }, clock.clone()).await.expect("app state");
+            Arc::new(App::build(Loaded { config, clients, idps: self.idps }, clock.clone()).await.expect("app state"));
         let router = carebroker::app(state.clone());
         TestApp { state, clock, router, dir: Arc::new(dir) }
     }

@@ -1,0 +1,210 @@
+//! The application core: one [`App`] holding everything a request needs (configuration, clock,
+//! stores, signing keys, audit log, access policy, clients, PDS, upstream identity providers),
+//! built once at start-up, and what runs beside requests: policy reload and housekeeping.
+//!
+//! The protocol modules add their behaviour to `App` in their own files (`oauth/` the
+//! authorization server, `fhir/` the care-plan API, `launch/`, `federation/` sign-in); `http/`
+//! only turns requests into calls on it and results into responses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::audit::AuditLog;
+use crate::audit::limiter::RefusalLimiter;
+use crate::clock::Clock;
+use crate::config::{Config, Loaded};
+use crate::federation::Registry;
+use crate::oauth::client_keys::ClientKeys;
+use crate::oauth::clients::ClientRegistry;
+use crate::pds::PdsClient;
+use crate::policy::PolicyHandle;
+use crate::store::{self, Stores};
+use crate::token::KeyManager;
+use crate::token::keys::KeyError;
+
+/// Everything carebroker's protocols need, built once at start-up and shared by every request.
+#[derive(Debug)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub clock: Arc<dyn Clock>,
+    pub stores: Stores,
+    pub keys: Arc<KeyManager>,
+    pub audit: Arc<AuditLog>,
+    pub policy: PolicyHandle,
+    pub clients: ClientRegistry,
+    pub client_keys: ClientKeys,
+    /// The Personal Demographics Service, when patients are verified there.
+    pub pds: Option<PdsClient>,
+    /// The upstream identity providers.
+    pub federation: Registry,
+    /// Rate limit of the audit records of requests refused for their token.
+    pub refusals: RefusalLimiter,
+    token_endpoint: String,
+    fhir_base: String,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("cannot build an HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Seed(#[from] crate::fhir::seed::SeedError),
+    #[error("{0}")]
+    Federation(String),
+    #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Policy(Vec<crate::policy::PolicyError>),
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+/// How long a retired signing key stays published: the longest token lifetime plus clock skew.
+pub fn key_retention_secs(config: &Config) -> i64 {
+    i64::from(crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS) + config.tokens.clock_skew_secs + 60
+}
+
+impl App {
+    /// Opens stores and keys, seeds the FHIR store, loads the policy and builds the providers.
+    pub async fn build(loaded: Loaded, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let config = Arc::new(loaded.config);
+        let stores = store::open(&config.store, clock.clone()).await?;
+        let keys = Arc::new(KeyManager::open(config.keys.dir.clone(), clock.now(), key_retention_secs(&config))?);
+        if let Some(dir) = &config.fhir.seed_dir {
+            let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now_millis()).await?;
+            tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
+        }
+        let audit = AuditLog::start(stores.durable.clone(), clock.clone());
+        let policy: Box<dyn crate::policy::AccessPolicy> = match &config.policy.dir {
+            Some(dir) => Box::new(crate::policy::load_dir(dir).map_err(StartError::Policy)?),
+            None => {
+                tracing::warn!("no policy.dir: scopes and the patient compartment alone decide access");
+                Box::new(crate::policy::ScopeOnly)
+            }
+        };
+        let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
+        let federation = Registry::build(&loaded.idps, &config, clock.clone()).map_err(StartError::Federation)?;
+        let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
+        let clients = ClientRegistry::new(loaded.clients, stores.durable.clone());
+        Ok(Self {
+            token_endpoint: config.endpoint("/token"),
+            fhir_base: config.fhir_base(),
+            policy: crate::policy::handle(policy),
+            config,
+            clock,
+            stores,
+            keys,
+            audit,
+            clients,
+            client_keys,
+            pds,
+            federation,
+            refusals: RefusalLimiter::default(),
+        })
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        self.config.issuer()
+    }
+
+    /// The token endpoint URL: the audience of client assertions.
+    pub fn token_endpoint(&self) -> &str {
+        &self.token_endpoint
+    }
+
+    /// The FHIR base URL: the audience of access tokens.
+    pub fn fhir_base(&self) -> &str {
+        &self.fhir_base
+    }
+
+    /// Whether dynamic client registration is enabled.
+    pub fn registration_enabled(&self) -> bool {
+        self.config.registration.initial_access_token.is_some()
+    }
+
+    /// Reloads the policy folder; a broken file keeps the running policy and says why.
+    pub fn reload_policy(&self) -> bool {
+        let Some(dir) = &self.config.policy.dir else { return false };
+        match crate::policy::load_dir(dir) {
+            Ok(policy) => {
+                self.policy.store(Arc::new(Box::new(policy)));
+                tracing::info!(folder = %dir.display(), "policy reloaded");
+                true
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(problem = %e, "policy not reloaded; the running policy stays in force");
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Reloads the policy on SIGHUP and when its files change.
+pub fn spawn_policy_reloader(app: &Arc<App>) -> Option<tokio::task::JoinHandle<()>> {
+    let app = app.clone();
+    let dir = app.config.policy.dir.clone()?;
+    Some(tokio::spawn(async move {
+        let mut last = crate::policy::modified(&dir);
+        let mut ticker = tokio::time::interval(Duration::from_secs(app.config.policy.reload_interval_secs.max(1)));
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(s) => s.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let sighup = std::future::pending::<bool>();
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let now = crate::policy::modified(&dir);
+                    if now != last {
+                        last = now;
+                        app.reload_policy();
+                    }
+                }
+                true = sighup => {
+                    tracing::info!("SIGHUP: reloading the policy");
+                    last = crate::policy::modified(&dir);
+                    app.reload_policy();
+                }
+            }
+        }
+    }))
+}
+
+/// Runs periodic housekeeping: picking up rotated keys, forgetting expired revocations, writing
+/// the summaries of token refusals that were counted but not recorded one by one.
+pub fn spawn_housekeeping(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let interval = Duration::from_secs(app.config.keys.reload_interval_secs);
+        let mut ticker = tokio::time::interval(interval);
+        let mut last_purge = app.clock.now();
+        loop {
+            ticker.tick().await;
+            let now = app.clock.now();
+            app.audit_refusal_summaries().await;
+            match app.keys.refresh(now) {
+                Ok(true) => tracing::info!("signing keys reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "key file could not be reloaded; keeping the keys in use"),
+            }
+            if now - last_purge >= 3600 {
+                last_purge = now;
+                if let Err(e) = app.stores.durable.purge_expired(now).await {
+                    tracing::warn!(error = %e, "could not purge expired revocations");
+                }
+            }
+        }
+    })
+}
