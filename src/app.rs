@@ -20,6 +20,7 @@ use crate::pds::PdsClient;
 use crate::policy::PolicyHandle;
 use crate::store::{self, Stores};
 use crate::token::KeyManager;
+use crate::token::access::{AccessTokenClaims, CheckError, check_active};
 use crate::token::keys::KeyError;
 
 /// Everything carebroker's protocols need, built once at start-up and shared by every request.
@@ -124,6 +125,17 @@ impl App {
     /// Whether dynamic client registration is enabled.
     pub fn registration_enabled(&self) -> bool {
         self.config.registration.initial_access_token.is_some()
+    }
+
+    /// Checks an access token of ours is active now: [`crate::token::access::check_active`]
+    /// against the live keys and revocation list, for `audience` when given.
+    pub async fn check_access_token(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<AccessTokenClaims, CheckError> {
+        let revocations: &dyn crate::store::RevocationStore = self.stores.durable.as_ref();
+        check_active(&self.keys.ring(), revocations, token, self.issuer(), audience, self.clock.now()).await
     }
 
     /// Reloads the policy folder; a broken file keeps the running policy and says why.

@@ -11,7 +11,7 @@ use super::resources::matches_restriction;
 use crate::audit::Actor;
 use crate::domain::scope::{Permissions, ScopeContext, ScopeSet};
 use crate::policy::{AccessRequest, Decision, Obligations};
-use crate::token::access::{self, AccessTokenClaims};
+use crate::token::access::{AccessTokenClaims, CheckError};
 
 /// A caller whose token verified.
 #[derive(Debug)]
@@ -100,15 +100,10 @@ impl App {
         let token =
             crate::token::bearer(presented.authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
-        let claims = access::verify(&self.keys.ring(), token, self.issuer(), Some(self.fhir_base()), now)
-            .map_err(|e| FhirError::InvalidToken(e.to_string()))?;
-        let mut ids = vec![claims.jti.as_str()];
-        if let Some(grant) = &claims.grant_id {
-            ids.push(grant);
-        }
-        if self.stores.durable.is_revoked(&ids).await? {
-            return Err(FhirError::InvalidToken("the token has been revoked".into()));
-        }
+        let claims = self.check_access_token(token, Some(self.fhir_base())).await.map_err(|e| match e {
+            CheckError::Store(e) => e.into(),
+            CheckError::Invalid(_) | CheckError::Revoked => FhirError::InvalidToken(e.to_string()),
+        })?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         let mut proxy_for = Vec::new();
         if let Some(id) = claims.fhir_user.as_deref().and_then(|u| u.strip_prefix("RelatedPerson/")) {

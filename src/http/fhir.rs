@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::app::App;
 use crate::fhir::guard::{Caller, Presented};
 use crate::fhir::outcome::FhirError;
 use crate::fhir::refusal::RequestLine;
@@ -20,31 +19,45 @@ use crate::fhir::{FhirResponse, capability};
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-/// What a FHIR request presents to the guard: its credentials, its peer address and its
-/// request line (for auditing a refusal against what it was aimed at).
-pub struct GuardInput {
-    authorization: Option<String>,
-    break_glass: Option<String>,
-    ip: Option<String>,
-    method: String,
-    path: String,
-    query: Option<String>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for GuardInput {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self {
+/// The caller of a FHIR route, authenticated: the bearer token, the peer address and the
+/// break-glass header go to the guard ([`crate::app::App::authenticate`]), which verifies the token with
+/// [`crate::app::App::check_access_token`] and audits a refusal against the request line it was aimed at.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = FhirError;
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let method = parts.method.to_string();
+        let presented = Presented {
             authorization: header(header::AUTHORIZATION.as_str()),
             break_glass: header("x-break-glass-reason"),
-            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
-            method: parts.method.to_string(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-        })
+            ip: ip.as_deref(),
+            line: RequestLine { method: &method, path: parts.uri.path(), query: parts.uri.query() },
+        };
+        app.authenticate(presented).await
     }
 }
+
+/// A FHIR request body must be FHIR JSON (or plain JSON); checked before the caller is.
+pub struct FhirJson;
+
+impl<S: Send + Sync> FromRequestParts<S> for FhirJson {
+    type Rejection = FhirError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ok = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ct| ct.split(';').next())
+            .is_some_and(|m| {
+                matches!(m.trim().to_ascii_lowercase().as_str(), "application/fhir+json" | "application/json")
+            });
+        if ok { Ok(Self) } else { Err(FhirError::UnsupportedMediaType) }
+    }
+}
+
+/// What every FHIR handler returns.
+pub type FhirResult = Result<FhirResponse, FhirError>;
 
 fn http_date(millis: i64) -> Option<String> {
     let at = time::OffsetDateTime::from_unix_timestamp(millis.div_euclid(1000)).ok()?;
@@ -54,25 +67,28 @@ fn http_date(millis: i64) -> Option<String> {
     at.format(&format).ok()
 }
 
-fn fhir_response(result: Result<FhirResponse, FhirError>) -> Response {
-    match result {
-        Ok(ok) => {
-            let status = StatusCode::from_u16(ok.status).unwrap_or(StatusCode::OK);
-            let mut response = (status, Json(ok.body)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-            if let Some(v) = ok.version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
-                headers.insert(header::ETAG, v);
-            }
-            if let Some(v) = ok.last_modified.and_then(http_date).and_then(|d| HeaderValue::from_str(&d).ok()) {
-                headers.insert(header::LAST_MODIFIED, v);
-            }
-            if let Some(v) = ok.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-                headers.insert(header::LOCATION, v);
-            }
-            response
+impl IntoResponse for FhirResponse {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if let Some(v) = self.version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
+            headers.insert(header::ETAG, v);
         }
-        Err(err) => fhir_error(&err),
+        if let Some(v) = self.last_modified.and_then(http_date).and_then(|d| HeaderValue::from_str(&d).ok()) {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+        if let Some(v) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, v);
+        }
+        response
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        fhir_error(&self)
     }
 }
 
@@ -100,117 +116,77 @@ pub fn fhir_error(err: &FhirError) -> Response {
     response
 }
 
-async fn caller(api: &App, input: &GuardInput) -> Result<Caller, Response> {
-    let presented = Presented {
-        authorization: input.authorization.as_deref(),
-        break_glass: input.break_glass.as_deref(),
-        ip: input.ip.as_deref(),
-        line: RequestLine { method: &input.method, path: &input.path, query: input.query.as_deref() },
-    };
-    api.authenticate(presented).await.map_err(|e| fhir_error(&e))
-}
-
-fn fhir_body(headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| {
-            matches!(m.trim().to_ascii_lowercase().as_str(), "application/fhir+json" | "application/json")
-        });
-    if ok { Ok(()) } else { Err(Box::new(fhir_error(&FhirError::UnsupportedMediaType))) }
-}
-
-macro_rules! guarded {
-    ($state:ident, $input:ident, |$api:ident, $caller:ident| $call:expr) => {{
-        let $api = &$state;
-        match caller($api, &$input).await {
-            Ok($caller) => fhir_response($call.await),
-            Err(response) => response,
-        }
-    }};
-}
-
-pub async fn metadata(State(state): State<AppState>) -> Response {
-    let mut response = Json(capability::capability_statement(&state.config)).into_response();
+pub async fn metadata(State(app): State<AppState>) -> Response {
+    let mut response = Json(capability::capability_statement(&app.config)).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
 }
 
-pub async fn careplan_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
-    guarded!(state, input, |api, c| api.read_careplan(&c, &id))
+pub async fn careplan_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.read_careplan(&caller, &id).await
 }
 
 pub async fn careplan_vread(
-    State(state): State<AppState>,
-    input: GuardInput,
+    State(app): State<AppState>,
+    caller: Caller,
     Path((id, vid)): Path<(String, String)>,
-) -> Response {
-    guarded!(state, input, |api, c| api.vread_careplan(&c, &id, &vid))
+) -> FhirResult {
+    app.vread_careplan(&caller, &id, &vid).await
 }
 
-pub async fn careplan_history(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
-    guarded!(state, input, |api, c| api.history_careplan(&c, &id))
+pub async fn careplan_history(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.history_careplan(&caller, &id).await
 }
 
-pub async fn careplan_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
-    guarded!(state, input, |api, c| api.search_careplans(&c, q.as_deref()))
+pub async fn careplan_search(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> FhirResult {
+    app.search_careplans(&caller, q.as_deref()).await
 }
 
-pub async fn careplan_create(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    input: GuardInput,
-    body: Bytes,
-) -> Response {
-    if let Err(response) = fhir_body(&headers) {
-        return *response;
-    }
-    guarded!(state, input, |api, c| api.create_careplan(&c, &body))
+pub async fn careplan_create(State(app): State<AppState>, _: FhirJson, caller: Caller, body: Bytes) -> FhirResult {
+    app.create_careplan(&caller, &body).await
 }
 
 pub async fn careplan_update(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    input: GuardInput,
+    State(app): State<AppState>,
+    _: FhirJson,
+    caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    if let Err(response) = fhir_body(&headers) {
-        return *response;
-    }
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    guarded!(state, input, |api, c| api.update_careplan(&c, &id, if_match.as_deref(), &body))
+) -> FhirResult {
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    app.update_careplan(&caller, &id, if_match, &body).await
 }
 
-pub async fn patient_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
-    guarded!(state, input, |api, c| api.read_patient(&c, &id))
+pub async fn patient_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.read_patient(&caller, &id).await
 }
 
-pub async fn patient_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
-    guarded!(state, input, |api, c| api.search_patients(&c, q.as_deref()))
+pub async fn patient_search(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> FhirResult {
+    app.search_patients(&caller, q.as_deref()).await
 }
 
-pub async fn practitioner_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
-    guarded!(state, input, |api, c| api.read_person(&c, "Practitioner", &id))
+pub async fn practitioner_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.read_person(&caller, "Practitioner", &id).await
 }
 
-pub async fn related_person_read(State(state): State<AppState>, input: GuardInput, Path(id): Path<String>) -> Response {
-    guarded!(state, input, |api, c| api.read_person(&c, "RelatedPerson", &id))
+pub async fn related_person_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.read_person(&caller, "RelatedPerson", &id).await
 }
 
-pub async fn audit_search(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
-    guarded!(state, input, |api, c| api.search_audit_events(&c, q.as_deref()))
+pub async fn audit_search(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> FhirResult {
+    app.search_audit_events(&caller, q.as_deref()).await
 }
 
-pub async fn availability(State(state): State<AppState>, input: GuardInput, RawQuery(q): RawQuery) -> Response {
-    let mut response = guarded!(state, input, |api, c| api.availability(&c, q.as_deref()));
+/// The availability check answers plain JSON, not a FHIR resource.
+pub async fn availability(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> Response {
+    let mut response = app.availability(&caller, q.as_deref()).await.into_response();
     if response.status().is_success() {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     response
 }
 
-pub async fn unsupported() -> Response {
-    fhir_error(&FhirError::NotFound)
+pub async fn unsupported() -> FhirError {
+    FhirError::NotFound
 }

@@ -11,7 +11,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::params::Params;
 use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
-use crate::token::access::{self, AccessTokenClaims};
+use crate::token::access::{AccessTokenClaims, CheckError};
 
 /// An introspection request as received.
 #[derive(Debug, Clone, Copy)]
@@ -27,24 +27,14 @@ enum Caller {
     Client(String),
 }
 
-/// Verifies an access token of ours and checks it is not revoked; `None` when it is not active.
-pub async fn active_access_token(
-    app: &App,
-    token: &str,
-    audience: Option<&str>,
-) -> Result<Option<AccessTokenClaims>, OAuthError> {
-    let now = app.clock.now();
-    let Ok(claims) = access::verify(&app.keys.ring(), token, app.issuer(), audience, now) else {
-        return Ok(None);
-    };
-    let mut ids = vec![claims.jti.as_str()];
-    if let Some(grant) = &claims.grant_id {
-        ids.push(grant);
+/// An access token of ours that is active now, or `None` (inactive, unknown, revoked: all the
+/// same to a caller); only a store failure is an error.
+async fn active_access_token(app: &App, token: &str) -> Result<Option<AccessTokenClaims>, OAuthError> {
+    match app.check_access_token(token, None).await {
+        Ok(claims) => Ok(Some(claims)),
+        Err(CheckError::Store(e)) => Err(e.into()),
+        Err(CheckError::Invalid(_) | CheckError::Revoked) => Ok(None),
     }
-    if app.stores.durable.is_revoked(&ids).await? {
-        return Ok(None);
-    }
-    Ok(Some(claims))
 }
 
 /// Answers an introspection request with the RFC 7662 §2.2 JSON object.
@@ -52,7 +42,7 @@ pub async fn introspect(app: &App, request: IntrospectionRequest<'_>) -> Result<
     let params = Params::from_form(request.content_type, request.body)?;
     let introspection_scope = Scope::parse(&app.config.introspection.scope).ok();
     let caller = if let Some(token) = crate::token::bearer(request.authorization) {
-        let claims = active_access_token(app, token, None)
+        let claims = active_access_token(app, token)
             .await?
             .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
@@ -79,7 +69,7 @@ pub async fn introspect(app: &App, request: IntrospectionRequest<'_>) -> Result<
     };
     let token = params.require("token")?;
 
-    let Some(claims) = active_access_token(app, token, None).await? else {
+    let Some(claims) = active_access_token(app, token).await? else {
         return Ok(json!({"active": false}));
     };
     if let Caller::Client(id) = &caller {

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 use super::error::{Challenge, ErrorCode, OAuthError};
 use super::grants::refresh_token::signin_key;
 use super::grants::revoke_grant;
-use super::introspect::active_access_token;
 use super::issue::{GrantData, absolute_fhir_user};
 use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
+use crate::token::access::CheckError;
 use crate::token::jose;
 use crate::token::keys::ID_TOKEN_ALG;
 
@@ -18,9 +18,10 @@ use crate::token::keys::ID_TOKEN_ALG;
 pub async fn userinfo(app: &App, authorization: Option<&str>) -> Result<Value, OAuthError> {
     let token = crate::token::bearer(authorization)
         .ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
-    let claims = active_access_token(app, token, Some(app.fhir_base()))
-        .await?
-        .ok_or_else(|| OAuthError::invalid_token("the access token is not active"))?;
+    let claims = app.check_access_token(token, Some(app.fhir_base())).await.map_err(|e| match e {
+        CheckError::Store(e) => e.into(),
+        CheckError::Invalid(_) | CheckError::Revoked => OAuthError::invalid_token("the access token is not active"),
+    })?;
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
     if !scope.contains(&Scope::OpenId) {
         return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`")

@@ -10,7 +10,7 @@ use super::grants::revoke_grant;
 use super::issue::{GrantData, token_hash};
 use super::params::Params;
 use crate::app::App;
-use crate::token::access;
+use crate::token::access::CheckError;
 
 /// A revocation request as received.
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +36,12 @@ pub async fn revoke(app: &App, request: RevocationRequest<'_>) -> Result<Revoked
     let token = params.require("token")?;
     // RFC 7009 §2.1: an unknown token_type_hint is ignored and the search extended.
     let now = app.clock.now();
-    let Ok(claims) = access::verify(&app.keys.ring(), token, app.issuer(), None, now) else {
-        return revoke_refresh_token(app, &client.client.id, token, now).await;
+    let claims = match app.check_access_token(token, None).await {
+        Ok(claims) => claims,
+        // already revoked: RFC 7009 §2.2 answers 200 all the same
+        Err(CheckError::Revoked) => return Ok(Revoked::Nothing),
+        Err(CheckError::Store(e)) => return Err(e.into()),
+        Err(CheckError::Invalid(_)) => return revoke_refresh_token(app, &client.client.id, token, now).await,
     };
     if claims.client_id != client.client.id {
         tracing::warn!(client_id = %client.client.id, owner = %claims.client_id, "revocation of another client's token ignored");

@@ -119,3 +119,39 @@ pub fn verify(
     }
     Ok(claims)
 }
+
+/// Why an access token is not active.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The token does not verify (signature, type, issuer, expiry, audience).
+    #[error(transparent)]
+    Invalid(#[from] AccessTokenError),
+    /// The token verifies but it, or the grant it belongs to, has been revoked.
+    #[error("the token has been revoked")]
+    Revoked,
+    /// The revocation list could not be read: fail closed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The one check of an access token of ours, used wherever one is presented (the FHIR guard,
+/// introspection, userinfo, revocation): [`verify`] (signature, `typ`, issuer, expiry and, when
+/// given, audience), then neither its `jti` nor its grant is revoked.
+pub async fn check_active(
+    keys: &KeyRing,
+    revocations: &dyn crate::store::RevocationStore,
+    token: &str,
+    issuer: &str,
+    audience: Option<&str>,
+    now: i64,
+) -> Result<AccessTokenClaims, CheckError> {
+    let claims = verify(keys, token, issuer, audience, now)?;
+    let mut ids = vec![claims.jti.as_str()];
+    if let Some(grant) = &claims.grant_id {
+        ids.push(grant);
+    }
+    if revocations.is_revoked(&ids).await? {
+        return Err(CheckError::Revoked);
+    }
+    Ok(claims)
+}
