@@ -12,6 +12,7 @@ pub mod domain;
 pub mod federation;
 pub mod fhir;
 pub mod http;
+pub mod keyspaces;
 pub mod launch;
 pub mod oauth;
 pub mod outbound;

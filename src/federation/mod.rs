@@ -8,8 +8,10 @@ pub mod cis_sso;
 pub mod dev;
 pub mod oidc;
 pub mod profiles;
+pub mod round_trip;
 pub mod saml;
 pub mod saml_logout;
+pub mod session;
 pub mod xml;
 
 use std::collections::BTreeMap;

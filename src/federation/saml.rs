@@ -30,6 +30,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::idps::IdpConfig;
 use crate::domain::identity::{Identity, is_fhir_user_reference};
+use crate::keyspaces::SAML_ASSERTIONS;
 use crate::store::EphemeralStore;
 use crate::token::random_token;
 
@@ -267,8 +268,8 @@ impl SamlIdp {
         // Never the same assertion twice (kept until it could no longer be valid anyway).
         let until = assertion_expiry(&assertion).unwrap_or(now) + self.config.saml.max_skew_secs;
         let ttl = Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(60));
-        let fresh = replays
-            .put_if_absent(&format!("saml-assertion:{}:{}", self.config.id, assertion.id), b"1", ttl)
+        let fresh = SAML_ASSERTIONS
+            .first_use(replays, &format!("{}:{}", self.config.id, assertion.id), ttl)
             .await
             .map_err(SignInError::upstream)?;
         if !fresh {

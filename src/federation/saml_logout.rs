@@ -23,6 +23,7 @@ use super::xml::{SAML2, SAML2_SUCCESS, SAML2P, child, child_text, children, has_
 use crate::domain::identity::Identity;
 use crate::domain::markup::escape;
 use crate::domain::xml_time::{format_utc, parse_utc};
+use crate::keyspaces::SAML_LOGOUT_REQUESTS;
 use crate::store::EphemeralStore;
 use crate::token::random_token;
 
@@ -234,8 +235,8 @@ impl SamlIdp {
             root.attribute("ID").filter(|id| !id.is_empty()).ok_or_else(|| bad("the logout request has no ID"))?;
         // kept as long as the request could pass the time check above
         let ttl = Duration::from_secs(u64::try_from(self.config.saml.max_issue_delay_secs + 2 * skew).unwrap_or(900));
-        let seen = format!("saml-logout-request:{}:{request_id}", self.config.id);
-        if !replays.put_if_absent(&seen, b"1", ttl).await.map_err(SignInError::upstream)? {
+        let seen = format!("{}:{request_id}", self.config.id);
+        if !SAML_LOGOUT_REQUESTS.first_use(replays, &seen, ttl).await.map_err(SignInError::upstream)? {
             return Err(bad("this logout request was already used"));
         }
         Ok(LogoutAsk { request_id: request_id.to_owned(), name_id, session_indexes })

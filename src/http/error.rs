@@ -20,7 +20,11 @@ impl From<OAuthError> for ErrorResponse {
 
 /// The HTTP status of an error code.
 pub fn status_of(err: &OAuthError) -> StatusCode {
+    if let Some(status) = err.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+        return status;
+    }
     match err.code {
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
         ErrorCode::InsufficientScope | ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,

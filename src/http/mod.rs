@@ -5,11 +5,12 @@ mod discovery;
 pub mod error;
 mod federation;
 mod fhir;
+mod forms;
 mod interaction;
-mod launch;
 mod middleware;
 mod oauth;
 mod oidc;
+pub mod page;
 pub mod pages;
 mod saml;
 pub mod session_store;
@@ -88,7 +89,7 @@ pub fn app(state: AppState) -> Router {
         .route("/introspect", post(oauth::introspection))
         .route("/revoke", post(oauth::revocation))
         .route("/register", post(oauth::registration))
-        .route("/launch", post(launch::register))
+        .route("/launch", post(oauth::launch))
         .route("/federation/backchannel-logout/{idp}", post(federation::backchannel_logout))
         .route("/saml/acs", post(saml::acs))
         .route("/saml/slo", get(saml::slo))

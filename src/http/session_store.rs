@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
+use crate::keyspaces::BROWSER_SESSIONS;
 use crate::store::EphemeralStore;
 
 /// A [`SessionStore`] over an [`EphemeralStore`].
@@ -22,10 +23,6 @@ impl EphemeralSessionStore {
     }
 }
 
-fn key(id: &Id) -> String {
-    format!("session:{id}")
-}
-
 fn ttl(record: &Record) -> Duration {
     let left = record.expiry_date - time::OffsetDateTime::now_utc();
     Duration::from_secs(left.whole_seconds().max(1).unsigned_abs())
@@ -38,29 +35,27 @@ fn backend(e: impl std::fmt::Display) -> session_store::Error {
 #[async_trait]
 impl SessionStore for EphemeralSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let bytes = serde_json::to_vec(&*record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         // A fresh random id; on the (astronomically unlikely) collision, draw again.
-        while !self.store.put_if_absent(&key(&record.id), &bytes, ttl(record)).await.map_err(backend)? {
+        let store = self.store.as_ref();
+        while !BROWSER_SESSIONS
+            .put_if_absent(store, &record.id.to_string(), record, ttl(record))
+            .await
+            .map_err(backend)?
+        {
             record.id = Id::default();
         }
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let bytes = serde_json::to_vec(record).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        self.store.put(&key(&record.id), &bytes, ttl(record)).await.map_err(backend)
+        BROWSER_SESSIONS.put(self.store.as_ref(), &record.id.to_string(), record, ttl(record)).await.map_err(backend)
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        match self.store.get(&key(id)).await.map_err(backend)? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes).map(Some).map_err(|e| session_store::Error::Decode(e.to_string()))
-            }
-            None => Ok(None),
-        }
+        BROWSER_SESSIONS.get(self.store.as_ref(), &id.to_string()).await.map_err(backend)
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.store.delete(&key(id)).await.map(|_| ()).map_err(backend)
+        BROWSER_SESSIONS.delete(self.store.as_ref(), &id.to_string()).await.map(|_| ()).map_err(backend)
     }
 }

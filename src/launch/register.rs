@@ -12,6 +12,7 @@ use crate::domain::identity::{Identity, is_fhir_id, is_fhir_user_reference, job_
 use crate::domain::launch::{EhrLaunch, LaunchContext, check_fhir_context_item};
 use crate::domain::nhs_number::NhsNumber;
 use crate::domain::url_rules::check_https_or_loopback;
+use crate::keyspaces::LAUNCHES;
 use crate::store::{EphemeralStore, StoreError};
 use crate::token::random_token;
 
@@ -103,10 +104,6 @@ pub enum LaunchError {
     Invalid(String),
 }
 
-fn launch_key(id: &str) -> String {
-    format!("launch:{id}")
-}
-
 /// Checks a launch request against the EHR's trust and stores it.
 /// `verified` is the user when the request presented a token that has already been verified.
 #[allow(clippy::too_many_arguments)]
@@ -143,8 +140,7 @@ pub async fn store_launch(
 ) -> Result<(String, url::Url), StoreError> {
     let mut url = url::Url::parse(launch_uri).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let id = random_token(24);
-    let bytes = serde_json::to_vec(launch).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(&launch_key(&id), &bytes, Duration::from_secs(lifetime_secs)).await?;
+    LAUNCHES.put(store, &id, launch, Duration::from_secs(lifetime_secs)).await?;
     url.query_pairs_mut().append_pair("iss", fhir_base).append_pair("launch", &id);
     Ok((id, url))
 }
@@ -276,8 +272,5 @@ fn asserted_identity(
 
 /// Consumes a launch id: of concurrent callers, one gets it.
 pub async fn take_launch(store: &dyn EphemeralStore, id: &str) -> Result<Option<EhrLaunch>, StoreError> {
-    match store.take(&launch_key(id)).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt(e.to_string())),
-        None => Ok(None),
-    }
+    LAUNCHES.take(store, id).await
 }

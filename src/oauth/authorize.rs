@@ -19,6 +19,7 @@ use crate::domain::identity::Identity;
 use crate::domain::launch::{EhrLaunch, LaunchContext};
 use crate::domain::pkce;
 use crate::domain::scope::{Scope, ScopeContext, ScopeSet};
+use crate::keyspaces::{AUTHORIZATIONS, CODES, SIGN_INS};
 use crate::token::random_token;
 
 /// What the browser's sign-in session contributes.
@@ -86,16 +87,6 @@ pub struct CodeRecord {
     pub session_id: Option<String>,
     pub grant_id: String,
     pub expires_at: i64,
-}
-
-pub(crate) fn pending_key(id: &str) -> String {
-    format!("authz:{id}")
-}
-pub(crate) fn code_key(code: &str) -> String {
-    format!("code:{}", token_hash(code))
-}
-pub(crate) fn used_code_key(code: &str) -> String {
-    format!("code-used:{}", token_hash(code))
 }
 
 fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
@@ -332,13 +323,12 @@ async fn advance(app: &App, client: &Client, mut pending: Pending) -> Result<Out
     };
     match next {
         Some(Err(err)) => {
-            app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+            AUTHORIZATIONS.delete(app.stores.ephemeral.as_ref(), &pending.id).await?;
             Ok(error_redirect(app, &pending.redirect_uri, Some(&pending.state), &err))
         }
         Some(Ok(step)) => {
             let ttl = Duration::from_secs(app.config.launch.interaction_lifetime_secs);
-            let bytes = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error())?;
-            app.stores.ephemeral.put(&pending_key(&pending.id), &bytes, ttl).await?;
+            AUTHORIZATIONS.put(app.stores.ephemeral.as_ref(), &pending.id, &pending, ttl).await?;
             Ok(Outcome::Interact { pending_id: pending.id, step })
         }
         None => issue_code(app, client, pending).await,
@@ -346,7 +336,7 @@ async fn advance(app: &App, client: &Client, mut pending: Pending) -> Result<Out
 }
 
 async fn issue_code(app: &App, client: &Client, pending: Pending) -> Result<Outcome, OAuthError> {
-    app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+    AUTHORIZATIONS.delete(app.stores.ephemeral.as_ref(), &pending.id).await?;
     let Some(identity) = pending.identity else { return Err(OAuthError::server_error()) };
     let code = random_token(32);
     let now = app.clock.now();
@@ -363,13 +353,12 @@ async fn issue_code(app: &App, client: &Client, pending: Pending) -> Result<Outc
         grant_id: random_token(18),
         expires_at: now + lifetime as i64,
     };
-    let bytes = serde_json::to_vec(&record).map_err(|_| OAuthError::server_error())?;
     if let Some(sid) = &record.session_id {
         // An EHR launch starts its own sign-in session; a browser session is already registered.
         let ttl = Duration::from_secs(app.config.sessions.absolute_timeout_secs.unsigned_abs());
-        app.stores.ephemeral.put_if_absent(&super::grants::refresh_token::signin_key(sid), b"1", ttl).await?;
+        SIGN_INS.put_if_absent(app.stores.ephemeral.as_ref(), sid, &(), ttl).await?;
     }
-    app.stores.ephemeral.put(&code_key(&code), &bytes, Duration::from_secs(lifetime)).await?;
+    CODES.put(app.stores.ephemeral.as_ref(), &token_hash(&code), &record, Duration::from_secs(lifetime)).await?;
     tracing::info!(client_id = %client.id, subject = %record.identity.platform_subject(), "authorization code issued");
     let location =
         with_query(&pending.redirect_uri, &[("code", &code), ("state", &pending.state), ("iss", app.issuer())]);
@@ -378,8 +367,7 @@ async fn issue_code(app: &App, client: &Client, pending: Pending) -> Result<Outc
 
 /// Loads a pending authorization and its client.
 pub async fn load_pending(app: &App, pending_id: &str) -> Result<Option<(Pending, Arc<Client>)>, OAuthError> {
-    let Some(bytes) = app.stores.ephemeral.get(&pending_key(pending_id)).await? else { return Ok(None) };
-    let pending: Pending = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
+    let Some(pending) = AUTHORIZATIONS.get(app.stores.ephemeral.as_ref(), pending_id).await? else { return Ok(None) };
     let Some(client) = app.clients.get(&pending.client_id).await? else { return Ok(None) };
     Ok(Some((pending, client)))
 }
@@ -424,7 +412,7 @@ pub async fn consent_given(
     let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
     let chosen: ScopeSet = offered.iter().filter(|s| ticked.iter().any(|t| *t == s.to_string())).cloned().collect();
     if !allow || chosen.is_empty() {
-        app.stores.ephemeral.delete(&pending_key(&pending.id)).await?;
+        AUTHORIZATIONS.delete(app.stores.ephemeral.as_ref(), &pending.id).await?;
         let description =
             if allow { "the user allowed none of the requested access" } else { "the user denied access" };
         return Ok(error_redirect(

@@ -15,6 +15,7 @@ use super::params::Params;
 use crate::app::App;
 use crate::domain::client::{AuthMethod, Client, ClientAuth};
 use crate::domain::secret::verify_secret;
+use crate::keyspaces::ASSERTION_JTIS;
 use crate::token::jose::{self, Algorithm};
 
 /// RFC 7523 §2.2 `client_assertion_type`.
@@ -231,7 +232,7 @@ pub async fn verify_client_assertion(
         .filter(|j| !j.is_empty() && j.len() <= 256)
         .ok_or_else(|| fail("missing or oversized `jti`".into()))?;
     let ttl = Duration::from_secs(u64::try_from(exp + skew - now + 1).unwrap_or(1));
-    let fresh = app.stores.ephemeral.put_if_absent(&format!("assertion-jti:{iss}:{jti}"), b"1", ttl).await?;
+    let fresh = ASSERTION_JTIS.first_use(app.stores.ephemeral.as_ref(), &format!("{iss}:{jti}"), ttl).await?;
     if !fresh {
         return Err(fail("this `jti` was already used".into()));
     }

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     LoginRequired,
     InteractionRequired,
     ConsentRequired,
+    /// Dynamic registration is switched off (404).
+    NotFound,
 }
 
 impl ErrorCode {
@@ -52,6 +54,7 @@ impl ErrorCode {
             Self::LoginRequired => "login_required",
             Self::InteractionRequired => "interaction_required",
             Self::ConsentRequired => "consent_required",
+            Self::NotFound => "not_found",
         }
     }
 }
@@ -71,11 +74,13 @@ pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
     pub challenge: Option<Challenge>,
+    /// An HTTP status other than the code's usual one: a launch the EHR may not make is 403.
+    pub status: Option<u16>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), challenge: None }
+        Self { code, description: description.into(), challenge: None, status: None }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, description)
@@ -98,6 +103,11 @@ impl OAuthError {
     /// A failure of ours; the description is generic and the cause goes to the log.
     pub fn server_error() -> Self {
         Self::new(ErrorCode::ServerError, "the server could not complete the request")
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
     }
 
     pub fn with_challenge(mut self, challenge: Challenge) -> Self {

@@ -8,18 +8,10 @@ use serde_json::{Map, Value, json};
 
 use super::client_auth::{ClientCredentials, authenticate_client};
 use super::error::{ErrorCode, OAuthError};
-use super::params::Params;
+use super::params::{FormRequest, Params};
 use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
 use crate::token::access::{AccessTokenClaims, CheckError};
-
-/// An introspection request as received.
-#[derive(Debug, Clone, Copy)]
-pub struct IntrospectionRequest<'a> {
-    pub content_type: Option<&'a str>,
-    pub authorization: Option<&'a str>,
-    pub body: &'a [u8],
-}
 
 /// Who is asking.
 enum Caller {
@@ -38,7 +30,7 @@ async fn active_access_token(app: &App, token: &str) -> Result<Option<AccessToke
 }
 
 /// Answers an introspection request with the RFC 7662 §2.2 JSON object.
-pub async fn introspect(app: &App, request: IntrospectionRequest<'_>) -> Result<Value, OAuthError> {
+pub async fn introspect(app: &App, request: FormRequest<'_>) -> Result<Value, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let introspection_scope = Scope::parse(&app.config.introspection.scope).ok();
     let caller = if let Some(token) = crate::token::bearer(request.authorization) {

@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{Challenge, ErrorCode, OAuthError};
-use super::grants::refresh_token::signin_key;
 use super::grants::revoke_grant;
 use super::issue::{GrantData, absolute_fhir_user};
 use crate::app::App;
 use crate::domain::scope::{Scope, ScopeSet};
+use crate::keyspaces::SIGN_INS;
 use crate::token::access::CheckError;
 use crate::token::jose;
 use crate::token::keys::ID_TOKEN_ALG;
@@ -70,7 +70,7 @@ pub fn verify_id_token_hint(app: &App, hint: &str) -> Option<IdTokenHint> {
 /// Ends sign-in session `session_id`: it can no longer refresh `online_access` grants, and those
 /// grants (and their access tokens) are revoked now.
 pub async fn end_session(app: &App, session_id: &str) -> Result<usize, OAuthError> {
-    app.stores.ephemeral.delete(&signin_key(session_id)).await?;
+    SIGN_INS.delete(app.stores.ephemeral.as_ref(), session_id).await?;
     let now = app.clock.now();
     let grants = app.stores.durable.grants_of_session(session_id).await?;
     for grant in &grants {

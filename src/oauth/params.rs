@@ -78,3 +78,12 @@ mod tests {
         assert!(Params::from_form(None, b"a=1").is_err());
     }
 }
+
+/// A form-encoded request to the token, introspection or revocation endpoint, as received: the
+/// body and the two headers that matter (client authentication may be in either).
+#[derive(Debug, Clone, Copy)]
+pub struct FormRequest<'a> {
+    pub content_type: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}

@@ -8,17 +8,9 @@ use super::client_auth::{ClientCredentials, authenticate_client};
 use super::error::OAuthError;
 use super::grants::revoke_grant;
 use super::issue::{GrantData, token_hash};
-use super::params::Params;
+use super::params::{FormRequest, Params};
 use crate::app::App;
 use crate::token::access::CheckError;
-
-/// A revocation request as received.
-#[derive(Debug, Clone, Copy)]
-pub struct RevocationRequest<'a> {
-    pub content_type: Option<&'a str>,
-    pub authorization: Option<&'a str>,
-    pub body: &'a [u8],
-}
 
 /// What a revocation did (the response is 200 either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +21,7 @@ pub enum Revoked {
     Nothing,
 }
 
-pub async fn revoke(app: &App, request: RevocationRequest<'_>) -> Result<Revoked, OAuthError> {
+pub async fn revoke(app: &App, request: FormRequest<'_>) -> Result<Revoked, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let client =
         authenticate_client(app, ClientCredentials { authorization: request.authorization, params: &params }).await?;

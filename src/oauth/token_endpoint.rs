@@ -8,18 +8,10 @@ use serde::Serialize;
 use super::client_auth::{AuthenticatedClient, ClientCredentials, authenticate_client, identifies_client};
 use super::error::{ErrorCode, OAuthError};
 use super::grants::{self, GrantRequest};
-use super::params::Params;
+use super::params::{FormRequest, Params};
 use crate::app::App;
 use crate::domain::client::GrantType;
 use crate::domain::scope::ScopeSet;
-
-/// A token request as received.
-#[derive(Debug, Clone, Copy)]
-pub struct TokenRequest<'a> {
-    pub content_type: Option<&'a str>,
-    pub authorization: Option<&'a str>,
-    pub body: &'a [u8],
-}
 
 /// RFC 6749 §5.1 successful response, plus SMART launch context.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,7 +52,7 @@ pub fn enabled_grant_types() -> &'static [GrantType] {
 }
 
 /// Runs the token endpoint pipeline.
-pub async fn exchange_token(app: &App, request: TokenRequest<'_>) -> Result<TokenResponse, OAuthError> {
+pub async fn exchange_token(app: &App, request: FormRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let params = Params::from_form(request.content_type, request.body)?;
     let creds = ClientCredentials { authorization: request.authorization, params: &params };
     let client = if !identifies_client(creds) && params.get("grant_type") == Some("refresh_token") {

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::config::PdsConfig;
 use crate::domain::nhs_number::NhsNumber;
+use crate::keyspaces::PDS_VERDICTS;
 use crate::store::EphemeralStore;
 
 /// What PDS says about an NHS number.
@@ -67,19 +68,15 @@ impl PdsClient {
 
     /// Checks `nhs_number` with PDS (or the cache).
     pub async fn verify(&self, nhs_number: &NhsNumber) -> PdsVerdict {
-        let key = format!("pds:{nhs_number}");
-        if let Ok(Some(bytes)) = self.cache.get(&key).await {
-            if let Ok(verdict) = serde_json::from_slice::<PdsVerdict>(&bytes) {
-                return verdict;
-            }
+        let key = nhs_number.to_string();
+        if let Ok(Some(verdict)) = PDS_VERDICTS.get(self.cache.as_ref(), &key).await {
+            return verdict;
         }
         let verdict = self.fetch(nhs_number).await;
         if !matches!(verdict, PdsVerdict::Unavailable(_)) {
-            if let Ok(bytes) = serde_json::to_vec(&verdict) {
-                let ttl = Duration::from_secs(self.config.cache_secs.max(1));
-                if let Err(e) = self.cache.put(&key, &bytes, ttl).await {
-                    tracing::warn!(error = %e, "PDS answer not cached");
-                }
+            let ttl = Duration::from_secs(self.config.cache_secs.max(1));
+            if let Err(e) = PDS_VERDICTS.put(self.cache.as_ref(), &key, &verdict, ttl).await {
+                tracing::warn!(error = %e, "PDS answer not cached");
             }
         }
         verdict

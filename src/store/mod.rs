@@ -5,6 +5,7 @@
 //!
 //! Implementations: memory + SQLite (the embedded default), Redis + PostgreSQL (scale-out).
 
+pub mod keyspace;
 pub mod memory;
 pub mod redis;
 pub mod sql;

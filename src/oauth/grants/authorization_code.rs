@@ -8,9 +8,9 @@ use super::GrantRequest;
 use crate::domain::client::GrantType;
 use crate::domain::pkce;
 use crate::domain::scope::{Scope, ScopeSet};
-use crate::oauth::authorize::{CodeRecord, code_key, used_code_key};
+use crate::keyspaces::{CODES, USED_CODES};
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{self, GrantData, Issue};
+use crate::oauth::issue::{self, GrantData, Issue, token_hash};
 use crate::oauth::token_endpoint::TokenResponse;
 use crate::store::GrantRecord;
 
@@ -20,10 +20,10 @@ const USED_CODE_MEMORY_SECS: u64 = 3600;
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let GrantRequest { app, client, params, now, .. } = request;
     let code = params.require("code")?;
-    let store = &app.stores.ephemeral;
-    let Some(bytes) = store.take(&code_key(code)).await? else {
-        if let Some(grant_id) = store.get(&used_code_key(code)).await? {
-            let grant_id = String::from_utf8_lossy(&grant_id).into_owned();
+    let store = app.stores.ephemeral.as_ref();
+    let code_hash = token_hash(code);
+    let Some(record) = CODES.take(store, &code_hash).await? else {
+        if let Some(grant_id) = USED_CODES.get(store, &code_hash).await? {
             super::revoke_grant(app, &grant_id, now).await?;
             tracing::warn!(client_id = %client.client.id, grant_id = %grant_id, "authorization code reused; its grant is revoked");
             return Err(OAuthError::invalid_grant(
@@ -32,8 +32,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         }
         return Err(OAuthError::invalid_grant("the authorization code is unknown or expired"));
     };
-    let record: CodeRecord = serde_json::from_slice(&bytes).map_err(|_| OAuthError::server_error())?;
-    store.put(&used_code_key(code), record.grant_id.as_bytes(), Duration::from_secs(USED_CODE_MEMORY_SECS)).await?;
+    USED_CODES.put(store, &code_hash, &record.grant_id, Duration::from_secs(USED_CODE_MEMORY_SECS)).await?;
 
     if record.client_id != client.client.id {
         return Err(OAuthError::invalid_grant("the authorization code was issued to another client"));

@@ -5,15 +5,11 @@
 
 use super::GrantRequest;
 use crate::domain::scope::ScopeSet;
+use crate::keyspaces::SIGN_INS;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::issue::{self, GrantData, Issue, token_hash};
 use crate::oauth::token_endpoint::TokenResponse;
 use crate::store::RefreshTokenUse;
-
-/// The ephemeral key that says a sign-in session is alive.
-pub fn signin_key(session_id: &str) -> String {
-    format!("signin:{session_id}")
-}
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let GrantRequest { app, client, params, requested_scope, now } = request;
@@ -45,7 +41,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
     if data.online {
         let alive = match &grant.session_id {
-            Some(sid) => app.stores.ephemeral.get(&signin_key(sid)).await?.is_some(),
+            Some(sid) => SIGN_INS.contains(app.stores.ephemeral.as_ref(), sid).await?,
             None => false,
         };
         if !alive {
