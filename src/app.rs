@@ -55,8 +55,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Seed(#[from] crate::fhir::seed::SeedError),
-    #[error("{0}")]
-    Federation(String),
+    #[error(transparent)]
+    Federation(#[from] crate::federation::FederationError),
     #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -87,7 +87,7 @@ impl App {
             }
         };
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
-        let federation = Registry::build(&loaded.idps, &config, clock.clone()).map_err(StartError::Federation)?;
+        let federation = Registry::build(&loaded.idps, &config, clock.clone())?;
         let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
         let clients = ClientRegistry::new(loaded.clients, stores.durable.clone());
         Ok(Self {

@@ -41,13 +41,56 @@ impl Default for ClaimMapping {
     }
 }
 
+/// What kind of provider a file describes, and so which rules apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpKind {
+    /// A generic OpenID Connect provider (a trust's or care home's own), claims as mapped.
+    #[default]
+    Oidc,
+    /// NHS Care Identity Service 2: smartcard and other NHS staff authenticators, RBAC roles.
+    Cis2,
+    /// NHS login: patients and proxies, proofing levels (`vtr`/`vot`), `private_key_jwt` RS512.
+    NhsLogin,
+    /// A SAML 2.0 identity provider.
+    Saml,
+}
+
+impl IdpKind {
+    /// The name used in provider files and as an identity's `source` in the access policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oidc => "oidc",
+            Self::Cis2 => "cis2",
+            Self::NhsLogin => "nhs_login",
+            Self::Saml => "saml",
+        }
+    }
+}
+
+impl std::str::FromStr for IdpKind {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [Self::Oidc, Self::Cis2, Self::NhsLogin, Self::Saml]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| format!("`{name}` is not oidc, cis2, nhs_login or saml"))
+    }
+}
+
+impl std::fmt::Display for IdpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One upstream identity provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     #[serde(skip)]
     pub id: String,
-    pub kind: String,
+    pub kind: IdpKind,
     pub name: String,
     /// Compared exactly with the discovery document and every ID token (CIS2's has `:443`).
     pub issuer: String,
@@ -183,7 +226,7 @@ impl Default for IdpConfig {
     fn default() -> Self {
         Self {
             id: String::new(),
-            kind: "oidc".into(),
+            kind: IdpKind::Oidc,
             name: String::new(),
             issuer: String::new(),
             client_id: String::new(),
@@ -225,13 +268,13 @@ impl IdpConfig {
         if !self.id_token_algs.is_empty() {
             return self.id_token_algs.clone();
         }
-        vec![if self.kind == "nhs_login" { "RS512" } else { "RS256" }.to_owned()]
+        vec![if self.kind == IdpKind::NhsLogin { "RS512" } else { "RS256" }.to_owned()]
     }
 
     /// Session limits (idle, absolute) for identities from this provider: as configured, else
     /// NHS login's 30 minutes idle and 12 hours.
     pub fn session_limits(&self) -> (Option<i64>, Option<i64>) {
-        let nhs_login = self.kind == "nhs_login";
+        let nhs_login = self.kind == IdpKind::NhsLogin;
         (
             self.session_idle_secs.or(nhs_login.then_some(1800)),
             self.session_absolute_secs.or(nhs_login.then_some(43_200)),
@@ -340,11 +383,8 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
     if !idp.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || idp.id.is_empty() {
         push("(file name)", "a provider id (the file name) is letters, digits, - and _".into());
     }
-    if !matches!(idp.kind.as_str(), "oidc" | "cis2" | "nhs_login" | "saml") {
-        push("kind", format!("`{}` is not oidc, cis2, nhs_login or saml", idp.kind));
-    }
     let base = path.parent().unwrap_or(Path::new("."));
-    if idp.kind == "saml" {
+    if idp.kind == IdpKind::Saml {
         check_saml(&mut idp, base, &mut push);
         return (problems.len() == before).then_some(idp);
     }
@@ -376,7 +416,7 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
         (None, None) => push("client_secret", "a provider needs a client secret or a private_key_file".into()),
         _ => {}
     }
-    if idp.kind == "nhs_login" && idp.private_key_file.is_none() {
+    if idp.kind == IdpKind::NhsLogin && idp.private_key_file.is_none() {
         push("private_key_file", "NHS login requires private_key_jwt client authentication".into());
     }
     if let Some(alg) = &idp.private_key_alg {
@@ -399,7 +439,7 @@ fn read_idp(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<IdpConfig>
             push(&format!("vtr[{i}]"), format!("`{v}` is not a vector of trust such as P9.Cp.Cd"));
         }
     }
-    if idp.accept_presented_tokens && idp.kind == "nhs_login" {
+    if idp.accept_presented_tokens && idp.kind == IdpKind::NhsLogin {
         push(
             "accept_presented_tokens",
             "EHRs present staff identities; NHS login tokens are not accepted in a launch".into(),

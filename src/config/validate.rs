@@ -261,7 +261,7 @@ pub(super) fn validate_federation(
     let app = &config.nhs_app;
     if app.enabled {
         match idps.iter().find(|i| i.id == app.idp) {
-            Some(idp) if idp.kind == "nhs_login" => {}
+            Some(idp) if idp.kind == super::idps::IdpKind::NhsLogin => {}
             Some(_) => {
                 problems.push(ConfigProblem::new("nhs_app.idp", format!("`{}` is not an nhs_login provider", app.idp)))
             }

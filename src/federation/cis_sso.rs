@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::SignInError;
 use super::xml::{has_dtd, is};
 use crate::config::CisSsoConfig;
+use crate::config::idps::IdpKind;
 use crate::domain::identity::Identity;
 use crate::domain::identity::job_role;
 use crate::domain::xml_time::parse_utc;
@@ -174,7 +175,7 @@ pub fn parse_role_assertion(xml: &str, config: &CisSsoConfig, now: i64) -> Resul
         .unwrap_or(now);
     Ok(Identity {
         provider: PROVIDER.into(),
-        source: "cis2".into(),
+        source: IdpKind::Cis2.as_str().into(),
         issuer: assertion.attribute("Issuer").map(str::to_owned),
         subject: uid.clone(),
         name: person_value("cn"),

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::config::idps::IdpConfig;
+use crate::config::idps::{IdpConfig, IdpKind};
 use crate::domain::identity::Identity;
 use oidc::{OidcClient, RoundTrip};
 
@@ -44,6 +44,15 @@ impl SignInError {
     pub fn upstream(e: impl std::fmt::Display) -> Self {
         Self::Upstream(e.to_string())
     }
+}
+
+/// Why the providers could not be built at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// One part of the federation configuration (a provider, the SAML service provider, the
+    /// Spine Security Broker client) could not be built.
+    #[error("{part}: {reason}")]
+    Part { part: String, reason: String },
 }
 
 /// Options for one sign-in.
@@ -77,8 +86,8 @@ impl UpstreamProvider {
     pub fn name(&self) -> &str {
         &self.config.name
     }
-    pub fn kind(&self) -> &str {
-        &self.config.kind
+    pub fn kind(&self) -> IdpKind {
+        self.config.kind
     }
     pub fn config(&self) -> &IdpConfig {
         &self.config
@@ -112,8 +121,8 @@ impl UpstreamProvider {
         let config = &self.config;
         let mut extra: Vec<(&str, String)> = Vec::new();
         let mut vtr = Vec::new();
-        match config.kind.as_str() {
-            "cis2" => {
+        match config.kind {
+            IdpKind::Cis2 => {
                 if let Some(acr) = &config.acr_values {
                     extra.push(("acr_values", acr.clone()));
                 }
@@ -122,14 +131,14 @@ impl UpstreamProvider {
                     extra.push(("prompt", "login".into()));
                 }
             }
-            "nhs_login" => {
+            IdpKind::NhsLogin => {
                 vtr = config.vtr();
                 extra.push(("vtr", serde_json::to_string(&vtr).unwrap_or_default()));
                 if let Some(assertion) = &options.asserted_login_identity {
                     extra.push(("asserted_login_identity", assertion.clone()));
                 }
             }
-            _ => {}
+            IdpKind::Oidc | IdpKind::Saml => {}
         }
         let has_prompt = extra.iter().any(|(k, _)| *k == "prompt");
         if options.silent {
@@ -153,10 +162,10 @@ impl UpstreamProvider {
         };
         let claims = client.redeem(trip, redirect_uri, code).await?;
         let config = &self.config;
-        match config.kind.as_str() {
-            "cis2" => profiles::cis2(config, &claims, config.max_auth_age_secs, now),
-            "nhs_login" => profiles::nhs_login(config, &claims, trip, now),
-            _ => profiles::generic(config, &claims, now),
+        match config.kind {
+            IdpKind::Cis2 => profiles::cis2(config, &claims, config.max_auth_age_secs, now),
+            IdpKind::NhsLogin => profiles::nhs_login(config, &claims, trip, now),
+            IdpKind::Oidc | IdpKind::Saml => profiles::generic(config, &claims, now),
         }
     }
 }
@@ -186,10 +195,12 @@ impl UpstreamProvider {
         if let (true, Some(access)) = (client.uses_userinfo(), access_token) {
             client.merge_userinfo(&mut claims, access).await?;
         }
-        let mut identity = match config.kind.as_str() {
-            "cis2" => profiles::cis2(config, &claims, config.presented_max_auth_age_secs, now)?,
-            "oidc" => profiles::generic(config, &claims, now)?,
-            other => return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented by an EHR"))),
+        let mut identity = match config.kind {
+            IdpKind::Cis2 => profiles::cis2(config, &claims, config.presented_max_auth_age_secs, now)?,
+            IdpKind::Oidc => profiles::generic(config, &claims, now)?,
+            other @ (IdpKind::NhsLogin | IdpKind::Saml) => {
+                return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented by an EHR")));
+            }
         };
         identity.amr.push("ehr-presented".into());
         Ok(identity)
@@ -208,34 +219,48 @@ pub struct Registry {
 
 impl Registry {
     /// Builds every provider (loading private keys).
-    pub fn build(idps: &[IdpConfig], broker: &crate::config::Config, clock: Arc<dyn Clock>) -> Result<Self, String> {
+    pub fn build(
+        idps: &[IdpConfig],
+        broker: &crate::config::Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, FederationError> {
         let mut providers = BTreeMap::new();
-        let saml_sp = Arc::new(saml::SpSettings::from_config(broker).map_err(|e| format!("federation.saml: {e}"))?);
-        for config in idps.iter().filter(|c| c.kind == "saml") {
+        let saml_sp = Arc::new(
+            saml::SpSettings::from_config(broker)
+                .map_err(|e| FederationError::Part { part: "federation.saml".into(), reason: e.to_string() })?,
+        );
+        let provider_error = |id: &str, e: &dyn std::fmt::Display| FederationError::Part {
+            part: format!("identity provider `{id}`"),
+            reason: e.to_string(),
+        };
+        for config in idps.iter().filter(|c| c.kind == IdpKind::Saml) {
             let idp = saml::SamlIdp::new(config.clone(), saml_sp.clone(), clock.clone())
-                .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
+                .map_err(|e| provider_error(&config.id, &e))?;
             providers.insert(
                 config.id.clone(),
                 Arc::new(UpstreamProvider { config: config.clone(), protocol: Protocol::Saml(idp) }),
             );
         }
-        for config in idps.iter().filter(|c| c.kind != "saml") {
+        for config in idps.iter().filter(|c| c.kind != IdpKind::Saml) {
             let mut config = config.clone();
-            for required in
-                ["openid"].into_iter().chain((config.kind == "cis2" && config.select_role).then_some("selectedrole"))
+            for required in ["openid"]
+                .into_iter()
+                .chain((config.kind == IdpKind::Cis2 && config.select_role).then_some("selectedrole"))
             {
                 if !config.scopes.iter().any(|s| s == required) {
                     config.scopes.push(required.to_owned());
                 }
             }
-            let client = OidcClient::new(config.clone(), clock.clone())
-                .map_err(|e| format!("identity provider `{}`: {e}", config.id))?;
+            let client = OidcClient::new(config.clone(), clock.clone()).map_err(|e| provider_error(&config.id, &e))?;
             providers
                 .insert(config.id.clone(), Arc::new(UpstreamProvider { config, protocol: Protocol::Oidc(client) }));
         }
         let sso = &broker.federation.cis_sso;
         let cis_sso = if sso.enabled {
-            Some(cis_sso::SsbClient::new(sso.clone()).map_err(|e| format!("federation.cis_sso: {e}"))?)
+            Some(
+                cis_sso::SsbClient::new(sso.clone())
+                    .map_err(|e| FederationError::Part { part: "federation.cis_sso".into(), reason: e.to_string() })?,
+            )
         } else {
             None
         };

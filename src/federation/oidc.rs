@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::SignInError;
 use crate::clock::Clock;
-use crate::config::idps::IdpConfig;
+use crate::config::idps::{IdpConfig, IdpKind};
 use crate::domain::jwk::JwkSet;
 use crate::domain::pkce::s256;
 use crate::token::jose::{self, Algorithm, SigningKey, VerifyingKey};
@@ -97,7 +97,7 @@ impl OidcClient {
                 let pem =
                     std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
                 let der = jose::pkcs8_from_pem(&pem).map_err(|e| e.to_string())?;
-                let default = if config.kind == "nhs_login" { "RS512" } else { "RS256" };
+                let default = if config.kind == IdpKind::NhsLogin { "RS512" } else { "RS256" };
                 let alg = Algorithm::parse(config.private_key_alg.as_deref().unwrap_or(default))
                     .ok_or("unknown private_key_alg")?;
                 UpstreamAuth::PrivateKey(SigningKey::from_pkcs8(alg, &der).map_err(|e| e.to_string())?)
@@ -255,7 +255,7 @@ impl OidcClient {
 
     /// Whether this provider's roles and names come from userinfo (CIS2's do).
     pub fn uses_userinfo(&self) -> bool {
-        self.config.use_userinfo.unwrap_or(self.config.kind == "cis2")
+        self.config.use_userinfo.unwrap_or(self.config.kind == IdpKind::Cis2)
     }
 
     /// Adds the userinfo claims (for `access_token`) to verified `claims`; userinfo never

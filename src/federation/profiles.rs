@@ -26,7 +26,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 fn base_identity(config: &IdpConfig, claims: &Claims, subject: String) -> Identity {
     Identity {
         provider: config.id.clone(),
-        source: config.kind.clone(),
+        source: config.kind.as_str().into(),
         issuer: Some(config.issuer.clone()),
         subject,
         acr: text(claims, "acr"),

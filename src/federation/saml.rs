@@ -28,7 +28,7 @@ use super::oidc::RoundTrip;
 use super::xml::{SAML2, SAML2_SUCCESS, SAML2P, child, child_text, has_dtd, is};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::config::idps::IdpConfig;
+use crate::config::idps::{IdpConfig, IdpKind};
 use crate::domain::identity::{Identity, is_fhir_user_reference};
 use crate::keyspaces::SAML_ASSERTIONS;
 use crate::store::EphemeralStore;
@@ -348,7 +348,7 @@ impl SamlIdp {
         let authn = assertion.authn_statements.as_deref().unwrap_or_default().first();
         Ok(Identity {
             provider: self.config.id.clone(),
-            source: "saml".into(),
+            source: IdpKind::Saml.as_str().into(),
             assurance: self.config.saml.assurance,
             issuer: Some(self.config.issuer.clone()),
             subject,
@@ -450,7 +450,7 @@ mod tests {
     }
 
     fn provider() -> SamlIdp {
-        let config = IdpConfig { id: "t".into(), kind: "saml".into(), issuer: ENTITY.into(), ..IdpConfig::default() };
+        let config = IdpConfig { id: "t".into(), kind: IdpKind::Saml, issuer: ENTITY.into(), ..IdpConfig::default() };
         let sp = Arc::new(SpSettings::from_config(&Config::default()).unwrap());
         SamlIdp::new(config, sp, Arc::new(crate::clock::SystemClock)).unwrap()
     }

@@ -1,17 +1,18 @@
 //! Federated sign-in over HTTP: the provider chooser and the redirect to an upstream provider
 //! (the round trip itself is [`crate::federation::round_trip`]), the callback that completes it,
-//! OIDC back-channel logout, and the NHS App entry with its well-known files.
+//! and OIDC back-channel logout.
 
-use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
 
 use super::AppState;
 use super::error::ErrorResponse;
+use super::extract::PendingPage;
 use super::forms::OAuthForm;
-use super::page::{PageError, PendingPage, policy, redirect, respond};
+use super::page::{PageError, policy, redirect, respond};
 use super::pages::{self, PagePolicy};
 use crate::app::App;
 use crate::domain::identity::Identity;
@@ -50,7 +51,7 @@ pub(super) fn expired_page() -> Response {
 }
 
 /// Starts a round trip to `provider`, binds it to this browser and redirects there.
-async fn go_upstream(
+pub(super) async fn go_upstream(
     app: &App,
     session: &SignInSession,
     provider: &UpstreamProvider,
@@ -173,62 +174,4 @@ pub async fn backchannel_logout(State(app): State<AppState>, Path(idp): Path<Str
         Ok(_) => StatusCode::OK.into_response(),
         Err(e) => refuse(&e.to_string()),
     }
-}
-
-fn in_nhs_app(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| ua.contains("nhsapp-android/") || ua.contains("nhsapp-ios/"))
-}
-
-/// `GET /nhs-app/{journey}?…&assertedLoginIdentity=JWT`: silent NHS login, then the journey's app
-/// with the patient in context.
-pub async fn nhs_app_entry(
-    State(app): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    Path(journey): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    let config = &app.config.nhs_app;
-    let page_policy = PagePolicy { hide_header: in_nhs_app(&headers), ..PagePolicy::default() };
-    if !config.enabled || !config.journeys.contains_key(&journey) {
-        let why = "This NHS App link is not known here.";
-        return pages::error_page(StatusCode::NOT_FOUND, "Page not found", why, &page_policy);
-    }
-    let asserted = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "assertedLoginIdentity")
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty());
-    let Some(asserted) = asserted else {
-        let back = Some(("Go to the NHS App", config.home_url.as_str()));
-        return pages::sign_in_failed("Open this page from the NHS App.", back, &page_policy);
-    };
-    let Some(provider) = app.federation.get(&config.idp) else {
-        let title = "Sorry, there is a problem with the service";
-        return pages::error_page(StatusCode::SERVICE_UNAVAILABLE, title, "NHS login is not configured.", &page_policy);
-    };
-    let options = BeginOptions { silent: true, asserted_login_identity: Some(asserted), force_login: false };
-    go_upstream(&app, &SignInSession::new(session), &provider, Purpose::NhsApp { journey }, options).await
-}
-
-/// `/.well-known/assetlinks.json` and `/.well-known/apple-app-site-association` (NHS App links).
-async fn well_known_file(file: Option<&std::path::Path>) -> Response {
-    let bytes = match file {
-        Some(file) => tokio::fs::read(file).await.ok(),
-        None => None,
-    };
-    match bytes {
-        Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-pub async fn assetlinks(State(app): State<AppState>) -> Response {
-    well_known_file(app.config.nhs_app.assetlinks_file.as_deref()).await
-}
-
-pub async fn apple_app_site_association(State(app): State<AppState>) -> Response {
-    well_known_file(app.config.nhs_app.apple_app_site_association_file.as_deref()).await
 }

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use super::AppState;
-use super::page::{PageError, PendingPage, PostedForm, policy, respond};
+use super::extract::{PendingPage, PostedForm};
+use super::page::{PageError, policy, respond};
 use super::pages::{self, consent::consent as consent_page};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::scope::ScopeSet;

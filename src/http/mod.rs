@@ -3,11 +3,13 @@
 
 mod discovery;
 pub mod error;
+mod extract;
 mod federation;
 mod fhir;
 mod forms;
 mod interaction;
 mod middleware;
+mod nhs_app;
 mod oauth;
 mod oidc;
 pub mod page;
@@ -48,8 +50,8 @@ pub fn app(state: AppState) -> Router {
         .route("/jwks.json", get(discovery::jwks))
         .route("/saml/metadata", get(saml::metadata))
         .route("/fhir/metadata", get(fhir::metadata))
-        .route("/.well-known/assetlinks.json", get(federation::assetlinks))
-        .route("/.well-known/apple-app-site-association", get(federation::apple_app_site_association))
+        .route("/.well-known/assetlinks.json", get(nhs_app::assetlinks))
+        .route("/.well-known/apple-app-site-association", get(nhs_app::apple_app_site_association))
         .layer(CorsLayer::new().allow_origin(Any).allow_methods([Method::GET]));
 
     let token_cors = {
@@ -117,7 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", get(oidc::logout_get).post(oidc::logout_post))
         .route("/federation/callback", get(federation::callback))
         .route("/saml/continue", get(saml::resume))
-        .route("/nhs-app/{journey}", get(federation::nhs_app_entry))
+        .route("/nhs-app/{journey}", get(nhs_app::nhs_app_entry))
         .layer(sessions);
 
     Router::new()

@@ -8,7 +8,8 @@ use tower_sessions::Session;
 
 use super::AppState;
 use super::error::ErrorResponse;
-use super::page::{PageError, PostedForm, policy, redirect};
+use super::extract::PostedForm;
+use super::page::{PageError, policy, redirect};
 use super::pages;
 use crate::app::App;
 use crate::domain::identity::Identity;

@@ -2,6 +2,7 @@
 //! for this identity and client. A `*` resource scope is expanded per resource type when the
 //! policy permits some types or interactions and not others.
 
+use crate::config::idps::IdpKind;
 use crate::domain::client::Client;
 use crate::domain::identity::Identity;
 use crate::domain::scope::{Permissions, ResourceScope, Scope, ScopeContext, ScopeSet, ScopeSyntax};
@@ -27,7 +28,11 @@ pub fn user_holder(policy: &dyn AccessPolicy, identity: &Identity, client: &Clie
         issuer: identity.issuer.as_deref(),
         role_codes: &identity.role_codes,
         activity_codes: &identity.activity_codes,
-        proofing: if identity.source == "nhs_login" { proofing_of(identity.acr.as_deref()) } else { None },
+        proofing: if identity.source == IdpKind::NhsLogin.as_str() {
+            proofing_of(identity.acr.as_deref())
+        } else {
+            None
+        },
         fhir_user: identity.fhir_user.as_deref(),
         client_id: &client.id,
     };

@@ -161,7 +161,7 @@ async fn federated_sign_in_in_chromium_gives_the_smart_client_an_upstream_identi
     .await;
     let idp_config = carebroker::config::idps::IdpConfig {
         id: "cis2".into(),
-        kind: "cis2".into(),
+        kind: carebroker::config::idps::IdpKind::Cis2,
         name: "NHS smartcard (CIS2)".into(),
         issuer: idp.issuer.clone(),
         client_id: "carebroker".into(),
@@ -236,7 +236,7 @@ async fn a_care_home_carer_signs_in_through_simplesamlphp_in_chromium() {
     let idp = crate::support::simplesaml::SimpleSaml::start(&broker).await;
     let idp_config = carebroker::config::idps::IdpConfig {
         id: "lavender".into(),
-        kind: "saml".into(),
+        kind: carebroker::config::idps::IdpKind::Saml,
         name: "Lavender Care Homes".into(),
         issuer: idp.entity_id(),
         claims: carebroker::config::idps::ClaimMapping {

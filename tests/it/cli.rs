@@ -38,6 +38,24 @@ fn config_check_prints_every_problem_and_exits_non_zero() {
 }
 
 #[test]
+fn an_identity_provider_of_an_unknown_kind_is_refused_naming_the_file_and_the_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let idps = dir.path().join("idps");
+    std::fs::create_dir(&idps).unwrap();
+    std::fs::write(idps.join("corp.toml"), "kind = \"ldap\"\nname = \"Corp\"\nissuer = \"https://idp.example\"\n")
+        .unwrap();
+    let file = dir.path().join("carebroker.toml");
+    std::fs::write(&file, format!("[federation]\nidps_dir = {:?}\n", idps.to_str().unwrap())).unwrap();
+    let out = carebroker().args(["config", "check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("corp.toml"), "{stderr}");
+    for kind in ["ldap", "oidc", "cis2", "nhs_login", "saml"] {
+        assert!(stderr.contains(kind), "{kind} missing from:\n{stderr}");
+    }
+}
+
+#[test]
 fn config_check_accepts_the_shipped_reference_file() {
     let out = carebroker()
         .args(["config", "check", "config/carebroker.toml"])

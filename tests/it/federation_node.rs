@@ -53,7 +53,7 @@ async fn setup(profile: &str, idp_id: &str) -> Setup {
     };
     let config = carebroker::config::idps::IdpConfig {
         id: idp_id.into(),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         name: format!("{profile} (node-oidc-provider)"),
         issuer: idp.issuer.clone(),
         client_id: CLIENT.into(),

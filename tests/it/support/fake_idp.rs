@@ -103,7 +103,7 @@ impl FakeIdp {
     pub fn config(&self, id: &str, dir: &std::path::Path) -> IdpConfig {
         let mut config = IdpConfig {
             id: id.into(),
-            kind: self.profile.into(),
+            kind: self.profile.parse().unwrap(),
             name: format!("{} test provider", self.profile),
             issuer: self.issuer.clone(),
             client_id: CLIENT_ID.into(),

@@ -52,7 +52,7 @@ pub fn config(id: &str, dir: &std::path::Path) -> IdpConfig {
     std::fs::write(&file, metadata_xml("saml-idp")).expect("metadata");
     IdpConfig {
         id: id.into(),
-        kind: "saml".into(),
+        kind: carebroker::config::idps::IdpKind::Saml,
         name: "Lavender Care Homes (SAML)".into(),
         issuer: IDP_ENTITY.into(),
         claims: ClaimMapping {
