@@ -60,3 +60,15 @@ pub const PREFIXES: [&str; 16] = [
     PDS_VERDICTS.prefix(),
     BROWSER_SESSIONS.prefix(),
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_namespace_has_its_own_prefix() {
+        let prefixes = super::PREFIXES;
+        let mut unique = prefixes.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), prefixes.len(), "{prefixes:?}");
+    }
+}

@@ -2,7 +2,9 @@
 //! health and care staff and patients already have into short-lived SMART App Launch tokens that
 //! carry patient launch context, and fronts a thin FHIR care-plan API that enforces them.
 //!
-//! Dependency direction: `main -> http -> oauth -> token, store -> domain, clock, config`.
+//! Dependency direction: `main -> http -> launch -> federation -> oauth, fhir -> token, policy,
+//! pds, audit, store -> domain, config`; every protocol module adds its behaviour to
+//! [`app::App`]. `docs/architecture.md` has the module map.
 
 pub mod app;
 pub mod audit;

@@ -152,6 +152,14 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
         push("launch.offline_grant_lifetime_secs", "must be at least 3600".into());
     }
     let loopback = config.public_url_is_loopback();
+    if config.policy.dir.is_none() && !loopback {
+        push(
+            "policy.dir",
+            "an access policy is required beyond loopback: without one, scopes alone decide who sees a record \
+             (set [policy] dir = \"policies\")"
+                .into(),
+        );
+    }
     if config.dev_idp.enabled && !loopback {
         push("dev_idp.enabled", "the development identity provider is allowed only on a loopback public URL".into());
     }

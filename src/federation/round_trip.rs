@@ -8,23 +8,18 @@
 //! ([`App::saml_logout_request`]) — can end it; [`App::saml_single_logout`] asks a SAML provider to
 //! end its session when the user signs out here.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::oidc::RoundTrip;
 use super::saml_logout::RedirectMessage;
-use super::session::{SessionError, SessionLimits, SignInSession};
 use super::{BeginOptions, SignInError, UpstreamProvider};
 use crate::app::App;
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::client::Client;
 use crate::domain::identity::Identity;
 use crate::keyspaces::{LOGOUT_JTIS, SAML_LOGOUTS, SAML_VERIFIED, UPSTREAM, UPSTREAM_SIDS, UPSTREAM_SUBS};
-use crate::launch::journey::JourneyError;
-use crate::oauth::authorize::Outcome;
-use crate::oauth::error::OAuthError;
 use crate::store::keyspace::Keyspace;
 use crate::token::random_token;
 
@@ -94,28 +89,6 @@ pub enum SamlLogout {
     Requested { answer: Option<String> },
     /// The provider answered the logout we asked for: whether it succeeded, and where to go next.
     Answered { succeeded: bool, then: Option<String> },
-}
-
-/// What a completed sign-in leads to.
-#[derive(Debug)]
-pub enum Finished {
-    /// The pending authorization continues (the next page, or the redirect to the app).
-    Authorization { outcome: Outcome, client: Arc<Client> },
-    /// An NHS App journey opens its app at this URL.
-    Journey(String),
-}
-
-/// Why a completed sign-in could not go on.
-#[derive(Debug, thiserror::Error)]
-pub enum FinishError {
-    #[error("the sign-in is no longer expected")]
-    Expired,
-    #[error(transparent)]
-    Session(#[from] SessionError),
-    #[error(transparent)]
-    Authorization(#[from] OAuthError),
-    #[error(transparent)]
-    Journey(#[from] JourneyError),
 }
 
 /// A refused provider logout message, for the log and the page.
@@ -225,33 +198,6 @@ impl App {
         let actor = Actor { subject: Some(format!("{idp}:?")), ..Default::default() };
         let event = AuditEvent::new(AuditKind::SignIn, AuditOutcome::Failed, actor).detail(error.to_string());
         self.audit.record_or_log(&event).await;
-    }
-
-    /// After the provider vouched for `identity`: signs the browser in (within the provider's
-    /// session limits), indexes the session for provider logout, then continues what the sign-in
-    /// was for.
-    pub async fn finish_sign_in(
-        &self,
-        session: &SignInSession,
-        upstream: Upstream,
-        identity: Identity,
-    ) -> Result<Finished, FinishError> {
-        let provider = self.federation.get(&upstream.idp).ok_or(FinishError::Expired)?;
-        let (idle_secs, absolute_secs) = provider.config().session_limits();
-        let session_id = session.sign_in(self, identity.clone(), SessionLimits { idle_secs, absolute_secs }).await?;
-        self.remember_upstream_session(&upstream.idp, &identity, &session_id).await;
-        match upstream.purpose {
-            Purpose::Authorize { pending_id } => {
-                let (pending, client) = crate::oauth::authorize::load_pending(self, &pending_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or(FinishError::Expired)?;
-                let outcome = crate::oauth::authorize::signed_in(self, pending, &client, identity, session_id).await?;
-                Ok(Finished::Authorization { outcome, client })
-            }
-            Purpose::NhsApp { journey } => Ok(Finished::Journey(self.open_journey(&journey, identity).await?)),
-        }
     }
 
     /// Indexes our sign-in session by the provider's `sid` and `sub` (and a SAML NameID that is

@@ -16,10 +16,11 @@ use super::page::{PageError, policy, redirect, respond};
 use super::pages::{self, PagePolicy};
 use crate::app::App;
 use crate::domain::identity::Identity;
-use crate::federation::round_trip::{CallbackAnswer, FinishError, Finished, Purpose, Upstream};
+use crate::federation::round_trip::{CallbackAnswer, Purpose, Upstream};
 use crate::federation::session::SignInSession;
 use crate::federation::{BeginOptions, SignInError, UpstreamProvider};
 use crate::launch::journey::JourneyError;
+use crate::launch::signed_in::{FinishError, Finished};
 use crate::oauth::error::OAuthError;
 
 /// The page for a sign-in that failed at or after the provider (NHS App users are sent back).

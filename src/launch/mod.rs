@@ -6,3 +6,4 @@ pub mod directory;
 pub mod endpoint;
 pub mod journey;
 pub mod register;
+pub mod signed_in;

@@ -130,13 +130,4 @@ mod tests {
         let numbers: Keyspace<Vec<u32>> = Keyspace::new("numbers");
         assert!(matches!(numbers.get(&store, "a").await, Err(StoreError::Corrupt(_))));
     }
-
-    #[test]
-    fn every_namespace_has_its_own_prefix() {
-        let prefixes = crate::keyspaces::PREFIXES;
-        let mut unique = prefixes.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), prefixes.len(), "{prefixes:?}");
-    }
 }

@@ -26,31 +26,71 @@ class E2EError extends Error {
   }
 }
 
+const USAGE = `usage: node tests/e2e/smart_launch.mjs [options]
+
+Runs SMART's JavaScript client (fhirclient) in headless Chromium against a running carebroker:
+an EHR launch, then a standalone launch. Prints one JSON line {"ehr": {...}, "standalone": {...}}.
+
+  --broker URL            carebroker (default http://127.0.0.1:8080)
+  --app-port PORT         where the demo SMART app is served (default 8765)
+  --client-id ID          the app's client id (default demo-app)
+  --ehr-id ID             the EHR client that registers the launch (default ehr-demo)
+  --ehr-secret S | --ehr-secret-file F
+                          the EHR's client secret (needed for the EHR launch;
+                          the demo's is in certs/test/ehr-demo.secret)
+  --username U --password P
+                          the development sign-in (default nurse / nurse)
+  --patient NHS_NUMBER    the patient to pick in the standalone launch (default 9000000009)
+  --idp-login LOGIN       sign in at an upstream provider's page instead (tests/idp: a login;
+                          tests/saml-idp: user:password)
+  --only ehr|standalone   run one launch only
+  --read-patient          also read the Patient with the token
+  --screenshots DIR       save a screenshot of every page
+  --serve-only            only serve the demo app, for a person to click through (no Chromium)
+  --timeout MS            per-step timeout (default 30000)
+  --chromium PATH         the browser (default /usr/bin/chromium)
+  --help                  this text
+
+Example, with ./scripts/run.sh running:
+  node tests/e2e/smart_launch.mjs --ehr-secret-file certs/test/ehr-demo.secret
+`;
+
 function options() {
-  const { values } = parseArgs({
-    options: {
-      broker: { type: "string", default: "http://127.0.0.1:8080" },
-      "app-port": { type: "string", default: "8765" },
-      "client-id": { type: "string", default: "demo-app" },
-      "ehr-id": { type: "string", default: "ehr-demo" },
-      "ehr-secret": { type: "string" },
-      "ehr-secret-file": { type: "string" },
-      username: { type: "string", default: "nurse" },
-      password: { type: "string", default: "nurse" },
-      patient: { type: "string", default: "9000000009" },
-      screenshots: { type: "string" },
-      "read-patient": { type: "boolean", default: false },
-      // Sign in at an upstream provider's page with this login instead of ours: tests/idp takes a
-      // login (any password), tests/saml-idp `user:password`.
-      "idp-login": { type: "string" },
-      // Run only one of the two launches.
-      only: { type: "string" },
-      // Only serve the demo app (for a person clicking through in a browser); no Chromium.
-      "serve-only": { type: "boolean", default: false },
-      timeout: { type: "string", default: "30000" },
-      chromium: { type: "string", default: "/usr/bin/chromium" },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        help: { type: "boolean", default: false },
+        broker: { type: "string", default: "http://127.0.0.1:8080" },
+        "app-port": { type: "string", default: "8765" },
+        "client-id": { type: "string", default: "demo-app" },
+        "ehr-id": { type: "string", default: "ehr-demo" },
+        "ehr-secret": { type: "string" },
+        "ehr-secret-file": { type: "string" },
+        username: { type: "string", default: "nurse" },
+        password: { type: "string", default: "nurse" },
+        patient: { type: "string", default: "9000000009" },
+        screenshots: { type: "string" },
+        "read-patient": { type: "boolean", default: false },
+        // Sign in at an upstream provider's page with this login instead of ours: tests/idp takes a
+        // login (any password), tests/saml-idp `user:password`.
+        "idp-login": { type: "string" },
+        // Run only one of the two launches.
+        only: { type: "string" },
+        // Only serve the demo app (for a person clicking through in a browser); no Chromium.
+        "serve-only": { type: "boolean", default: false },
+        timeout: { type: "string", default: "30000" },
+        chromium: { type: "string", default: "/usr/bin/chromium" },
+      },
+    }));
+  } catch (e) {
+    process.stderr.write(`smart_launch: ${e.message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
   const broker = values.broker.replace(/\/+$/, "");
   return {
     broker,

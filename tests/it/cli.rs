@@ -32,6 +32,8 @@ fn config_check_prints_every_problem_and_exits_non_zero() {
         "tokens.access_token_lifetime_secs",
         "store.redis_url",
         "store.postgres_url",
+        // beyond loopback an access policy is required
+        "policy.dir",
     ] {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
