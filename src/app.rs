@@ -40,6 +40,8 @@ pub struct App {
     pub federation: Registry,
     /// Rate limit of the audit records of requests refused for their token.
     pub refusals: RefusalLimiter,
+    /// The DPoP server nonce this node hands out, and when it was made.
+    pub(crate) dpop_nonce: parking_lot::Mutex<Option<(String, i64)>>,
     token_endpoint: String,
     fhir_base: String,
 }
@@ -104,6 +106,7 @@ impl App {
             pds,
             federation,
             refusals: RefusalLimiter::default(),
+            dpop_nonce: parking_lot::Mutex::new(None),
         })
     }
 

@@ -36,13 +36,17 @@ pub const SAML_LOGOUT_REQUESTS: Keyspace<()> = Keyspace::new("saml-logout-reques
 pub const ASSERTION_JTIS: Keyspace<()> = Keyspace::new("assertion-jti");
 /// Replay cache: back-channel logout token `jti`s, by `{provider}:{jti}`.
 pub const LOGOUT_JTIS: Keyspace<()> = Keyspace::new("logout-jti");
+/// Replay cache: DPoP proof `jti`s, by `{key thumbprint}:{jti}`.
+pub const DPOP_JTIS: Keyspace<()> = Keyspace::new("dpop-jti");
+/// DPoP server nonces handed out and still accepted.
+pub const DPOP_NONCES: Keyspace<()> = Keyspace::new("dpop-nonce");
 /// PDS answers, by NHS number.
 pub const PDS_VERDICTS: Keyspace<PdsVerdict> = Keyspace::new("pds");
 /// Browser sessions (tower-sessions records), by session id.
 pub const BROWSER_SESSIONS: Keyspace<tower_sessions::session::Record> = Keyspace::new("session");
 
 /// Every prefix above (a test checks no two are the same).
-pub const PREFIXES: [&str; 16] = [
+pub const PREFIXES: [&str; 18] = [
     AUTHORIZATIONS.prefix(),
     CODES.prefix(),
     USED_CODES.prefix(),
@@ -57,6 +61,8 @@ pub const PREFIXES: [&str; 16] = [
     SAML_LOGOUT_REQUESTS.prefix(),
     ASSERTION_JTIS.prefix(),
     LOGOUT_JTIS.prefix(),
+    DPOP_JTIS.prefix(),
+    DPOP_NONCES.prefix(),
     PDS_VERDICTS.prefix(),
     BROWSER_SESSIONS.prefix(),
 ];

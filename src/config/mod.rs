@@ -143,6 +143,13 @@ pub struct TokensConfig {
     pub client_assertion_max_lifetime_secs: i64,
     /// Allowed difference between our clock and a client's when checking `exp`, `nbf`, `iat`.
     pub clock_skew_secs: i64,
+    /// How old (by `iat`) a DPoP proof may be (RFC 9449); its `jti` is remembered as long.
+    pub dpop_proof_max_age_secs: i64,
+    /// Require DPoP proofs to carry a server nonce (`use_dpop_nonce`, `DPoP-Nonce`).
+    pub dpop_require_nonce: bool,
+    /// How long a server nonce is accepted after it was handed out; a new one is handed out
+    /// after half of it.
+    pub dpop_nonce_lifetime_secs: u64,
 }
 
 impl Default for TokensConfig {
@@ -152,6 +159,9 @@ impl Default for TokensConfig {
             backend_access_token_lifetime_secs: 300,
             client_assertion_max_lifetime_secs: 300,
             clock_skew_secs: 30,
+            dpop_proof_max_age_secs: 300,
+            dpop_require_nonce: false,
+            dpop_nonce_lifetime_secs: 300,
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct ClientMetadata {
     /// The provider to use without showing the chooser.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_identity_provider: Option<String>,
+    /// RFC 9449 §5.2: every access token of this client is DPoP-bound (a proof is required).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -240,6 +243,8 @@ pub struct Client {
     pub origins: Vec<String>,
     pub identity_providers: Vec<String>,
     pub default_identity_provider: Option<String>,
+    /// Every access token must be DPoP-bound.
+    pub dpop_bound_access_tokens: bool,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -383,6 +388,7 @@ impl ClientMetadata {
                 origins: web_origins(&self.redirect_uris),
                 identity_providers: self.identity_providers.clone(),
                 default_identity_provider: self.default_identity_provider.clone(),
+                dpop_bound_access_tokens: self.dpop_bound_access_tokens,
                 metadata: self.clone(),
             }),
             _ => Err(problems),

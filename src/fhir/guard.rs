@@ -80,6 +80,10 @@ pub struct Presented<'a> {
     pub break_glass: Option<&'a str>,
     /// The peer address.
     pub ip: Option<&'a str>,
+    /// The `DPoP` header(s).
+    pub dpop: crate::oauth::dpop::DpopHeader<'a>,
+    /// The URL the request was made to, as this server's public URL names it (a proof's `htu`).
+    pub url: &'a str,
     pub line: RequestLine<'a>,
 }
 
@@ -88,7 +92,7 @@ impl App {
     /// what it was aimed at (rate-limited, no token material).
     pub async fn authenticate(&self, presented: Presented<'_>) -> Result<Caller, FhirError> {
         match self.verify_caller(&presented).await {
-            Err(err @ (FhirError::NoToken | FhirError::InvalidToken(_))) => {
+            Err(err @ (FhirError::NoToken | FhirError::InvalidToken(_) | FhirError::InvalidDpop { .. })) => {
                 self.audit_refusal(&presented.line, presented.ip, &err).await;
                 Err(err)
             }
@@ -97,13 +101,15 @@ impl App {
     }
 
     async fn verify_caller(&self, presented: &Presented<'_>) -> Result<Caller, FhirError> {
-        let token =
-            crate::token::bearer(presented.authorization).filter(|v| !v.is_empty()).ok_or(FhirError::NoToken)?;
+        let (scheme, token) = crate::token::credentials(presented.authorization)
+            .filter(|(_, v)| !v.is_empty())
+            .ok_or(FhirError::NoToken)?;
         let now = self.clock.now();
         let claims = self.check_access_token(token, Some(self.fhir_base())).await.map_err(|e| match e {
             CheckError::Store(e) => e.into(),
             CheckError::Invalid(_) | CheckError::Revoked => FhirError::InvalidToken(e.to_string()),
         })?;
+        self.check_sender(presented, scheme, token, &claims).await?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         let mut proxy_for = Vec::new();
         if let Some(id) = claims.fhir_user.as_deref().and_then(|u| u.strip_prefix("RelatedPerson/")) {
@@ -123,6 +129,47 @@ impl App {
             minute_of_day,
             trail: std::sync::Mutex::new(Trail::default()),
         })
+    }
+}
+
+impl App {
+    /// RFC 9449 §7: a DPoP-bound token (`cnf.jkt`) is accepted only with the `DPoP` scheme and a
+    /// proof over this request, made with that key, carrying the token's hash; a DPoP scheme
+    /// with an unbound token is refused too.
+    async fn check_sender(
+        &self,
+        presented: &Presented<'_>,
+        scheme: crate::token::Scheme,
+        token: &str,
+        claims: &AccessTokenClaims,
+    ) -> Result<(), FhirError> {
+        use crate::oauth::dpop::DpopRefusal;
+        let bound = claims.cnf.as_ref().and_then(|c| c.get("jkt")).and_then(Value::as_str);
+        let refused = |code: &'static str, why: &str| FhirError::InvalidDpop { code, why: why.to_owned() };
+        match (bound, scheme) {
+            (None, crate::token::Scheme::Bearer) => return Ok(()),
+            (None, crate::token::Scheme::Dpop) => {
+                return Err(refused("invalid_token", "the token is not DPoP-bound: send it as a Bearer token"));
+            }
+            (Some(_), crate::token::Scheme::Bearer) => {
+                return Err(refused(
+                    "invalid_token",
+                    "the token is DPoP-bound: send it with the DPoP scheme and a proof",
+                ));
+            }
+            (Some(_), crate::token::Scheme::Dpop) => {}
+        }
+        let method = presented.line.method;
+        let proof = match self.check_dpop(presented.dpop, method, presented.url, Some(token), false).await {
+            Ok(Some(proof)) => proof,
+            Ok(None) => return Err(refused("invalid_dpop_proof", "a DPoP proof is required with this token")),
+            Err(DpopRefusal::Store(e)) => return Err(e.into()),
+            Err(e) => return Err(refused("invalid_dpop_proof", &e.to_string())),
+        };
+        if Some(proof.jkt.as_str()) != bound {
+            return Err(refused("invalid_dpop_proof", "the proof is not made with the key the token is bound to"));
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,10 @@ pub enum FhirError {
     NoToken,
     /// The token is not valid here (401 `invalid_token`).
     InvalidToken(String),
+    /// A DPoP-bound token without a valid proof of its key, or a DPoP proof that does not hold
+    /// (401, `WWW-Authenticate: DPoP` with `error` = `code`: `invalid_dpop_proof` or
+    /// `invalid_token`).
+    InvalidDpop { code: &'static str, why: String },
     /// The token's scopes do not cover the request (403 `insufficient_scope`).
     InsufficientScope(String),
     /// Refused for a reason the caller may read, such as a patient/ token writing another
@@ -65,7 +69,7 @@ impl FhirError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::NoToken | Self::InvalidToken(_) => 401,
+            Self::NoToken | Self::InvalidToken(_) | Self::InvalidDpop { .. } => 401,
             Self::InsufficientScope(_) | Self::Denied { .. } | Self::PolicyDenied { .. } => 403,
             Self::NotFound | Self::Hidden(_) | Self::UnknownPatient(_) => 404,
             Self::Invalidated(_) => 410,
@@ -85,7 +89,7 @@ impl FhirError {
         };
         match self {
             Self::NoToken => one("login", "a bearer access token is required"),
-            Self::InvalidToken(why) => one("login", why),
+            Self::InvalidToken(why) | Self::InvalidDpop { why, .. } => one("login", why),
             Self::InsufficientScope(why) => one("forbidden", why),
             Self::Denied { reason } => one("forbidden", reason),
             Self::PolicyDenied { .. } => one("forbidden", "the access policy does not permit this request"),
@@ -122,6 +126,7 @@ impl FhirError {
                 | Self::Hidden(_)
                 | Self::NoToken
                 | Self::InvalidToken(_)
+                | Self::InvalidDpop { .. }
         )
     }
 

@@ -8,6 +8,9 @@ use serde_json::json;
 
 use crate::oauth::error::{Challenge, ErrorCode, OAuthError};
 
+/// `DPoP-Nonce` (RFC 9449 §8).
+pub const DPOP_NONCE: header::HeaderName = header::HeaderName::from_static("dpop-nonce");
+
 /// An [`OAuthError`] on its way out.
 #[derive(Debug)]
 pub struct ErrorResponse(pub OAuthError);
@@ -56,6 +59,9 @@ impl IntoResponse for ErrorResponse {
         };
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(value) = err.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            response.headers_mut().insert(DPOP_NONCE, value);
         }
         response
     }

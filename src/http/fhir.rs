@@ -28,10 +28,14 @@ impl FromRequestParts<AppState> for Caller {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         let method = parts.method.to_string();
+        let dpop = super::forms::Dpop::of(&parts.headers);
+        let url = app.config.endpoint(parts.uri.path());
         let presented = Presented {
             authorization: header(header::AUTHORIZATION.as_str()),
             break_glass: header("x-break-glass-reason"),
             ip: ip.as_deref(),
+            dpop: dpop.header(),
+            url: &url,
             line: RequestLine { method: &method, path: parts.uri.path(), query: parts.uri.query() },
         };
         app.authenticate(presented).await
@@ -102,6 +106,11 @@ pub fn fhir_error(err: &FhirError) -> Response {
         FhirError::NoToken => Some("Bearer realm=\"carebroker\"".to_owned()),
         FhirError::InvalidToken(why) => Some(format!(
             "Bearer realm=\"carebroker\", error=\"invalid_token\", error_description=\"{}\"",
+            why.replace('"', "'")
+        )),
+        FhirError::InvalidDpop { code, why } => Some(format!(
+            "DPoP algs=\"{}\", error=\"{code}\", error_description=\"{}\"",
+            crate::token::dpop::ALGORITHMS.map(|a| a.as_str()).join(" "),
             why.replace('"', "'")
         )),
         FhirError::InsufficientScope(why) => Some(format!(

@@ -1,11 +1,13 @@
 //! The one extractor for form-encoded protocol requests (token, introspection, revocation,
-//! back-channel logout): the body with its `Content-Type` and `Authorization` headers.
+//! back-channel logout, the SAML ACS): the body with its `Content-Type`, `Authorization` and
+//! `DPoP` headers.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::oauth::dpop::DpopHeader;
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::{FormRequest, Params};
 
@@ -13,7 +15,35 @@ use crate::oauth::params::{FormRequest, Params};
 pub struct OAuthForm {
     content_type: Option<String>,
     authorization: Option<String>,
+    dpop: Dpop,
     body: Bytes,
+}
+
+/// The `DPoP` header(s), owned.
+pub enum Dpop {
+    Absent,
+    Proof(String),
+    Repeated,
+}
+
+impl Dpop {
+    /// Reads the `DPoP` request headers (RFC 9449 §4.3: at most one).
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all("dpop").iter();
+        match (values.next(), values.next()) {
+            (None, _) => Self::Absent,
+            (Some(v), None) => v.to_str().map_or(Self::Repeated, |p| Self::Proof(p.to_owned())),
+            (Some(_), Some(_)) => Self::Repeated,
+        }
+    }
+
+    pub fn header(&self) -> DpopHeader<'_> {
+        match self {
+            Self::Absent => DpopHeader::Absent,
+            Self::Proof(p) => DpopHeader::Proof(p),
+            Self::Repeated => DpopHeader::Repeated,
+        }
+    }
 }
 
 impl OAuthForm {
@@ -22,6 +52,7 @@ impl OAuthForm {
         FormRequest {
             content_type: self.content_type.as_deref(),
             authorization: self.authorization.as_deref(),
+            dpop: self.dpop.header(),
             body: &self.body,
         }
     }
@@ -32,16 +63,16 @@ impl OAuthForm {
     }
 }
 
-fn header_values(headers: &axum::http::HeaderMap) -> (Option<String>, Option<String>) {
+fn header_values(headers: &HeaderMap) -> (Option<String>, Option<String>, Dpop) {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    (header(header::CONTENT_TYPE), header(header::AUTHORIZATION))
+    (header(header::CONTENT_TYPE), header(header::AUTHORIZATION), Dpop::of(headers))
 }
 
 impl<S: Send + Sync> FromRequest<S> for OAuthForm {
     type Rejection = Response;
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (content_type, authorization) = header_values(request.headers());
+        let (content_type, authorization, dpop) = header_values(request.headers());
         let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
-        Ok(Self { content_type, authorization, body })
+        Ok(Self { content_type, authorization, dpop, body })
     }
 }

@@ -58,7 +58,8 @@ pub fn app(state: AppState) -> Router {
         let app = state.clone();
         CorsLayer::new()
             .allow_methods([Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::HeaderName::from_static("dpop")])
+            .expose_headers([error::DPOP_NONCE])
             .allow_origin(AllowOrigin::async_predicate(move |origin: HeaderValue, _parts: &Parts| {
                 let app = app.clone();
                 async move { origin.to_str().is_ok_and(|o| app.clients.is_public_client_origin(o)) }
@@ -82,8 +83,14 @@ pub fn app(state: AppState) -> Router {
         .layer(
             token_cors
                 .allow_methods([Method::GET, Method::POST, Method::PUT])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, header::ACCEPT])
-                .expose_headers([header::ETAG, header::LOCATION, header::LAST_MODIFIED]),
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_MATCH,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("dpop"),
+                ])
+                .expose_headers([header::ETAG, header::LOCATION, header::LAST_MODIFIED, header::WWW_AUTHENTICATE]),
         );
 
     let token_bearing = Router::new()

@@ -23,7 +23,13 @@ fn respond<T: serde::Serialize>(status: StatusCode, result: Result<T, OAuthError
 }
 
 pub async fn token(State(app): State<AppState>, form: OAuthForm) -> Response {
-    respond(StatusCode::OK, exchange_token(&app, form.request()).await)
+    let result = exchange_token(&app, form.request()).await;
+    let nonce = result.as_ref().ok().and_then(|r| r.dpop_nonce.clone());
+    let mut response = respond(StatusCode::OK, result);
+    if let Some(value) = nonce.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(super::error::DPOP_NONCE, value);
+    }
+    response
 }
 
 pub async fn introspection(State(app): State<AppState>, form: OAuthForm) -> Response {

@@ -30,6 +30,10 @@ pub enum ErrorCode {
     ConsentRequired,
     /// Dynamic registration is switched off (404).
     NotFound,
+    /// RFC 9449 §5: the DPoP proof is missing, malformed or does not match.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the proof must carry the server nonce sent in `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -55,6 +59,8 @@ impl ErrorCode {
             Self::InteractionRequired => "interaction_required",
             Self::ConsentRequired => "consent_required",
             Self::NotFound => "not_found",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }
@@ -76,11 +82,13 @@ pub struct OAuthError {
     pub challenge: Option<Challenge>,
     /// An HTTP status other than the code's usual one: a launch the EHR may not make is 403.
     pub status: Option<u16>,
+    /// The server nonce to send in `DPoP-Nonce` (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
     pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
-        Self { code, description: description.into(), challenge: None, status: None }
+        Self { code, description: description.into(), challenge: None, status: None, dpop_nonce: None }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidRequest, description)

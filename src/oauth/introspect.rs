@@ -76,7 +76,8 @@ pub async fn introspect(app: &App, request: FormRequest<'_>) -> Result<Value, OA
 fn active_response(claims: &AccessTokenClaims) -> Value {
     let mut out = Map::new();
     out.insert("active".into(), Value::Bool(true));
-    out.insert("token_type".into(), Value::String("Bearer".into()));
+    let jkt = claims.cnf.as_ref().and_then(|c| c.get("jkt")).and_then(Value::as_str);
+    out.insert("token_type".into(), Value::String(super::token_endpoint::token_type(jkt).into()));
     if let Ok(Value::Object(fields)) = serde_json::to_value(claims) {
         for (name, value) in fields {
             if name != "grant_id" {

@@ -24,6 +24,10 @@ pub struct GrantData {
     pub context: LaunchContext,
     /// `online_access`: the grant ends with the sign-in session.
     pub online: bool,
+    /// A public client's refresh tokens are bound to the DPoP key of the code exchange
+    /// (RFC 9449 §5): every refresh must be proved with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// What to issue.
@@ -38,6 +42,8 @@ pub struct Issue<'a> {
     pub nonce: Option<&'a str>,
     /// A new refresh token to hand out, if the grant has one.
     pub refresh_token: Option<String>,
+    /// The DPoP key the access token is bound to.
+    pub dpop_jkt: Option<&'a str>,
     pub now: i64,
 }
 
@@ -102,6 +108,7 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
         intent: context.intent.clone(),
         smart_style_url: context.smart_style_url.clone(),
         tenant: context.tenant.clone(),
+        cnf: super::token_endpoint::confirmation(issue.dpop_jkt),
         ..Default::default()
     };
     let ring = app.keys.ring();
@@ -147,13 +154,14 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
 
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: super::token_endpoint::token_type(issue.dpop_jkt),
         expires_in: lifetime,
         scope,
         refresh_token: issue.refresh_token,
         id_token,
         context: context.token_parameters(),
         subject: claims.sub.clone(),
+        dpop_nonce: None,
     })
 }
 

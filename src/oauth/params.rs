@@ -85,5 +85,7 @@ mod tests {
 pub struct FormRequest<'a> {
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// The `DPoP` header(s) (RFC 9449), read at the token endpoint.
+    pub dpop: super::dpop::DpopHeader<'a>,
     pub body: &'a [u8],
 }

@@ -30,6 +30,19 @@ pub struct TokenResponse {
     /// Who the token speaks for (for the audit log; not sent).
     #[serde(skip)]
     pub subject: String,
+    /// The DPoP server nonce to send in `DPoP-Nonce` (a header, not in the body).
+    #[serde(skip)]
+    pub dpop_nonce: Option<String>,
+}
+
+/// The `token_type` of an access token bound to a DPoP key, or not.
+pub fn token_type(dpop_jkt: Option<&str>) -> &'static str {
+    if dpop_jkt.is_some() { "DPoP" } else { "Bearer" }
+}
+
+/// The `cnf` claim of a DPoP-bound access token (RFC 9449 §6.1).
+pub fn confirmation(dpop_jkt: Option<&str>) -> Option<serde_json::Value> {
+    dpop_jkt.map(|jkt| serde_json::json!({ "jkt": jkt }))
 }
 
 /// The public client a refresh token belongs to; confidential clients must authenticate.
@@ -73,10 +86,47 @@ pub async fn exchange_token(app: &App, request: FormRequest<'_>) -> Result<Token
     let requested_scope =
         params.get("scope").map(ScopeSet::parse).transpose().map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
     let now = app.clock.now();
-    let result =
-        grants::dispatch(grant, GrantRequest { app, client: &client, params: &params, requested_scope, now }).await;
+    // The proof is checked (and its jti spent) before the grant, so a bad proof spends no code.
+    let result = match sender_key(app, &client, request.dpop).await {
+        Ok(dpop_jkt) => {
+            let request = GrantRequest {
+                app,
+                client: &client,
+                params: &params,
+                requested_scope,
+                dpop_jkt: dpop_jkt.as_deref(),
+                now,
+            };
+            grants::dispatch(grant, request).await
+        }
+        Err(e) => Err(e),
+    };
     audit_token_request(app, grant, &client, &result).await?;
-    result
+    let nonce = app.dpop_nonce().await?;
+    match result {
+        Ok(mut response) => {
+            response.dpop_nonce = nonce;
+            Ok(response)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The thumbprint of the key the request's DPoP proof is signed with, if it sent one; a client
+/// registered with `dpop_bound_access_tokens` must.
+async fn sender_key(
+    app: &App,
+    client: &AuthenticatedClient,
+    header: super::dpop::DpopHeader<'_>,
+) -> Result<Option<String>, OAuthError> {
+    let proof = app.check_dpop(header, "POST", app.token_endpoint(), None, true).await?;
+    if proof.is_none() && client.client.dpop_bound_access_tokens {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "this client's access tokens are DPoP-bound: send a DPoP proof",
+        ));
+    }
+    Ok(proof.map(|p| p.jkt))
 }
 
 /// Every grant an authenticated client asked for is audited, refusals included. A token is not

@@ -2,6 +2,7 @@
 //! tokens, and random identifiers for codes, ids and `jti`.
 
 pub mod access;
+pub mod dpop;
 pub mod jose;
 pub mod keys;
 
@@ -66,6 +67,27 @@ impl KeyManager {
         *self.modified.lock() = modified;
         Ok(true)
     }
+}
+
+/// How an access token is presented (RFC 6750, RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization: Bearer …` or `Authorization: DPoP …` header
+/// (scheme case-insensitive).
+pub fn credentials(header: Option<&str>) -> Option<(Scheme, &str)> {
+    let (scheme, value) = header?.trim().split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, value.trim()))
 }
 
 /// The token of an `Authorization: Bearer …` header (scheme case-insensitive), if that is what it

@@ -18,7 +18,7 @@ use crate::store::GrantRecord;
 const USED_CODE_MEMORY_SECS: u64 = 3600;
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { app, client, params, now, .. } = request;
+    let GrantRequest { app, client, params, dpop_jkt: request_jkt, now, .. } = request;
     let code = params.require("code")?;
     let store = app.stores.ephemeral.as_ref();
     let code_hash = token_hash(code);
@@ -58,7 +58,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     } else {
         now + config.launch.offline_grant_lifetime_secs
     };
-    let data = GrantData { identity: record.identity.clone(), context: record.context.clone(), online };
+    let dpop_jkt = request_jkt.filter(|_| client.client.is_public()).map(str::to_owned);
+    let data = GrantData { identity: record.identity.clone(), context: record.context.clone(), online, dpop_jkt };
     app.stores
         .durable
         .insert_grant(&GrantRecord {
@@ -86,6 +87,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             session_id: record.session_id.as_deref(),
             nonce: record.nonce.as_deref(),
             refresh_token,
+            dpop_jkt: request_jkt,
             now,
         },
     )?;

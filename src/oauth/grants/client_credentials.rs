@@ -14,7 +14,7 @@ use crate::token::random_token;
 const BACKEND_MAX_LIFETIME_SECS: u32 = 300;
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { app, client, requested_scope, now, .. } = request;
+    let GrantRequest { app, client, requested_scope, dpop_jkt: request_jkt, now, .. } = request;
     if client.method != AuthMethod::PrivateKeyJwt {
         return Err(OAuthError::unauthorized_client("client_credentials needs private_key_jwt client authentication"));
     }
@@ -50,6 +50,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         scope: scope.clone(),
         roles: holder.roles,
         assurance: Some(3),
+        cnf: crate::oauth::token_endpoint::confirmation(request_jkt),
         ..Default::default()
     };
     let access_token = access::mint(&app.keys.ring(), &claims).map_err(|e| {
@@ -59,13 +60,14 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     tracing::info!(client_id = %claims.client_id, jti = %claims.jti, scope = %scope, "issued backend services token");
     Ok(TokenResponse {
         access_token,
-        token_type: "Bearer",
+        token_type: crate::oauth::token_endpoint::token_type(request_jkt),
         expires_in: i64::from(lifetime),
         scope,
         refresh_token: None,
         id_token: None,
         context: serde_json::Map::new(),
         subject: claims.sub.clone(),
+        dpop_nonce: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub struct GrantRequest<'a> {
     pub params: &'a Params,
     /// The `scope` parameter, parsed; `None` when absent.
     pub requested_scope: Option<ScopeSet>,
+    /// The thumbprint of the DPoP key the tokens are bound to, when the request carried a proof.
+    pub dpop_jkt: Option<&'a str>,
     pub now: i64,
 }
 

@@ -12,10 +12,13 @@ use crate::oauth::token_endpoint::TokenResponse;
 use crate::store::RefreshTokenUse;
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
-    let GrantRequest { app, client, params, requested_scope, now } = request;
+    let GrantRequest { app, client, params, requested_scope, dpop_jkt, now } = request;
     let presented = params.require("refresh_token")?;
     let durable = &app.stores.durable;
     let hash = token_hash(presented);
+    if client.client.is_public() {
+        check_sender(app, &hash, dpop_jkt).await?;
+    }
     let (grant_id, token_expires) = match durable.use_refresh_token(&hash, now).await? {
         RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
         RefreshTokenUse::Reused { grant_id } => {
@@ -73,9 +76,27 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             session_id: grant.session_id.as_deref(),
             nonce: None,
             refresh_token,
+            dpop_jkt,
             now,
         },
     )?;
     tracing::info!(client_id = %client.client.id, grant_id = %grant.id, "refresh token rotated");
     Ok(response)
+}
+
+/// A public client's refresh token bound to a DPoP key is refused, and not spent, without a
+/// proof made with that key (RFC 9449 §5).
+async fn check_sender(app: &crate::app::App, hash: &str, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
+    let durable = &app.stores.durable;
+    let Some(grant_id) = durable.refresh_token_grant(hash).await? else { return Ok(()) };
+    let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(()) };
+    let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
+    match (data.dpop_jkt.as_deref(), dpop_jkt) {
+        (Some(bound), Some(presented)) if bound == presented => Ok(()),
+        (Some(_), _) => Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "the refresh token is bound to a DPoP key: send a proof made with that key",
+        )),
+        (None, _) => Ok(()),
+    }
 }
