@@ -10,6 +10,7 @@ mod client_auth;
 mod clinical_safety;
 mod cross_patient;
 mod discovery;
+mod dpop;
 mod ehr_launch;
 mod ehr_presented;
 mod federation;

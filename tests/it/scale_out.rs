@@ -186,3 +186,41 @@ async fn a_browser_session_started_on_one_node_continues_on_the_other() {
     let code = code_from(&reply, "st-123");
     assert_eq!(exchange(&b, &code, &verifier).await.json()["patient"], "9434765919");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_used_on_one_node_is_a_replay_on_the_other() {
+    use carebroker::token::jose::SigningKey;
+    let redis_url = services::redis_url();
+    let postgres_url = services::fresh_postgres_database().await;
+    let prefix = format!("scale-{}:", carebroker::token::random_token(6));
+    let key = ClientKey::generate(Algorithm::ES256);
+    let a = node(&key, &redis_url, &postgres_url, &prefix).await;
+    let b = node(&key, &redis_url, &postgres_url, &prefix).await;
+
+    let dpop =
+        SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();
+    let header = serde_json::json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": dpop.public_jwk()});
+    let claims =
+        serde_json::json!({"jti": "once", "htm": "POST", "htu": crate::support::TOKEN_URL, "iat": crate::support::T0});
+    let proof = dpop.sign_with_header(&header, &claims).unwrap();
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for node in [&a, &b] {
+        let assertion = key.assertion("backend", crate::support::T0);
+        let response = http
+            .post(format!("{node}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("dpop", &proof)
+            .body(form(&backend_form(&assertion, "system/CarePlan.rs")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let json: serde_json::Value = response.json().await.unwrap();
+        answers.push((status, json));
+    }
+    assert_eq!(answers[0].0, 200, "{}", answers[0].1);
+    assert_eq!(answers[0].1["token_type"], "DPoP");
+    assert_eq!((answers[1].0, answers[1].1["error"].as_str()), (400, Some("invalid_dpop_proof")), "{}", answers[1].1);
+    assert!(answers[1].1.get("access_token").is_none());
+}
