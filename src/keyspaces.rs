@@ -5,11 +5,14 @@
 use crate::domain::launch::EhrLaunch;
 use crate::federation::round_trip::{PendingLogout, Upstream, Verified};
 use crate::oauth::authorize::{CodeRecord, Pending};
+use crate::oauth::par::PushedRequest;
 use crate::pds::PdsVerdict;
 use crate::store::keyspace::Keyspace;
 
 /// Authorization requests waiting for sign-in, a patient choice or consent, by request id.
 pub const AUTHORIZATIONS: Keyspace<Pending> = Keyspace::new("authz");
+/// Pushed authorization requests (RFC 9126), by the id in their `request_uri`; taken once.
+pub const PUSHED_REQUESTS: Keyspace<PushedRequest> = Keyspace::new("par");
 /// Authorization codes, by the code's hash; taken once.
 pub const CODES: Keyspace<CodeRecord> = Keyspace::new("code");
 /// Redeemed codes, by the code's hash: the grant to revoke if one comes back.
@@ -46,8 +49,9 @@ pub const PDS_VERDICTS: Keyspace<PdsVerdict> = Keyspace::new("pds");
 pub const BROWSER_SESSIONS: Keyspace<tower_sessions::session::Record> = Keyspace::new("session");
 
 /// Every prefix above (a test checks no two are the same).
-pub const PREFIXES: [&str; 18] = [
+pub const PREFIXES: [&str; 19] = [
     AUTHORIZATIONS.prefix(),
+    PUSHED_REQUESTS.prefix(),
     CODES.prefix(),
     USED_CODES.prefix(),
     SIGN_INS.prefix(),

@@ -146,6 +146,9 @@ pub struct ClientMetadata {
     /// RFC 9449 §5.2: every access token of this client is DPoP-bound (a proof is required).
     #[serde(default, skip_serializing_if = "is_false")]
     pub dpop_bound_access_tokens: bool,
+    /// RFC 9126 §6: authorization requests must be pushed to `/par` first.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub require_pushed_authorization_requests: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -245,6 +248,8 @@ pub struct Client {
     pub default_identity_provider: Option<String>,
     /// Every access token must be DPoP-bound.
     pub dpop_bound_access_tokens: bool,
+    /// Authorization requests only through `/par`.
+    pub require_pushed_authorization_requests: bool,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -389,6 +394,7 @@ impl ClientMetadata {
                 identity_providers: self.identity_providers.clone(),
                 default_identity_provider: self.default_identity_provider.clone(),
                 dpop_bound_access_tokens: self.dpop_bound_access_tokens,
+                require_pushed_authorization_requests: self.require_pushed_authorization_requests,
                 metadata: self.clone(),
             }),
             _ => Err(problems),

@@ -26,17 +26,19 @@ async fn start(
     params: Result<Params, OAuthError>,
     status: StatusCode,
 ) -> Response {
-    let params = match params {
-        Ok(p) => p,
-        Err(e) => {
-            let policy = policy(app, None);
-            return pages::error_page(
-                StatusCode::BAD_REQUEST,
-                "This app's request cannot be accepted",
-                &e.description,
-                &policy,
-            );
-        }
+    let refused = |e: OAuthError| {
+        let policy = policy(app, None);
+        pages::error_page(StatusCode::BAD_REQUEST, "This app's request cannot be accepted", &e.description, &policy)
+    };
+    let (params, pushed) = match params {
+        Ok(p) => match app.authorization_params(p).await {
+            Ok(found) => found,
+            Err(e) if e.code == crate::oauth::error::ErrorCode::TemporarilyUnavailable => {
+                return PageError::Unavailable(e).into_response();
+            }
+            Err(e) => return refused(e),
+        },
+        Err(e) => return refused(e),
     };
     let launch = match params.get("launch") {
         Some(id) => match take_launch(app.stores.ephemeral.as_ref(), id).await {
@@ -56,7 +58,7 @@ async fn start(
         Some(id) => app.clients.get(id).await.ok().flatten(),
         None => None,
     };
-    match authorize::begin(app, &params, launch, &view).await {
+    match authorize::begin(app, &params, launch, &view, pushed).await {
         Ok(outcome) => respond(app, &session, outcome, client.as_deref(), status).await,
         Err(e) => PageError::from(e).into_response(),
     }

@@ -65,7 +65,10 @@ pub fn app(state: AppState) -> Router {
                 async move { origin.to_str().is_ok_and(|o| app.clients.is_public_client_origin(o)) }
             }))
     };
-    let token = Router::new().route("/token", post(oauth::token)).layer(token_cors.clone());
+    let token = Router::new()
+        .route("/token", post(oauth::token))
+        .route("/par", post(oauth::pushed_authorization_request))
+        .layer(token_cors.clone());
 
     let fhir_api = Router::new()
         .route("/fhir/CarePlan", get(fhir::careplan_search).post(fhir::careplan_create))

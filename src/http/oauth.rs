@@ -55,6 +55,11 @@ pub async fn registration(State(app): State<AppState>, headers: HeaderMap, body:
     respond(StatusCode::CREATED, result)
 }
 
+/// `POST /par` (RFC 9126).
+pub async fn pushed_authorization_request(State(app): State<AppState>, form: OAuthForm) -> Response {
+    respond(StatusCode::CREATED, app.push_authorization_request(form.request()).await)
+}
+
 /// `POST /launch`: an EHR registers a launch in context.
 pub async fn launch(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());

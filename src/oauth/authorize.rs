@@ -121,6 +121,7 @@ pub async fn begin(
     params: &Params,
     launch: Option<Result<EhrLaunch, String>>,
     session: &SessionView,
+    pushed: bool,
 ) -> Result<Outcome, OAuthError> {
     // 1. Who to answer: failures here are shown, never redirected.
     let Some(client_id) = params.get("client_id") else {
@@ -146,20 +147,26 @@ pub async fn begin(
     let fail = |err: OAuthError| Ok(error_redirect(app, redirect_uri, state, &err));
 
     // 2. Everything else is redirected.
-    match check_request(app, &client, params, launch, session) {
+    match check_request(app, &client, params, launch, session, pushed) {
         Ok(pending) => advance(app, &client, pending).await,
         Err(err) => fail(err),
     }
 }
 
-fn check_request(
+/// Every check of an authorization request after its client and redirect URI (made again at
+/// `/par` push time); `pushed` says the parameters came from a pushed request.
+pub(crate) fn check_request(
     app: &App,
     client: &Client,
     params: &Params,
     launch: Option<Result<EhrLaunch, String>>,
     session: &SessionView,
+    pushed: bool,
 ) -> Result<Pending, OAuthError> {
     let invalid = OAuthError::invalid_request;
+    if client.require_pushed_authorization_requests && !pushed {
+        return Err(invalid("this client must push its authorization requests to the PAR endpoint first"));
+    }
     match params.get("response_type") {
         Some("code") => {}
         Some(other) => {

@@ -86,6 +86,9 @@ fn signing_algs() -> Vec<&'static str> {
 fn insert_optional(doc: &mut Value, app: &App) {
     // RFC 9449 §5.1: DPoP proofs accepted at the token endpoint (and by the FHIR API).
     doc["dpop_signing_alg_values_supported"] = crate::token::dpop::ALGORITHMS.map(|a| a.as_str()).to_vec().into();
+    // RFC 9126 §5: pushed authorization requests (required per client, not for every client).
+    doc["pushed_authorization_request_endpoint"] = app.config.endpoint("/par").into();
+    doc["require_pushed_authorization_requests"] = false.into();
     if app.registration_enabled() {
         doc["registration_endpoint"] = Value::String(app.config.endpoint("/register"));
     }

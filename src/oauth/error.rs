@@ -30,6 +30,8 @@ pub enum ErrorCode {
     ConsentRequired,
     /// Dynamic registration is switched off (404).
     NotFound,
+    /// RFC 9126 §4: the `request_uri` is unknown, expired, used or another client's.
+    InvalidRequestUri,
     /// RFC 9449 §5: the DPoP proof is missing, malformed or does not match.
     InvalidDpopProof,
     /// RFC 9449 §8: the proof must carry the server nonce sent in `DPoP-Nonce`.
@@ -59,6 +61,7 @@ impl ErrorCode {
             Self::InteractionRequired => "interaction_required",
             Self::ConsentRequired => "consent_required",
             Self::NotFound => "not_found",
+            Self::InvalidRequestUri => "invalid_request_uri",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
         }

@@ -13,6 +13,7 @@ pub mod grants;
 pub mod introspect;
 pub mod issue;
 pub mod oidc;
+pub mod par;
 pub mod params;
 
 pub mod register;

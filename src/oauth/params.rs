@@ -43,6 +43,16 @@ impl Params {
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// Every parameter but those named in `except`, as pairs.
+    pub fn pairs_except(&self, except: &[&str]) -> Vec<(String, String)> {
+        self.0.iter().filter(|(k, _)| !except.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Parameters from pairs already checked once (a pushed authorization request).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
 }
 
 /// True for `application/x-www-form-urlencoded`, with or without parameters such as `charset`.

@@ -17,6 +17,7 @@ mod federation;
 mod federation_node;
 mod fhir_api;
 mod introspection;
+mod par;
 mod pds;
 mod policy;
 mod registration;
