@@ -146,6 +146,10 @@ pub struct IdpConfig {
     /// Let trusted EHRs present this provider's ID tokens as the user in `POST /launch`.
     #[serde(default)]
     pub accept_presented_tokens: bool,
+    /// Partner apps may exchange this provider's ID tokens for ours at the token endpoint
+    /// (RFC 8693; `aud` must be `client_id` or one of `presented_audiences`).
+    #[serde(default)]
+    pub accept_exchange: bool,
     /// Our other client ids at this provider whose ID tokens an EHR may present (the
     /// `client_id` above is always accepted).
     #[serde(default)]
@@ -250,6 +254,7 @@ impl Default for IdpConfig {
             session_absolute_secs: None,
             backchannel_logout: false,
             accept_presented_tokens: false,
+            accept_exchange: false,
             presented_audiences: Vec::new(),
             presented_max_auth_age_secs: default_presented_age(),
             saml: SamlIdpSettings::default(),
@@ -349,6 +354,9 @@ fn check_saml(idp: &mut IdpConfig, base: &Path, push: &mut impl FnMut(&str, Stri
     }
     if saml.assurance > 3 {
         push("saml.assurance", "assurance is 0 to 3".into());
+    }
+    if idp.accept_exchange {
+        push("accept_exchange", "only OIDC providers' ID tokens can be exchanged".into());
     }
     if idp.accept_presented_tokens {
         push("accept_presented_tokens", "only OIDC providers' ID tokens can be presented".into());

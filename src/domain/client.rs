@@ -149,7 +149,14 @@ pub struct ClientMetadata {
     /// RFC 9126 §6: authorization requests must be pushed to `/par` first.
     #[serde(default, skip_serializing_if = "is_false")]
     pub require_pushed_authorization_requests: bool,
+    /// RFC 8693: the subject token types this client may exchange (`token_exchange` grant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_exchange_subject_token_types: Vec<String>,
 }
+
+/// Subject (and actor) token types carebroker can exchange (RFC 8693 §3).
+pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 2] =
+    ["urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token"];
 
 fn is_false(value: &bool) -> bool {
     !*value
@@ -250,6 +257,8 @@ pub struct Client {
     pub dpop_bound_access_tokens: bool,
     /// Authorization requests only through `/par`.
     pub require_pushed_authorization_requests: bool,
+    /// Subject token types it may exchange.
+    pub token_exchange_subject_token_types: Vec<String>,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -315,6 +324,20 @@ impl ClientMetadata {
             problems.push(FieldProblem::new(
                 "grant_types",
                 "client_credentials (SMART Backend Services) needs token_endpoint_auth_method = private_key_jwt",
+            ));
+        }
+        for (i, kind) in self.token_exchange_subject_token_types.iter().enumerate() {
+            if !EXCHANGEABLE_TOKEN_TYPES.contains(&kind.as_str()) {
+                problems.push(FieldProblem::new(
+                    format!("token_exchange_subject_token_types[{i}]"),
+                    format!("`{kind}` is not one of {}", EXCHANGEABLE_TOKEN_TYPES.join(", ")),
+                ));
+            }
+        }
+        if grant_types.contains(&GrantType::TokenExchange) && self.token_exchange_subject_token_types.is_empty() {
+            problems.push(FieldProblem::new(
+                "token_exchange_subject_token_types",
+                "token-exchange needs at least one subject token type",
             ));
         }
         if grant_types.contains(&GrantType::AuthorizationCode) && self.redirect_uris.is_empty() {
@@ -395,6 +418,7 @@ impl ClientMetadata {
                 default_identity_provider: self.default_identity_provider.clone(),
                 dpop_bound_access_tokens: self.dpop_bound_access_tokens,
                 require_pushed_authorization_requests: self.require_pushed_authorization_requests,
+                token_exchange_subject_token_types: self.token_exchange_subject_token_types.clone(),
                 metadata: self.clone(),
             }),
             _ => Err(problems),

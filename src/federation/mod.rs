@@ -55,6 +55,15 @@ pub enum FederationError {
     Part { part: String, reason: String },
 }
 
+/// Who hands us an upstream ID token to verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presentation {
+    /// A trusted EHR in `POST /launch`.
+    Launch,
+    /// A partner app in token exchange.
+    Exchange,
+}
+
 /// Options for one sign-in.
 #[derive(Debug, Clone, Default)]
 pub struct BeginOptions {
@@ -171,22 +180,42 @@ impl UpstreamProvider {
 }
 
 impl UpstreamProvider {
-    /// The user an EHR presents as this provider's ID token (with the access token for userinfo
-    /// when the provider keeps roles there, as CIS2 does): signature, exact issuer, `aud` one of
-    /// our client ids at the provider, expiry, then the kind's rules (assurance, selected role) with
-    /// the sign-in allowed to be as old as `presented_max_auth_age_secs`.
+    /// Verifies the ID token a trusted EHR presents in `POST /launch` (with the access token for
+    /// userinfo when the provider keeps roles there, as CIS2 does): signature, exact issuer, `aud`
+    /// one of our client ids at the provider, expiry, then the kind's rules (assurance, selected
+    /// role) with the sign-in allowed to be as old as `presented_max_auth_age_secs`.
     pub async fn presented(
         &self,
         id_token: &str,
         access_token: Option<&str>,
         now: i64,
     ) -> Result<Identity, SignInError> {
+        self.verify_id_token(id_token, access_token, now, Presentation::Launch).await
+    }
+
+    /// Verifies the ID token a partner app exchanges at the token endpoint (RFC 8693), with the
+    /// same checks as a presented one; the provider file must say `accept_exchange = true`.
+    pub async fn exchanged(&self, id_token: &str, now: i64) -> Result<Identity, SignInError> {
+        self.verify_id_token(id_token, None, now, Presentation::Exchange).await
+    }
+
+    async fn verify_id_token(
+        &self,
+        id_token: &str,
+        access_token: Option<&str>,
+        now: i64,
+        presentation: Presentation,
+    ) -> Result<Identity, SignInError> {
         let config = &self.config;
         let Protocol::Oidc(client) = &self.protocol else {
             return Err(SignInError::Rejected(format!("`{}` is not an OpenID Connect provider", config.id)));
         };
-        if !config.accept_presented_tokens {
-            return Err(SignInError::Rejected(format!("`{}` tokens are not accepted from EHRs", config.id)));
+        let (accepted, by) = match presentation {
+            Presentation::Launch => (config.accept_presented_tokens, "from EHRs"),
+            Presentation::Exchange => (config.accept_exchange, "in token exchange"),
+        };
+        if !accepted {
+            return Err(SignInError::Rejected(format!("`{}` tokens are not accepted {by}", config.id)));
         }
         let audiences: Vec<&str> = std::iter::once(config.client_id.as_str())
             .chain(config.presented_audiences.iter().map(String::as_str))
@@ -195,14 +224,26 @@ impl UpstreamProvider {
         if let (true, Some(access)) = (client.uses_userinfo(), access_token) {
             client.merge_userinfo(&mut claims, access).await?;
         }
-        let mut identity = match config.kind {
-            IdpKind::Cis2 => profiles::cis2(config, &claims, config.presented_max_auth_age_secs, now)?,
-            IdpKind::Oidc => profiles::generic(config, &claims, now)?,
-            other @ (IdpKind::NhsLogin | IdpKind::Saml) => {
-                return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented by an EHR")));
+        let max_age = config.presented_max_auth_age_secs;
+        let mut identity = match (config.kind, presentation) {
+            (IdpKind::Cis2, _) => profiles::cis2(config, &claims, max_age, now)?,
+            (IdpKind::Oidc, _) => profiles::generic(config, &claims, now)?,
+            (IdpKind::NhsLogin, Presentation::Exchange) => {
+                // the vector of trust must be one we would have asked for
+                let asked = RoundTrip { requested_vtr: config.vtr(), ..RoundTrip::default() };
+                profiles::nhs_login(config, &claims, &asked, now)?
+            }
+            (other @ (IdpKind::NhsLogin | IdpKind::Saml), _) => {
+                return Err(SignInError::Rejected(format!("`{other}` tokens cannot be presented {by}")));
             }
         };
-        identity.amr.push("ehr-presented".into());
+        identity.amr.push(
+            match presentation {
+                Presentation::Launch => "ehr-presented",
+                Presentation::Exchange => "token-exchange",
+            }
+            .into(),
+        );
         Ok(identity)
     }
 }
@@ -273,6 +314,22 @@ impl Registry {
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<UpstreamProvider>> {
         self.providers.values()
+    }
+
+    /// The provider that issued a compact JWS, by its `iss` (read before verification only to
+    /// pick the provider that must then verify it). `Err(None)` when the token has no readable
+    /// `iss`; `Err(Some(iss))` when no provider has that issuer.
+    pub fn for_token(&self, token: &str) -> Result<Arc<UpstreamProvider>, Option<String>> {
+        use base64::Engine as _;
+        let mut parts = token.split('.');
+        let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(payload), Some(_), None) => payload,
+            _ => return Err(None),
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| None)?;
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| None)?;
+        let issuer = claims.get("iss").and_then(|i| i.as_str()).ok_or(None)?;
+        self.by_issuer(issuer).ok_or_else(|| Some(issuer.to_owned()))
     }
 
     /// The provider whose exact issuer is `issuer`.

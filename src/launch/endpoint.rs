@@ -135,11 +135,14 @@ impl App {
             Ok(UserForm::Asserted) | Err(_) => Ok(None),
             Ok(UserForm::IdToken) => {
                 let token = request.id_token.as_deref().unwrap_or_default();
-                let issuer = unverified_issuer(token)
-                    .ok_or_else(|| OAuthError::invalid_request("id_token is not a signed JWT with an iss"))?;
-                let provider = self.federation.by_issuer(&issuer).ok_or_else(|| {
-                    refused(ErrorCode::AccessDenied, format!("`{issuer}` is not a configured identity provider"))
-                })?;
+                let provider = match self.federation.for_token(token) {
+                    Ok(provider) => provider,
+                    Err(None) => return Err(OAuthError::invalid_request("id_token is not a signed JWT with an iss")),
+                    Err(Some(issuer)) => {
+                        let why = format!("`{issuer}` is not a configured identity provider");
+                        return Err(refused(ErrorCode::AccessDenied, why));
+                    }
+                };
                 provider.presented(token, request.access_token.as_deref(), now).await.map(Some).map_err(checked)
             }
             Ok(UserForm::SsoToken) => {
@@ -150,15 +153,4 @@ impl App {
             }
         }
     }
-}
-
-/// The `iss` of a compact JWS, read before verification only to pick the provider that must
-/// then verify it.
-fn unverified_issuer(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    let mut parts = token.split('.');
-    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else { return None };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("iss")?.as_str().map(str::to_owned)
 }

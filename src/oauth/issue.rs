@@ -162,6 +162,7 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
         context: context.token_parameters(),
         subject: claims.sub.clone(),
         dpop_nonce: None,
+        audit_note: None,
     })
 }
 

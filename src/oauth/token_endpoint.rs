@@ -33,6 +33,9 @@ pub struct TokenResponse {
     /// The DPoP server nonce to send in `DPoP-Nonce` (a header, not in the body).
     #[serde(skip)]
     pub dpop_nonce: Option<String>,
+    /// More for the audit record (a token exchange's subject token type, issuer and actors).
+    #[serde(skip)]
+    pub audit_note: Option<String>,
 }
 
 /// The `token_type` of an access token bound to a DPoP key, or not.
@@ -148,7 +151,10 @@ async fn audit_token_request(
             AuditOutcome::Success,
             r.subject.clone(),
             r.context.get("patient").and_then(|p| p.as_str()).map(str::to_owned),
-            format!("{} scope={}", grant.as_str(), r.scope),
+            match &r.audit_note {
+                Some(note) => format!("{} scope={} {note}", grant.as_str(), r.scope),
+                None => format!("{} scope={}", grant.as_str(), r.scope),
+            },
         ),
         Err(e) => (
             AuditOutcome::Failed,

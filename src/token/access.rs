@@ -49,6 +49,9 @@ pub struct AccessTokenClaims {
     /// RFC 8693 §4.1 actor, for delegation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<serde_json::Value>,
+    /// RFC 8693 §4.4: who may act for the subject when this token is exchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_act: Option<serde_json::Value>,
     /// SMART launch context echoed at introspection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub need_patient_banner: Option<bool>,

@@ -68,6 +68,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         context: serde_json::Map::new(),
         subject: claims.sub.clone(),
         dpop_nonce: None,
+        audit_note: None,
     })
 }
 

@@ -4,9 +4,10 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use super::client_auth::AuthenticatedClient;
-use super::error::{ErrorCode, OAuthError};
+use super::error::OAuthError;
 use super::params::Params;
 use super::token_endpoint::TokenResponse;
 use crate::app::App;
@@ -15,7 +16,7 @@ use crate::domain::scope::ScopeSet;
 
 /// Grant types with a handler.
 pub const ENABLED: &[GrantType] =
-    &[GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials];
+    &[GrantType::AuthorizationCode, GrantType::RefreshToken, GrantType::ClientCredentials, GrantType::TokenExchange];
 
 /// What a grant handler gets.
 #[derive(Debug)]
@@ -36,10 +37,7 @@ pub async fn dispatch(grant: GrantType, request: GrantRequest<'_>) -> Result<Tok
         GrantType::AuthorizationCode => authorization_code::grant(request).await,
         GrantType::RefreshToken => refresh_token::grant(request).await,
         GrantType::ClientCredentials => client_credentials::grant(request).await,
-        other => Err(OAuthError::new(
-            ErrorCode::UnsupportedGrantType,
-            format!("grant type `{}` is not supported", other.as_str()),
-        )),
+        GrantType::TokenExchange => token_exchange::grant(request).await,
     }
 }
 
