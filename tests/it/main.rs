@@ -26,4 +26,5 @@ mod saml;
 mod scale_out;
 mod stores;
 mod support;
+mod token_exchange;
 mod user_grants;

@@ -150,7 +150,8 @@ fn delegation(subject: &Party, actor: &Party) -> Result<Value, OAuthError> {
         }
     }
     let mut act = json!({"sub": actor.sub, "iss": actor.iss});
-    if let Some(previous) = &actor.act {
+    // prior actors: those the subject token already records (RFC 8693 §4.1 nesting)
+    if let Some(previous) = subject.act.as_ref().or(actor.act.as_ref()) {
         act["act"] = previous.clone();
     }
     Ok(act)
@@ -160,11 +161,10 @@ fn delegation(subject: &Party, actor: &Party) -> Result<Value, OAuthError> {
 async fn launched_context(request: &GrantRequest<'_>, subject: &Party) -> Result<Option<LaunchContext>, OAuthError> {
     let Some(id) = request.params.get("launch") else { return Ok(None) };
     let store = request.app.stores.ephemeral.as_ref();
-    let launch = LAUNCHES
-        .take(store, id)
-        .await?
-        .filter(|l| l.app_client_id == request.client.client.id)
-        .ok_or_else(|| OAuthError::invalid_request("the `launch` is unknown, expired, already used or for another app"))?;
+    let launch =
+        LAUNCHES.take(store, id).await?.filter(|l| l.app_client_id == request.client.client.id).ok_or_else(|| {
+            OAuthError::invalid_request("the `launch` is unknown, expired, already used or for another app")
+        })?;
     let same_user = launch.identity.platform_subject() == subject.sub
         || (launch.identity.fhir_user.is_some() && launch.identity.fhir_user == subject.fhir_user);
     if !same_user {
@@ -214,7 +214,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     }
     if context.patient.is_none() {
         // patient/ scopes need a patient in context
-        scope = scope.iter().filter(|s| !matches!(s, Scope::Resource(r) if r.context == ScopeContext::Patient)).cloned().collect();
+        scope = scope
+            .iter()
+            .filter(|s| !matches!(s, Scope::Resource(r) if r.context == ScopeContext::Patient))
+            .cloned()
+            .collect();
     }
     let policy = app.policy.load_full();
     let mut holder = subject.holder.clone();
@@ -238,6 +242,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         scope: scope.to_string(),
         auth_time: identity.map(|i| i.auth_time),
         acr: identity.and_then(|i| i.acr.clone()),
+        amr: identity.map(|i| i.amr.clone()).filter(|amr| !amr.is_empty()),
         fhir_user: subject.fhir_user.clone(),
         patient: context.patient.clone(),
         encounter: context.encounter.clone(),

@@ -1,0 +1,301 @@
+//! Token exchange (RFC 8693): a partner app turns a token it holds into a narrowed carebroker
+//! token with the patient in context and the actor recorded, and every way that is refused.
+
+use serde_json::{Value, json};
+
+use crate::support::fake_idp::FakeIdp;
+use crate::support::fhir::{get, token as mint_token, user_claims};
+use crate::support::keys::secret_client;
+use crate::support::smart::{launch_body, public_app, register_launch, trusted_ehr};
+use crate::support::{FHIR_BASE, Reply, T0, TestApp, jwt_parts};
+
+const PARTNER: &str = "partner";
+const SECRET: &str = "partner-secret-partner-secret-0123";
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+const ID: &str = "urn:ietf:params:oauth:token-type:id_token";
+const PATIENT: &str = "9434765919";
+
+fn partner(types: &[&str]) -> carebroker::domain::client::ClientMetadata {
+    let mut client = secret_client(PARTNER, "client_secret_post", SECRET);
+    client.grant_types = vec![GRANT.into()];
+    client.redirect_uris = Vec::new();
+    client.scope = "patient/*.rs user/*.rs".into();
+    client.token_exchange_subject_token_types = types.iter().map(|t| (*t).to_owned()).collect();
+    client.launch_uri = Some("https://partner.example/launch".into());
+    client
+}
+
+async fn partner_app(types: &[&str]) -> TestApp {
+    TestApp::builder().with_client(partner(types)).with_dev_users().build().await
+}
+
+async fn exchange(app: &TestApp, fields: &[(&str, &str)]) -> Reply {
+    let mut form = vec![("grant_type", GRANT), ("client_id", PARTNER), ("client_secret", SECRET)];
+    form.extend_from_slice(fields);
+    app.post_form("/token", &form, &[]).await
+}
+
+fn nurse_token(app: &TestApp, scope: &str) -> (String, carebroker::token::access::AccessTokenClaims) {
+    let claims = user_claims(app, scope, Some(PATIENT));
+    (mint_token(app, &claims), claims)
+}
+
+#[tokio::test]
+async fn an_access_token_is_exchanged_for_a_narrower_one_that_keeps_the_patient_and_reads_the_plan() {
+    let app = partner_app(&[ACCESS]).await;
+    let (subject, subject_claims) = nurse_token(&app, "patient/*.rs");
+    let reply = exchange(
+        &app,
+        &[
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS),
+            ("scope", "patient/Patient.rs"),
+            ("resource", FHIR_BASE),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let body = reply.json();
+    assert_eq!(body["issued_token_type"], ACCESS);
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "patient/Patient.rs");
+    assert_eq!(body["patient"], PATIENT);
+    assert!(body.get("refresh_token").is_none());
+    let token = body["access_token"].as_str().unwrap();
+    let (_, claims) = jwt_parts(token);
+    assert_eq!(claims["sub"], subject_claims.sub);
+    assert_eq!(claims["client_id"], PARTNER);
+    assert!(claims["exp"].as_i64().unwrap() <= subject_claims.exp, "never outlives the subject token");
+    assert_eq!(get(&app, token, &format!("/fhir/Patient/{PATIENT}")).await.status, 200);
+    // the narrowed token reads nothing else
+    assert_eq!(get(&app, token, &format!("/fhir/CarePlan?patient={PATIENT}")).await.status, 403);
+
+    // audited with the subject token type and issuer
+    let records = app.state.stores.durable.audit_records(0, 1000).await.unwrap();
+    let exchanged = records
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.data).ok())
+        .find(|e| e["kind"] == "token-exchange" && e["outcome"] == "success")
+        .expect("the exchange is audited");
+    assert!(exchanged.to_string().contains(ACCESS), "{exchanged}");
+}
+
+#[tokio::test]
+async fn an_exchange_is_never_wider_than_the_subject_token() {
+    let app = partner_app(&[ACCESS]).await;
+    let (subject, _) = nurse_token(&app, "patient/CarePlan.rs");
+    let reply =
+        exchange(&app, &[("subject_token", &subject), ("subject_token_type", ACCESS), ("scope", "patient/Patient.rs")])
+            .await;
+    reply.assert_error(400, "invalid_scope");
+    let wider = exchange(
+        &app,
+        &[
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS),
+            ("scope", "patient/CarePlan.cruds patient/Patient.rs"),
+        ],
+    )
+    .await;
+    assert_eq!(wider.status, 200, "{}", wider.text());
+    assert_eq!(wider.json()["scope"], "patient/CarePlan.rs", "narrowed to what the subject had");
+}
+
+#[tokio::test]
+async fn bad_subject_tokens_and_targets_are_refused_and_nothing_is_issued() {
+    let app = partner_app(&[ACCESS]).await;
+    let (good, _) = nurse_token(&app, "patient/*.rs");
+    let mut expired = user_claims(&app, "patient/*.rs", Some(PATIENT));
+    expired.exp = app.now() - 10;
+    let expired = mint_token(&app, &expired);
+    let (revoked, revoked_claims) = nurse_token(&app, "patient/*.rs");
+    app.state.stores.durable.revoke(&revoked_claims.jti, app.now() + 600).await.unwrap();
+    let foreign = {
+        let other = carebroker::token::jose::SigningKey::from_pkcs8(
+            carebroker::token::jose::Algorithm::ES256,
+            &carebroker::token::jose::SigningKey::generate_pkcs8(carebroker::token::jose::Algorithm::ES256).unwrap(),
+        )
+        .unwrap();
+        other.sign("at+jwt", &user_claims(&app, "patient/*.rs", Some(PATIENT))).unwrap()
+    };
+    let none = {
+        use base64::Engine as _;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "at+jwt"})),
+            b64(&serde_json::to_value(user_claims(&app, "patient/*.rs", None)).unwrap())
+        )
+    };
+    for (fields, status, error) in [
+        (vec![("subject_token", expired.as_str()), ("subject_token_type", ACCESS)], 400, "invalid_request"),
+        (vec![("subject_token", revoked.as_str()), ("subject_token_type", ACCESS)], 400, "invalid_request"),
+        (vec![("subject_token", foreign.as_str()), ("subject_token_type", ACCESS)], 400, "invalid_request"),
+        (vec![("subject_token", none.as_str()), ("subject_token_type", ACCESS)], 400, "invalid_request"),
+        (vec![("subject_token", good.as_str())], 400, "invalid_request"),
+        (vec![("subject_token", good.as_str()), ("subject_token_type", ID)], 400, "unauthorized_client"),
+        (vec![("subject_token", good.as_str()), ("subject_token_type", "urn:x:unknown")], 400, "unauthorized_client"),
+        (
+            vec![
+                ("subject_token", good.as_str()),
+                ("subject_token_type", ACCESS),
+                ("resource", "https://other.example/fhir"),
+            ],
+            400,
+            "invalid_target",
+        ),
+        (
+            vec![("subject_token", good.as_str()), ("subject_token_type", ACCESS), ("audience", "somewhere-else")],
+            400,
+            "invalid_target",
+        ),
+        (
+            vec![("subject_token", good.as_str()), ("subject_token_type", ACCESS), ("requested_token_type", ID)],
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![("subject_token", good.as_str()), ("subject_token_type", ACCESS), ("actor_token", good.as_str())],
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let reply = exchange(&app, &fields).await;
+        reply.assert_error(status, error);
+        assert!(reply.json().get("access_token").is_none(), "{fields:?}");
+    }
+    // a client not allowed the grant
+    let mut other = secret_client("plain", "client_secret_post", SECRET);
+    other.grant_types = vec!["authorization_code".into()];
+    let app = TestApp::builder().with_client(other).build().await;
+    let form = [
+        ("grant_type", GRANT),
+        ("client_id", "plain"),
+        ("client_secret", SECRET),
+        ("subject_token", &good),
+        ("subject_token_type", ACCESS),
+    ];
+    app.post_form("/token", &form, &[]).await.assert_error(400, "unauthorized_client");
+}
+
+#[tokio::test]
+async fn an_actor_is_recorded_in_act_and_may_act_admits_only_its_actor() {
+    let app = partner_app(&[ACCESS]).await;
+    let (subject, _) = nurse_token(&app, "patient/*.rs");
+    let mut actor_claims = user_claims(&app, "user/*.rs", None);
+    actor_claims.sub = "dev:doctor".into();
+    let actor = mint_token(&app, &actor_claims);
+    let reply = exchange(
+        &app,
+        &[
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS),
+            ("actor_token", &actor),
+            ("actor_token_type", ACCESS),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_parts(&token).1["act"], json!({"sub": "dev:doctor", "iss": app.state.issuer()}));
+
+    // introspection shows who acts
+    let form = [("client_id", PARTNER), ("client_secret", SECRET), ("token", token.as_str())];
+    let introspected = app.post_form("/introspect", &form, &[]).await.json();
+    assert_eq!(introspected["act"]["sub"], "dev:doctor", "{introspected}");
+
+    // a chain: the delegated token delegated again nests the earlier actor
+    let mut third = user_claims(&app, "user/*.rs", None);
+    third.sub = "dev:auditor".into();
+    let third = mint_token(&app, &third);
+    let chained = exchange(
+        &app,
+        &[
+            ("subject_token", &token),
+            ("subject_token_type", ACCESS),
+            ("actor_token", &third),
+            ("actor_token_type", ACCESS),
+        ],
+    )
+    .await;
+    assert_eq!(chained.status, 200, "{}", chained.text());
+    let act = &jwt_parts(chained.json()["access_token"].as_str().unwrap()).1["act"];
+    assert_eq!(act["sub"], "dev:auditor");
+    assert_eq!(act["act"]["sub"], "dev:doctor", "the earlier actor is nested: {act}");
+
+    // may_act names someone else: refused
+    let mut guarded = user_claims(&app, "patient/*.rs", Some(PATIENT));
+    guarded.may_act = Some(json!({"sub": "dev:carer"}));
+    let guarded = mint_token(&app, &guarded);
+    exchange(
+        &app,
+        &[
+            ("subject_token", &guarded),
+            ("subject_token_type", ACCESS),
+            ("actor_token", &actor),
+            ("actor_token_type", ACCESS),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_upstream_id_token_and_an_ehr_launch_give_a_patient_scoped_token() {
+    let idp = FakeIdp::start("oidc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = idp.config("trust-idp", dir.path());
+    config.accept_presented_tokens = true;
+    let not_accepted = TestApp::builder()
+        .with_client(partner(&[ID]))
+        .with_idp(config.clone())
+        .with_dir(tempfile::tempdir().unwrap())
+        .build()
+        .await;
+    config.accept_exchange = true;
+    let mut ehr = trusted_ehr();
+    ehr.ehr_launch.as_mut().unwrap().apps.push(PARTNER.into());
+    let app = TestApp::builder()
+        .with_client(partner(&[ID]))
+        .with_client(public_app())
+        .with_client(ehr)
+        .with_idp(config)
+        .with_dir(dir)
+        .build()
+        .await;
+    let id_token = idp.held_id_token(T0, |_| {});
+
+    // the provider file must allow exchange
+    exchange(&not_accepted, &[("subject_token", &id_token), ("subject_token_type", ID)])
+        .await
+        .assert_error(400, "invalid_request");
+
+    // the EHR registers a launch for this user (presenting the same ID token) and this partner app
+    let mut body = launch_body();
+    body.as_object_mut().unwrap().remove("user");
+    body["client_id"] = PARTNER.into();
+    body["id_token"] = id_token.clone().into();
+    let launch = register_launch(&app, body).await;
+    let reply = exchange(&app, &[("subject_token", &id_token), ("subject_token_type", ID), ("launch", &launch)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["patient"], PATIENT);
+    assert_eq!(answer["encounter"], "enc-1");
+    let (_, claims) = jwt_parts(answer["access_token"].as_str().unwrap());
+    assert!(claims["sub"].as_str().unwrap().starts_with("trust-idp:"), "{claims}");
+    assert!(claims["amr"].to_string().contains("token-exchange"), "{claims}");
+    assert_eq!(claims["client_id"], PARTNER);
+
+    // the launch is single use; a tampered ID token is refused
+    exchange(&app, &[("subject_token", &id_token), ("subject_token_type", ID), ("launch", &launch)])
+        .await
+        .assert_error(400, "invalid_request");
+    let tampered = idp.held_id_token(T0, |c| {
+        c.insert("aud".into(), json!("someone-else"));
+    });
+    exchange(&app, &[("subject_token", &tampered), ("subject_token_type", ID)])
+        .await
+        .assert_error(400, "invalid_request");
+}
