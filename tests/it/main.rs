@@ -18,6 +18,7 @@ mod federation_node;
 mod fhir_api;
 mod introspection;
 mod par;
+mod partner_app;
 mod pds;
 mod policy;
 mod registration;

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// A partner app as a real OpenID-certified relying party (panva's openid-client) drives
+// carebroker: an EHR registers a launch for it, it pushes its authorization request (PAR,
+// RFC 9126), redeems the code with a DPoP-bound token (RFC 9449), reads the patient over DPoP,
+// then exchanges that token (RFC 8693) for a narrower DPoP-bound one under another key and
+// reads again. Prints one JSON line with what it saw, or explains and exits 1.
+//
+// usage: node tests/e2e/partner_app.mjs --broker URL --client-id ID --client-secret S
+//          --redirect-uri URI --ehr-id ID --ehr-secret S --patient NHS_NUMBER
+
+import { parseArgs } from "node:util";
+import * as client from "openid-client";
+
+const { values: opts } = parseArgs({
+  options: {
+    broker: { type: "string", default: "http://127.0.0.1:8080" },
+    "client-id": { type: "string" },
+    "client-secret": { type: "string" },
+    "redirect-uri": { type: "string" },
+    "ehr-id": { type: "string" },
+    "ehr-secret": { type: "string" },
+    patient: { type: "string", default: "9434765919" },
+  },
+});
+const broker = opts.broker.replace(/\/+$/, "");
+const fhirBase = `${broker}/fhir`;
+
+async function registerLaunch() {
+  const basic = Buffer.from(`${opts["ehr-id"]}:${opts["ehr-secret"]}`).toString("base64");
+  const response = await fetch(`${broker}/launch`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Basic ${basic}` },
+    body: JSON.stringify({
+      client_id: opts["client-id"],
+      patient: opts.patient,
+      user: { sub: "u-1", name: "Nadia Nurse", fhir_user: "Practitioner/pr-nurse-1", role_codes: ["R8001"], org: "A9A5A" },
+    }),
+  });
+  if (response.status !== 201) throw new Error(`launch: ${response.status} ${await response.text()}`);
+  return (await response.json()).launch;
+}
+
+async function read(config, token, dpop) {
+  const response = await client.fetchProtectedResource(config, token, new URL(`${fhirBase}/Patient/${opts.patient}`), "GET", undefined, undefined, { DPoP: dpop });
+  return { status: response.status, id: response.ok ? (await response.json()).id : undefined };
+}
+
+async function main() {
+  const config = await client.discovery(new URL(broker), opts["client-id"], undefined, client.ClientSecretPost(opts["client-secret"]), {
+    execute: [client.allowInsecureRequests],
+  });
+  const meta = config.serverMetadata();
+  const out = { par_endpoint: meta.pushed_authorization_request_endpoint, dpop_algs: meta.dpop_signing_alg_values_supported };
+
+  // 1. PAR + authorization code with PKCE, the token bound to a DPoP key
+  const launch = await registerLaunch();
+  const verifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const dpop = client.getDPoPHandle(config, await client.randomDPoPKeyPair("ES256"));
+  const url = await client.buildAuthorizationUrlWithPAR(
+    config,
+    {
+      redirect_uri: opts["redirect-uri"],
+      scope: "launch patient/*.rs",
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: "S256",
+      state,
+      aud: fhirBase,
+      launch,
+    },
+    { DPoP: dpop },
+  );
+  out.request_uri = url.searchParams.get("request_uri");
+  const authorize = await fetch(url, { redirect: "manual" });
+  const location = authorize.headers.get("location");
+  if (!location) throw new Error(`authorize: ${authorize.status} ${await authorize.text()}`);
+  const tokens = await client.authorizationCodeGrant(config, new URL(location), { pkceCodeVerifier: verifier, expectedState: state }, undefined, {
+    DPoP: dpop,
+  });
+  out.code = { token_type: tokens.token_type, patient: tokens.patient, scope: tokens.scope };
+  out.code_read = await read(config, tokens.access_token, dpop);
+
+  // 2. token exchange: narrower, under another key
+  const dpop2 = client.getDPoPHandle(config, await client.randomDPoPKeyPair("ES256"));
+  const exchanged = await client.genericGrantRequest(
+    config,
+    "urn:ietf:params:oauth:grant-type:token-exchange",
+    {
+      subject_token: tokens.access_token,
+      subject_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      scope: "patient/Patient.rs",
+      resource: fhirBase,
+    },
+    { DPoP: dpop2 },
+  );
+  out.exchange = { token_type: exchanged.token_type, issued_token_type: exchanged.issued_token_type, scope: exchanged.scope, patient: exchanged.patient };
+  out.exchange_read = await read(config, exchanged.access_token, dpop2);
+  // the exchanged token is bound to the second key: proofs by the first are refused
+  out.exchange_read_wrong_key = await read(config, exchanged.access_token, dpop).catch((e) => ({ status: e.status ?? 401, error: e.code ?? String(e) }));
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`partner_app: ${e.stack ?? e}\n${e.cause ? JSON.stringify(e.cause) : ""}\n`);
+  process.exit(1);
+});
