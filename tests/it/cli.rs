@@ -65,7 +65,7 @@ fn config_check_accepts_the_shipped_reference_file() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 client(s)"), "the demo clients load");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 client(s)"), "the demo clients load");
 }
 
 #[test]

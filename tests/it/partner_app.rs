@@ -7,8 +7,8 @@ use std::process::Command;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::support::smart::{EHR, EHR_SECRET, trusted_ehr};
 use crate::support::TestApp;
+use crate::support::smart::{EHR, EHR_SECRET, trusted_ehr};
 
 const PARTNER: &str = "hospice-app";
 const SECRET: &str = "hospice-secret-hospice-secret-0123";
