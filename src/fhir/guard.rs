@@ -144,7 +144,7 @@ impl App {
         claims: &AccessTokenClaims,
     ) -> Result<(), FhirError> {
         use crate::oauth::dpop::DpopRefusal;
-        let bound = claims.cnf.as_ref().and_then(|c| c.get("jkt")).and_then(Value::as_str);
+        let bound = claims.dpop_jkt();
         let refused = |code: &'static str, why: &str| FhirError::InvalidDpop { code, why: why.to_owned() };
         match (bound, scheme) {
             (None, crate::token::Scheme::Bearer) => return Ok(()),

@@ -37,6 +37,11 @@ pub async fn introspect(app: &App, request: FormRequest<'_>) -> Result<Value, OA
         let claims = active_access_token(app, token)
             .await?
             .ok_or_else(|| OAuthError::invalid_token("the bearer token is not active"))?;
+        if claims.dpop_jkt().is_some() {
+            return Err(OAuthError::invalid_token(
+                "a DPoP-bound token cannot authorize introspection as a bearer token",
+            ));
+        }
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         if !introspection_scope.as_ref().is_some_and(|s| scopes.contains(s)) {
             return Err(OAuthError::new(
@@ -76,8 +81,7 @@ pub async fn introspect(app: &App, request: FormRequest<'_>) -> Result<Value, OA
 fn active_response(claims: &AccessTokenClaims) -> Value {
     let mut out = Map::new();
     out.insert("active".into(), Value::Bool(true));
-    let jkt = claims.cnf.as_ref().and_then(|c| c.get("jkt")).and_then(Value::as_str);
-    out.insert("token_type".into(), Value::String(super::token_endpoint::token_type(jkt).into()));
+    out.insert("token_type".into(), Value::String(super::token_endpoint::token_type(claims.dpop_jkt()).into()));
     if let Ok(Value::Object(fields)) = serde_json::to_value(claims) {
         for (name, value) in fields {
             if name != "grant_id" {

@@ -22,6 +22,10 @@ pub async fn userinfo(app: &App, authorization: Option<&str>) -> Result<Value, O
         CheckError::Store(e) => e.into(),
         CheckError::Invalid(_) | CheckError::Revoked => OAuthError::invalid_token("the access token is not active"),
     })?;
+    if claims.dpop_jkt().is_some() {
+        // userinfo takes bearer tokens only; a bound token without its proof is refused
+        return Err(OAuthError::invalid_token("a DPoP-bound token must be used with a DPoP proof, at the FHIR API"));
+    }
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
     if !scope.contains(&Scope::OpenId) {
         return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`")

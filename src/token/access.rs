@@ -123,6 +123,13 @@ pub fn verify(
     Ok(claims)
 }
 
+impl AccessTokenClaims {
+    /// The thumbprint of the DPoP key this token is bound to (`cnf.jkt`), if it is bound.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.get("jkt")).and_then(serde_json::Value::as_str)
+    }
+}
+
 /// Why an access token is not active.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {

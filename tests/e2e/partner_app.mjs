@@ -2,7 +2,7 @@
 // A partner app as a real OpenID-certified relying party (panva's openid-client) drives
 // carebroker: an EHR registers a launch for it, it pushes its authorization request (PAR,
 // RFC 9126), redeems the code with a DPoP-bound token (RFC 9449), reads the patient over DPoP,
-// then exchanges that token (RFC 8693) for a narrower DPoP-bound one under another key and
+// then exchanges that token (RFC 8693) for a narrower DPoP-bound one (proving the same key) and
 // reads again. Prints one JSON line with what it saw, or explains and exits 1.
 //
 // usage: node tests/e2e/partner_app.mjs --broker URL --client-id ID --client-secret S
@@ -80,8 +80,16 @@ async function main() {
   out.code = { token_type: tokens.token_type, patient: tokens.patient, scope: tokens.scope };
   out.code_read = await read(config, tokens.access_token, dpop);
 
-  // 2. token exchange: narrower, under another key
+  // 2. token exchange: narrower; the bound subject token is exchanged only with a proof of its key
   const dpop2 = client.getDPoPHandle(config, await client.randomDPoPKeyPair("ES256"));
+  out.exchange_other_key = await client
+    .genericGrantRequest(
+      config,
+      "urn:ietf:params:oauth:grant-type:token-exchange",
+      { subject_token: tokens.access_token, subject_token_type: "urn:ietf:params:oauth:token-type:access_token" },
+      { DPoP: dpop2 },
+    )
+    .then(() => "issued", (e) => e.error ?? e.code ?? String(e));
   const exchanged = await client.genericGrantRequest(
     config,
     "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -91,12 +99,12 @@ async function main() {
       scope: "patient/Patient.rs",
       resource: fhirBase,
     },
-    { DPoP: dpop2 },
+    { DPoP: dpop },
   );
   out.exchange = { token_type: exchanged.token_type, issued_token_type: exchanged.issued_token_type, scope: exchanged.scope, patient: exchanged.patient };
-  out.exchange_read = await read(config, exchanged.access_token, dpop2);
-  // the exchanged token is bound to the second key: proofs by the first are refused
-  out.exchange_read_wrong_key = await read(config, exchanged.access_token, dpop).catch((e) => ({ status: e.status ?? 401, error: e.code ?? String(e) }));
+  out.exchange_read = await read(config, exchanged.access_token, dpop);
+  // proofs by another key are refused
+  out.exchange_read_wrong_key = await read(config, exchanged.access_token, dpop2).catch((e) => ({ status: e.status ?? 401, error: e.code ?? String(e) }));
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
 

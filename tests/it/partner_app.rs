@@ -1,6 +1,7 @@
 //! A partner app as a real relying party: panva's `openid-client` (npm, OpenID-certified)
 //! drives PAR + authorization code with a DPoP-bound token, a DPoP FHIR read, and a token
-//! exchange to a narrower token bound to another key (tests/e2e/partner_app.mjs).
+//! exchange to a narrower token, which needs a proof of the subject token's key
+//! (tests/e2e/partner_app.mjs).
 
 use std::process::Command;
 
@@ -72,6 +73,7 @@ async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
     assert_eq!(out["code"]["patient"], "9434765919", "{out}");
     assert_eq!(out["code_read"]["status"], 200, "{out}");
     assert_eq!(out["code_read"]["id"], "9434765919", "{out}");
+    assert_eq!(out["exchange_other_key"], "invalid_request", "a bound subject token needs its key: {out}");
     assert_eq!(out["exchange"]["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token", "{out}");
     assert_eq!(out["exchange"]["scope"], "patient/Patient.rs", "{out}");
     assert_eq!(out["exchange"]["patient"], "9434765919", "{out}");

@@ -299,3 +299,38 @@ async fn an_upstream_id_token_and_an_ehr_launch_give_a_patient_scoped_token() {
         .await
         .assert_error(400, "invalid_request");
 }
+
+#[tokio::test]
+async fn a_dpop_bound_subject_token_is_exchanged_only_with_a_proof_of_its_key() {
+    use carebroker::token::jose::{Algorithm, SigningKey, thumbprint};
+    let app = partner_app(&[ACCESS]).await;
+    let key = SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();
+    let mut claims = user_claims(&app, "patient/*.rs", Some(PATIENT));
+    claims.cnf = Some(json!({"jkt": thumbprint(&key.public_jwk())}));
+    let bound = mint_token(&app, &claims);
+    let fields = [("subject_token", bound.as_str()), ("subject_token_type", ACCESS)];
+    exchange(&app, &fields).await.assert_error(400, "invalid_request");
+    let proof = |key: &SigningKey| {
+        let header = json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": key.public_jwk()});
+        let claims = json!({"jti": carebroker::token::random_token(8), "htm": "POST", "htu": crate::support::TOKEN_URL, "iat": app.now()});
+        key.sign_with_header(&header, &claims).unwrap()
+    };
+    let other =
+        SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();
+    let mut form = vec![("grant_type", GRANT), ("client_id", PARTNER), ("client_secret", SECRET)];
+    form.extend_from_slice(&fields);
+    app.post_form("/token", &form, &[("dpop", &proof(&other))]).await.assert_error(400, "invalid_request");
+    let reply = app.post_form("/token", &form, &[("dpop", &proof(&key))]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["token_type"], "DPoP");
+
+    // nor is a bound token a bearer token at userinfo or introspection
+    let userinfo = app
+        .request(axum::http::Method::GET, "/userinfo", &[("authorization", &format!("Bearer {bound}"))], Vec::new())
+        .await;
+    userinfo.assert_error(401, "invalid_token");
+    let introspect = app
+        .post_form("/introspect", &[("token", bound.as_str())], &[("authorization", &format!("Bearer {bound}"))])
+        .await;
+    introspect.assert_error(401, "invalid_token");
+}

@@ -58,6 +58,12 @@ async fn party(request: &GrantRequest<'_>, what: &str, token: &str, kind: &str) 
                 CheckError::Store(e) => e.into(),
                 other => invalid(what, other),
             })?;
+            // a DPoP-bound token is exchanged only by the holder of its key
+            if let Some(bound) = claims.dpop_jkt() {
+                if request.dpop_jkt != Some(bound) {
+                    return Err(invalid(what, "it is DPoP-bound: send a DPoP proof made with its key"));
+                }
+            }
             Ok(party_of_access_token(app, claims))
         }
         ID_TOKEN_TYPE => {
