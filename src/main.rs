@@ -171,6 +171,9 @@ struct ExplainArgs {
     /// The request is the availability check.
     #[arg(long)]
     availability_check: bool,
+    /// Someone acts for the token's subject (an RFC 8693 `act` claim: `delegated`).
+    #[arg(long)]
+    delegated: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,6 +510,7 @@ fn policy_command(action: PolicyAction) -> ExitCode {
                 restricted: args.restricted,
                 only_notes_changed: args.only_notes_changed,
                 availability_check: args.availability_check,
+                delegated: args.delegated,
                 expect: String::new(),
                 rule: String::new(),
             };

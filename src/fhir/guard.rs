@@ -248,6 +248,7 @@ impl Caller {
             restricted: record.restricted,
             only_notes_changed: record.only_notes_changed,
             availability_check: record.availability_check,
+            delegated: self.claims.act.is_some(),
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Holder {
     pub assurance: u8,
     pub client_id: String,
     pub system: bool,
+    /// Someone acts for this holder (a token exchange with an actor).
+    pub delegated: bool,
 }
 
 /// The platform roles of a signed-in identity (or its RBAC role codes when no mapping).
@@ -43,6 +45,7 @@ pub fn user_holder(policy: &dyn AccessPolicy, identity: &Identity, client: &Clie
         assurance: identity.assurance,
         client_id: client.id.clone(),
         system: false,
+        delegated: false,
     }
 }
 
@@ -89,6 +92,7 @@ pub fn narrow(policy: &dyn AccessPolicy, holder: &Holder, scope: &ScopeSet) -> S
                     fhir_user: holder.fhir_user.as_deref(),
                     assurance: holder.assurance,
                     system: holder.system || r.context == ScopeContext::System,
+                    delegated: holder.delegated,
                     resource_type: kind,
                     interaction: *letter,
                     ..AccessRequest::default()

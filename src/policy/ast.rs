@@ -62,6 +62,8 @@ pub enum Condition {
     OnlyNotesChanged,
     /// The request is the availability check: it learns whether a plan exists, never its content.
     AvailabilityCheck,
+    /// The token is delegated: someone acts for its subject (an RFC 8693 `act` claim).
+    Delegated,
     Not(Box<Condition>),
 }
 
@@ -80,6 +82,7 @@ impl std::fmt::Display for Condition {
             Self::Hours(a, b) => write!(f, "hours {:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
             Self::OnlyNotesChanged => f.write_str("only_notes_changed"),
             Self::AvailabilityCheck => f.write_str("availability_check"),
+            Self::Delegated => f.write_str("delegated"),
             Self::Not(c) => write!(f, "not {c}"),
         }
     }
@@ -108,6 +111,7 @@ impl Condition {
             "break_glass" => return Ok(Self::BreakGlass),
             "only_notes_changed" => return Ok(Self::OnlyNotesChanged),
             "availability_check" => return Ok(Self::AvailabilityCheck),
+            "delegated" => return Ok(Self::Delegated),
             _ => {}
         }
         if let Some(role) = text.strip_prefix("has_role ") {
@@ -141,7 +145,8 @@ impl Condition {
         }
         Err(format!(
             "`{text}` is not a condition; expected one of patient_in_context, subject_is_patient, subject_is_proxy, \
-             same_organisation, restricted, break_glass, only_notes_changed, availability_check, has_role R, assurance >= N, \
+             same_organisation, restricted, break_glass, only_notes_changed, availability_check, delegated, has_role R, \
+             assurance >= N, \
              client in [..], hours HH:MM-HH:MM, or `not` before one of them"
         ))
     }

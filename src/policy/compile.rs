@@ -28,6 +28,7 @@ enum Op {
     Hours(u16, u16),
     OnlyNotesChanged,
     AvailabilityCheck,
+    Delegated,
     Not(Box<Op>),
 }
 
@@ -114,6 +115,7 @@ fn compile_condition(condition: &Condition, role_bit: &dyn Fn(&str) -> u64) -> O
         Condition::Hours(a, b) => Op::Hours(*a, *b),
         Condition::OnlyNotesChanged => Op::OnlyNotesChanged,
         Condition::AvailabilityCheck => Op::AvailabilityCheck,
+        Condition::Delegated => Op::Delegated,
         Condition::Not(inner) => Op::Not(Box::new(compile_condition(inner, role_bit))),
     }
 }
@@ -132,6 +134,7 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
         Op::Hours(a, b) => c::within_hours(r, *a, *b),
         Op::OnlyNotesChanged => r.only_notes_changed,
         Op::AvailabilityCheck => r.availability_check,
+        Op::Delegated => r.delegated,
         Op::Not(inner) => !run(inner, r, roles),
     }
 }
@@ -140,7 +143,9 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
 /// asks, and whether the request is the availability check, are known.
 fn may_hold(op: &Op, r: &AccessRequest<'_>, roles: u64) -> Option<bool> {
     match op {
-        Op::HasRole(_) | Op::AssuranceAtLeast(_) | Op::ClientIn(_) | Op::AvailabilityCheck => Some(run(op, r, roles)),
+        Op::HasRole(_) | Op::AssuranceAtLeast(_) | Op::ClientIn(_) | Op::AvailabilityCheck | Op::Delegated => {
+            Some(run(op, r, roles))
+        }
         Op::Not(inner) => may_hold(inner, r, roles).map(|v| !v),
         _ => None,
     }

@@ -62,6 +62,8 @@ pub struct Case {
     pub only_notes_changed: bool,
     #[serde(default)]
     pub availability_check: bool,
+    #[serde(default)]
+    pub delegated: bool,
     /// `permit` or `deny`.
     pub expect: String,
     /// The rule expected to decide.
@@ -132,6 +134,7 @@ impl Case {
             restricted: self.restricted,
             only_notes_changed: self.only_notes_changed,
             availability_check: self.availability_check,
+            delegated: self.delegated,
         })
     }
 }

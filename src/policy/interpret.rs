@@ -22,6 +22,7 @@ fn holds(condition: &Condition, r: &AccessRequest<'_>) -> bool {
         Condition::Hours(a, b) => c::within_hours(r, *a, *b),
         Condition::OnlyNotesChanged => r.only_notes_changed,
         Condition::AvailabilityCheck => r.availability_check,
+        Condition::Delegated => r.delegated,
         Condition::Not(inner) => !holds(inner, r),
     }
 }

@@ -39,6 +39,8 @@ pub struct AccessRequest<'a> {
     pub only_notes_changed: bool,
     /// The availability check (`/availability`): existence and last update, never content.
     pub availability_check: bool,
+    /// Someone acts for the token's subject (RFC 8693 `act`).
+    pub delegated: bool,
 }
 
 /// Obligations of a permit as bits.

@@ -173,6 +173,7 @@ fn condition() -> impl Strategy<Value = Condition> {
         Just(Condition::BreakGlass),
         Just(Condition::OnlyNotesChanged),
         Just(Condition::AvailabilityCheck),
+        Just(Condition::Delegated),
         (0usize..5).prop_map(|i| Condition::HasRole(ROLES[i].into())),
         (0u8..4).prop_map(Condition::AssuranceAtLeast),
         proptest::sample::subsequence(vec!["c1", "c2", "c3"], 1..3)
@@ -232,6 +233,7 @@ struct Req {
     restricted: bool,
     notes: bool,
     availability: bool,
+    delegated: bool,
 }
 
 fn request() -> impl Strategy<Value = Req> {
@@ -249,7 +251,7 @@ fn request() -> impl Strategy<Value = Req> {
         (any::<bool>(), 0u16..1440),
         proptest::sample::select(vec!["CarePlan", "Patient", "AuditEvent", "Practitioner"]).prop_map(str::to_owned),
         proptest::sample::select(vec![1u8, 2, 4, 8, 16]),
-        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -263,7 +265,7 @@ fn request() -> impl Strategy<Value = Req> {
                 (break_glass, minute),
                 resource,
                 interaction,
-                (record_patient, record_org, restricted, notes, availability),
+                (record_patient, record_org, restricted, notes, availability, delegated),
             )| Req {
                 roles,
                 org,
@@ -281,6 +283,7 @@ fn request() -> impl Strategy<Value = Req> {
                 restricted,
                 notes,
                 availability,
+                delegated,
             },
         )
 }
@@ -305,6 +308,7 @@ impl Req {
             restricted: self.restricted,
             only_notes_changed: self.notes,
             availability_check: self.availability,
+            delegated: self.delegated,
         }
     }
 }
@@ -488,6 +492,7 @@ async fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_running_policy(
         restricted: false,
         only_notes_changed: false,
         availability_check: false,
+        delegated: false,
         expect: String::new(),
         rule: String::new(),
     };

@@ -334,3 +334,73 @@ async fn a_dpop_bound_subject_token_is_exchanged_only_with_a_proof_of_its_key() 
         .await;
     introspect.assert_error(401, "invalid_token");
 }
+
+const DELEGATION_POLICY: &str = r#"
+[roles]
+clinician = "Clinicians"
+
+[[map]]
+role = "clinician"
+source = "cis2"
+role_codes = ["R8001"]
+
+[[rule]]
+id = "clinicians-read-in-context"
+effect = "permit"
+roles = ["clinician"]
+resources = ["Patient"]
+interactions = "rs"
+when = ["patient_in_context"]
+
+[[rule]]
+id = "no-delegated-reads"
+effect = "forbid"
+roles = ["clinician"]
+resources = ["Patient"]
+interactions = "r"
+when = ["delegated"]
+"#;
+
+#[tokio::test]
+async fn the_policy_sees_whether_a_token_is_delegated() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), DELEGATION_POLICY).unwrap();
+    let folder = dir.path().to_path_buf();
+    let app = TestApp::builder()
+        .with_client(partner(&[ACCESS]))
+        .with_dev_users()
+        .with_config(move |c| c.policy.dir = Some(folder))
+        .build()
+        .await;
+    let mut claims = user_claims(&app, "patient/Patient.rs", Some(PATIENT));
+    claims.roles = vec!["clinician".into()];
+    let direct = mint_token(&app, &claims);
+    assert_eq!(get(&app, &direct, &format!("/fhir/Patient/{PATIENT}")).await.status, 200);
+    claims.act = Some(json!({"sub": "dev:doctor", "iss": app.state.issuer()}));
+    claims.jti = carebroker::token::random_token(12);
+    let delegated = mint_token(&app, &claims);
+    let refused = get(&app, &delegated, &format!("/fhir/Patient/{PATIENT}")).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+
+    // an exchange with an actor is narrowed by the same rule: the read is not granted
+    let (subject, _) = {
+        let mut c = user_claims(&app, "patient/Patient.rs", Some(PATIENT));
+        c.roles = vec!["clinician".into()];
+        (mint_token(&app, &c), c)
+    };
+    let mut actor = user_claims(&app, "user/*.rs", None);
+    actor.sub = "dev:doctor".into();
+    let actor = mint_token(&app, &actor);
+    let reply = exchange(
+        &app,
+        &[
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS),
+            ("actor_token", &actor),
+            ("actor_token_type", ACCESS),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["scope"], "patient/Patient.s", "{}", reply.text());
+}

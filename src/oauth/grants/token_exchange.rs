@@ -116,6 +116,7 @@ fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Pa
             assurance: claims.assurance.unwrap_or(0),
             client_id: claims.client_id.clone(),
             system,
+            delegated: claims.act.is_some(),
         },
         sub: claims.sub,
         iss: app.issuer().to_owned(),
@@ -229,6 +230,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let policy = app.policy.load_full();
     let mut holder = subject.holder.clone();
     holder.client_id = client.id.clone();
+    holder.delegated = act.is_some();
     let scope = scope_policy::narrow(&**policy, &holder, &scope);
     if scope.resources().next().is_none() {
         return Err(OAuthError::invalid_scope("nothing the subject may do with this client is left to grant"));
