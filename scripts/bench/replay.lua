@@ -1,5 +1,5 @@
--- wrk script: POSTs pre-built form bodies (one per line of the file named by $BODIES) to the
--- path of wrk's target URL, each body at most once.
+-- wrk script: POSTs pre-built form bodies (one per line of the file named by $BODIES; a tab
+-- then a DPoP proof may follow a body) to the path of wrk's target URL, each body at most once.
 --
 --   BODIES=bodies.txt wrk -t2 -c32 -d5s -s scripts/bench/replay.lua http://127.0.0.1:9401/token
 --
@@ -46,12 +46,14 @@ function init(args)
   local path = os.getenv("BODIES")
   local f = path and io.open(path, "r")
   if not f then error("set BODIES to a readable file of request bodies (got " .. tostring(path) .. ")") end
-  local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
   local n = 0
   for line in f:lines() do
     if n % nthreads == id and #line > 0 then
+      -- A line is a body, or a body, a tab and a DPoP proof.
+      local body, proof = line:match("^([^\t]*)\t(.*)$")
+      local headers = { ["Content-Type"] = "application/x-www-form-urlencoded", ["DPoP"] = proof }
       -- Pre-format the whole HTTP request so request() is a table lookup.
-      queue[#queue + 1] = wrk.format("POST", wrk.path, headers, line)
+      queue[#queue + 1] = wrk.format("POST", wrk.path, headers, body or line)
     end
     n = n + 1
   end

@@ -5,14 +5,17 @@
 //   node scripts/peers/make-assertions.mjs --key certs/test/backend-demo.key.pem \
 //     --kid tuPf02p6GZjLto1j-6CFlM76Rleh6DlH_EehtEJ_KMU --client-id backend-demo \
 //     --aud http://127.0.0.1:9401/token --scope "system/CarePlan.rs" --count 20000 --out bodies.txt \
-//     [--jobs THREADS] [--lifetime SECONDS]
+//     [--jobs THREADS] [--lifetime SECONDS] [--dpop-htu URL]
+//
+// With --dpop-htu each line also carries a DPoP proof (RFC 9449, ES256, one fresh key per run,
+// unique jti, htm POST, htu URL) after a tab: replay.lua sends it as the DPoP header.
 //
 // Speed is bounded by P-384 signing: about 1.2k bodies/s per thread with Node 20's OpenSSL 3.0.
 //
 // The assertions expire 290 s after generation (under carebroker's 300 s limit): generate
 // them right before the run that uses them.
 
-import { createPrivateKey, randomBytes, sign } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -22,8 +25,12 @@ const b64url = (value) => Buffer.from(value).toString('base64url');
 
 // Signs `count` assertions and returns them as body lines. ES384 signing is the whole cost
 // (OpenSSL 3.0's P-384 does ~1.2k signatures/s per core), hence the worker threads below.
-function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count }) {
+function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count, dpop }) {
   const key = createPrivateKey(keyPem);
+  const dpopKey = dpop ? createPrivateKey({ key: dpop.jwk, format: 'jwk' }) : undefined;
+  const dpopHeader = dpop
+    ? b64url(JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty: 'EC', crv: 'P-256', x: dpop.jwk.x, y: dpop.jwk.y } }))
+    : undefined;
   // Everything but the assertion is the same on every line.
   const prefix = new URLSearchParams({
     grant_type: 'client_credentials',
@@ -48,7 +55,12 @@ function makeBodies({ keyPem, kid, clientId, aud, scope, iat, exp, count }) {
     // JWS wants the raw r||s signature, not DER.
     const signature = sign(hash, Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
     // A JWT is made of base64url characters and dots only: safe in a form body as it is.
-    lines.push(`${prefix}${signingInput}.${signature.toString('base64url')}\n`);
+    let proof = '';
+    if (dpop) {
+      const input = `${dpopHeader}.${b64url(JSON.stringify({ jti: randomBytes(12).toString('base64url'), htm: 'POST', htu: dpop.htu, iat }))}`;
+      proof = `\t${input}.${sign('sha256', Buffer.from(input), { key: dpopKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+    }
+    lines.push(`${prefix}${signingInput}.${signature.toString('base64url')}${proof}\n`);
   }
   return lines.join('');
 }
@@ -67,6 +79,7 @@ if (!isMainThread) {
       out: { type: 'string' },
       lifetime: { type: 'string', default: '290' }, // seconds from now to exp
       jobs: { type: 'string', default: String(availableParallelism()) }, // worker threads
+      'dpop-htu': { type: 'string' }, // add a DPoP proof for this token endpoint URL
     },
   });
   for (const required of ['key', 'kid', 'aud', 'out']) {
@@ -85,8 +98,11 @@ if (!isMainThread) {
   const jobs = Math.max(1, Math.min(Number(args.jobs), count));
   const iat = Math.floor(Date.now() / 1000);
   const exp = iat + Number(args.lifetime);
+  const dpop = args['dpop-htu']
+    ? { htu: args['dpop-htu'], jwk: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }) }
+    : undefined;
   const common = {
-    keyPem, kid: args.kid, clientId: args['client-id'], aud: args.aud, scope: args.scope, iat, exp,
+    keyPem, kid: args.kid, clientId: args['client-id'], aud: args.aud, scope: args.scope, iat, exp, dpop,
   };
 
   const started = Date.now();

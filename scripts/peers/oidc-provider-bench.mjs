@@ -27,6 +27,7 @@ const { values: args } = parseArgs({
     // built-in memory adapter, which only remembers about the last 1000 entries.
     adapter: { type: 'string', default: 'ttl' },
     verbose: { type: 'boolean', default: false }, // print why each rejected request failed
+    dpop: { type: 'boolean', default: false }, // accept DPoP proofs (RFC 9449): sender-constrained tokens
   },
 });
 if (!args.jwks) {
@@ -119,6 +120,7 @@ const configuration = {
     devInteractions: { enabled: false },
     pushedAuthorizationRequests: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: { enabled: args.dpop },
     // Needed for JWT access tokens: every client_credentials token is bound to one resource.
     resourceIndicators: {
       enabled: true,
