@@ -512,15 +512,7 @@ async fn an_ehr_may_send_cis2_role_codes_in_the_form_cis2_uses() {
 }
 
 // 18 ------------------------------------------------------------------------------------------------
-const DAY_SHIFT_POLICY: &str = r#"
-[roles]
-clinician = "Clinicians"
-
-[[map]]
-role = "clinician"
-source = "cis2"
-role_codes = ["R8001"]
-
+const DAY_SHIFT_RULES: &str = r#"
 [[rule]]
 id = "day-shift"
 effect = "permit"
@@ -556,7 +548,11 @@ fn day_shift_fixtures() -> String {
 #[tokio::test]
 async fn the_hours_condition_keeps_uk_time_across_the_clock_changes() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), DAY_SHIFT_POLICY).unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{}{DAY_SHIFT_RULES}", crate::support::CLINICIAN_POLICY_HEAD),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("tests")).unwrap();
     std::fs::write(dir.path().join("tests/hours.toml"), day_shift_fixtures()).unwrap();
     let policy = carebroker::policy::load_dir(dir.path()).unwrap();

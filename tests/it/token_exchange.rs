@@ -36,6 +36,23 @@ async fn exchange(app: &TestApp, fields: &[(&str, &str)]) -> Reply {
     app.post_form("/token", &form, &[]).await
 }
 
+/// A token of ours for `sub`, to act with.
+fn actor_token(app: &TestApp, sub: &str) -> String {
+    let mut claims = user_claims(app, "user/*.rs", None);
+    claims.sub = sub.into();
+    mint_token(app, &claims)
+}
+
+async fn exchange_with_actor(app: &TestApp, subject: &str, actor: &str) -> Reply {
+    let fields = [
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS),
+        ("actor_token", actor),
+        ("actor_token_type", ACCESS),
+    ];
+    exchange(app, &fields).await
+}
+
 fn nurse_token(app: &TestApp, scope: &str) -> (String, carebroker::token::access::AccessTokenClaims) {
     let claims = user_claims(app, scope, Some(PATIENT));
     (mint_token(app, &claims), claims)
@@ -184,19 +201,8 @@ async fn bad_subject_tokens_and_targets_are_refused_and_nothing_is_issued() {
 async fn an_actor_is_recorded_in_act_and_may_act_admits_only_its_actor() {
     let app = partner_app(&[ACCESS]).await;
     let (subject, _) = nurse_token(&app, "patient/*.rs");
-    let mut actor_claims = user_claims(&app, "user/*.rs", None);
-    actor_claims.sub = "dev:doctor".into();
-    let actor = mint_token(&app, &actor_claims);
-    let reply = exchange(
-        &app,
-        &[
-            ("subject_token", &subject),
-            ("subject_token_type", ACCESS),
-            ("actor_token", &actor),
-            ("actor_token_type", ACCESS),
-        ],
-    )
-    .await;
+    let actor = actor_token(&app, "dev:doctor");
+    let reply = exchange_with_actor(&app, &subject, &actor).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let token = reply.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(jwt_parts(&token).1["act"], json!({"sub": "dev:doctor", "iss": app.state.issuer()}));
@@ -207,19 +213,8 @@ async fn an_actor_is_recorded_in_act_and_may_act_admits_only_its_actor() {
     assert_eq!(introspected["act"]["sub"], "dev:doctor", "{introspected}");
 
     // a chain: the delegated token delegated again nests the earlier actor
-    let mut third = user_claims(&app, "user/*.rs", None);
-    third.sub = "dev:auditor".into();
-    let third = mint_token(&app, &third);
-    let chained = exchange(
-        &app,
-        &[
-            ("subject_token", &token),
-            ("subject_token_type", ACCESS),
-            ("actor_token", &third),
-            ("actor_token_type", ACCESS),
-        ],
-    )
-    .await;
+    let third = actor_token(&app, "dev:auditor");
+    let chained = exchange_with_actor(&app, &token, &third).await;
     assert_eq!(chained.status, 200, "{}", chained.text());
     let act = &jwt_parts(chained.json()["access_token"].as_str().unwrap()).1["act"];
     assert_eq!(act["sub"], "dev:auditor");
@@ -229,17 +224,7 @@ async fn an_actor_is_recorded_in_act_and_may_act_admits_only_its_actor() {
     let mut guarded = user_claims(&app, "patient/*.rs", Some(PATIENT));
     guarded.may_act = Some(json!({"sub": "dev:carer"}));
     let guarded = mint_token(&app, &guarded);
-    exchange(
-        &app,
-        &[
-            ("subject_token", &guarded),
-            ("subject_token_type", ACCESS),
-            ("actor_token", &actor),
-            ("actor_token_type", ACCESS),
-        ],
-    )
-    .await
-    .assert_error(400, "invalid_request");
+    exchange_with_actor(&app, &guarded, &actor).await.assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
@@ -335,15 +320,7 @@ async fn a_dpop_bound_subject_token_is_exchanged_only_with_a_proof_of_its_key() 
     introspect.assert_error(401, "invalid_token");
 }
 
-const DELEGATION_POLICY: &str = r#"
-[roles]
-clinician = "Clinicians"
-
-[[map]]
-role = "clinician"
-source = "cis2"
-role_codes = ["R8001"]
-
+const DELEGATION_RULES: &str = r#"
 [[rule]]
 id = "clinicians-read-in-context"
 effect = "permit"
@@ -364,7 +341,8 @@ when = ["delegated"]
 #[tokio::test]
 async fn the_policy_sees_whether_a_token_is_delegated() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), DELEGATION_POLICY).unwrap();
+    let policy = format!("{}{DELEGATION_RULES}", crate::support::CLINICIAN_POLICY_HEAD);
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
     let folder = dir.path().to_path_buf();
     let app = TestApp::builder()
         .with_client(partner(&[ACCESS]))
@@ -388,19 +366,8 @@ async fn the_policy_sees_whether_a_token_is_delegated() {
         c.roles = vec!["clinician".into()];
         (mint_token(&app, &c), c)
     };
-    let mut actor = user_claims(&app, "user/*.rs", None);
-    actor.sub = "dev:doctor".into();
-    let actor = mint_token(&app, &actor);
-    let reply = exchange(
-        &app,
-        &[
-            ("subject_token", &subject),
-            ("subject_token_type", ACCESS),
-            ("actor_token", &actor),
-            ("actor_token_type", ACCESS),
-        ],
-    )
-    .await;
+    let actor = actor_token(&app, "dev:doctor");
+    let reply = exchange_with_actor(&app, &subject, &actor).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["scope"], "patient/Patient.s", "{}", reply.text());
 }

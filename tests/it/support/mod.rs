@@ -29,6 +29,17 @@ use tower::ServiceExt as _;
 
 /// 2026-11-22T00:00:00Z: tests start here unless told otherwise.
 pub const T0: i64 = 1_795_305_600;
+/// The head of a small test policy: one role, mapped from CIS2's Nurse Access Role; tests add
+/// their rules after it.
+pub const CLINICIAN_POLICY_HEAD: &str = r#"
+[roles]
+clinician = "Clinicians"
+
+[[map]]
+role = "clinician"
+source = "cis2"
+role_codes = ["R8001"]
+"#;
 pub const ISSUER: &str = "http://127.0.0.1:8080";
 pub const TOKEN_URL: &str = "http://127.0.0.1:8080/token";
 pub const FHIR_BASE: &str = "http://127.0.0.1:8080/fhir";
