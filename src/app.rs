@@ -38,6 +38,8 @@ pub struct App {
     pub pds: Option<PdsClient>,
     /// The upstream identity providers.
     pub federation: Registry,
+    /// Partners whose own JWTs may be exchanged, with their public keys.
+    pub partners: Vec<(crate::config::TrustedIssuer, crate::domain::jwk::JwkSet)>,
     /// Rate limit of the audit records of requests refused for their token.
     pub refusals: RefusalLimiter,
     /// The DPoP server nonce this node hands out, and when it was made.
@@ -59,6 +61,8 @@ pub enum StartError {
     Seed(#[from] crate::fhir::seed::SeedError),
     #[error(transparent)]
     Federation(#[from] crate::federation::FederationError),
+    #[error("exchange.issuers: {0}")]
+    Partner(String),
     #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -91,6 +95,13 @@ impl App {
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
         let federation = Registry::build(&loaded.idps, &config, clock.clone())?;
         let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
+        let partners = config
+            .exchange
+            .issuers
+            .iter()
+            .map(|p| crate::config::partner_keys(&p.jwks_file).map(|keys| (p.clone(), keys)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StartError::Partner)?;
         let clients = ClientRegistry::new(loaded.clients, stores.durable.clone());
         Ok(Self {
             token_endpoint: config.endpoint("/token"),
@@ -105,6 +116,7 @@ impl App {
             client_keys,
             pds,
             federation,
+            partners,
             refusals: RefusalLimiter::default(),
             dpop_nonce: parking_lot::Mutex::new(None),
         })

@@ -37,6 +37,8 @@ pub const SAML_ASSERTIONS: Keyspace<()> = Keyspace::new("saml-assertion");
 pub const SAML_LOGOUT_REQUESTS: Keyspace<()> = Keyspace::new("saml-logout-request");
 /// Replay cache: client assertion `jti`s (RFC 7523), by `{client}:{jti}`.
 pub const ASSERTION_JTIS: Keyspace<()> = Keyspace::new("assertion-jti");
+/// Replay cache: partner JWT `jti`s in token exchange, by `{partner}:{jti}`.
+pub const PARTNER_JTIS: Keyspace<()> = Keyspace::new("partner-jti");
 /// Replay cache: back-channel logout token `jti`s, by `{provider}:{jti}`.
 pub const LOGOUT_JTIS: Keyspace<()> = Keyspace::new("logout-jti");
 /// Replay cache: DPoP proof `jti`s, by `{key thumbprint}:{jti}`.
@@ -49,7 +51,7 @@ pub const PDS_VERDICTS: Keyspace<PdsVerdict> = Keyspace::new("pds");
 pub const BROWSER_SESSIONS: Keyspace<tower_sessions::session::Record> = Keyspace::new("session");
 
 /// Every prefix above (a test checks no two are the same).
-pub const PREFIXES: [&str; 19] = [
+pub const PREFIXES: [&str; 20] = [
     AUTHORIZATIONS.prefix(),
     PUSHED_REQUESTS.prefix(),
     CODES.prefix(),
@@ -65,6 +67,7 @@ pub const PREFIXES: [&str; 19] = [
     SAML_LOGOUT_REQUESTS.prefix(),
     ASSERTION_JTIS.prefix(),
     LOGOUT_JTIS.prefix(),
+    PARTNER_JTIS.prefix(),
     DPOP_JTIS.prefix(),
     DPOP_NONCES.prefix(),
     PDS_VERDICTS.prefix(),

@@ -94,6 +94,7 @@ pub fn load_from(
             "availability" => section_into(value, &path).map(|v| config.availability = v),
             "federation" => section_into(value, &path).map(|v| config.federation = v),
             "nhs_app" => section_into(value, &path).map(|v| config.nhs_app = v),
+            "exchange" => section_into(value, &path).map(|v| config.exchange = v),
             "policy" => section_into(value, &path).map(|v| config.policy = v),
             "log" => section_into(value, &path).map(|v| config.log = v),
             _ => Err(ConfigProblem::new(path, "unknown section")),

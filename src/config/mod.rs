@@ -7,6 +7,8 @@ pub mod idps;
 mod load;
 mod validate;
 
+pub use validate::partner_keys;
+
 use std::fmt;
 use std::path::PathBuf;
 
@@ -58,6 +60,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub nhs_app: NhsAppConfig,
     pub policy: PolicyConfig,
+    pub exchange: ExchangeConfig,
     pub log: LogConfig,
 }
 
@@ -435,6 +438,35 @@ pub struct NhsAppConfig {
 pub struct NhsAppJourney {
     /// The SMART app the journey opens (a client with a launch_uri).
     pub client_id: String,
+}
+
+/// Token exchange (RFC 8693): partners whose own signed JWTs may be exchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    pub issuers: Vec<TrustedIssuer>,
+}
+
+/// A partner that signs JWTs about its users (`urn:ietf:params:oauth:token-type:jwt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// A short name: identities are `{id}:{sub}`, and the role mapping's `provider`.
+    pub id: String,
+    /// The JWT's `iss`, compared exactly.
+    pub issuer: String,
+    /// The partner's public keys (a JWK Set file).
+    pub jwks_file: PathBuf,
+    /// How far ahead a JWT's `exp` may be.
+    #[serde(default = "default_partner_jwt_lifetime")]
+    pub max_lifetime_secs: i64,
+    /// The assurance (0-3) the partner's sign-in stands for.
+    #[serde(default)]
+    pub assurance: u8,
+}
+
+fn default_partner_jwt_lifetime() -> i64 {
+    300
 }
 
 /// Access policy files.

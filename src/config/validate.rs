@@ -220,11 +220,53 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
             push("policy.dir", format!("`{}` is not a folder", dir.display()));
         }
     }
+    validate_exchange(config, &mut push);
     if !matches!(config.log.format.as_str(), "text" | "json") {
         push("log.format", format!("`{}` is not `text` or `json`", config.log.format));
     }
     if tracing_subscriber::EnvFilter::try_new(&config.log.filter).is_err() {
         push("log.filter", format!("`{}` is not a tracing filter", config.log.filter));
+    }
+}
+
+/// Reads a partner's JWK Set file: its verification keys, or why not.
+pub fn partner_keys(file: &std::path::Path) -> Result<crate::domain::jwk::JwkSet, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+    let set: crate::domain::jwk::JwkSet =
+        serde_json::from_str(&text).map_err(|e| format!("`{}` is not a JWK Set: {e}", file.display()))?;
+    if set.keys.iter().any(|k| k.has_private_material()) {
+        return Err(format!("`{}` holds private key material; give the public keys only", file.display()));
+    }
+    if !set.keys.iter().any(|k| k.is_for_verification()) {
+        return Err(format!("`{}` has no signature verification key", file.display()));
+    }
+    Ok(set)
+}
+
+/// `[[exchange.issuers]]`: partners whose own JWTs may be exchanged.
+fn validate_exchange(config: &Config, push: &mut impl FnMut(&str, String)) {
+    for (i, partner) in config.exchange.issuers.iter().enumerate() {
+        let at = |field: &str| format!("exchange.issuers[{i}].{field}");
+        let id_ok =
+            !partner.id.is_empty() && partner.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !id_ok {
+            push(&at("id"), "a partner id is letters, digits, - and _".into());
+        }
+        if config.exchange.issuers[..i].iter().any(|p| p.id == partner.id || p.issuer == partner.issuer) {
+            push(&at("issuer"), "each partner has its own id and issuer".into());
+        }
+        if let Err(why) = crate::domain::url_rules::check_https_or_loopback(&partner.issuer) {
+            push(&at("issuer"), why);
+        }
+        if let Err(why) = partner_keys(&partner.jwks_file) {
+            push(&at("jwks_file"), why);
+        }
+        if !(1..=3600).contains(&partner.max_lifetime_secs) {
+            push(&at("max_lifetime_secs"), "is 1 to 3600 seconds".into());
+        }
+        if partner.assurance > 3 {
+            push(&at("assurance"), "is 0 to 3".into());
+        }
     }
 }
 

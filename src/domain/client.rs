@@ -155,8 +155,11 @@ pub struct ClientMetadata {
 }
 
 /// Subject (and actor) token types carebroker can exchange (RFC 8693 §3).
-pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 2] =
-    ["urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:id_token"];
+pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:access_token",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:jwt",
+];
 
 fn is_false(value: &bool) -> bool {
     !*value

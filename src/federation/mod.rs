@@ -55,6 +55,18 @@ pub enum FederationError {
     Part { part: String, reason: String },
 }
 
+/// The `iss` of a compact JWS, read before verification only to pick who must then verify it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
 /// Who hands us an upstream ID token to verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Presentation {
@@ -320,16 +332,8 @@ impl Registry {
     /// pick the provider that must then verify it). `Err(None)` when the token has no readable
     /// `iss`; `Err(Some(iss))` when no provider has that issuer.
     pub fn for_token(&self, token: &str) -> Result<Arc<UpstreamProvider>, Option<String>> {
-        use base64::Engine as _;
-        let mut parts = token.split('.');
-        let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(_), Some(payload), Some(_), None) => payload,
-            _ => return Err(None),
-        };
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| None)?;
-        let claims: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| None)?;
-        let issuer = claims.get("iss").and_then(|i| i.as_str()).ok_or(None)?;
-        self.by_issuer(issuer).ok_or_else(|| Some(issuer.to_owned()))
+        let issuer = unverified_issuer(token).ok_or(None)?;
+        self.by_issuer(&issuer).ok_or(Some(issuer))
     }
 
     /// The provider whose exact issuer is `issuer`.

@@ -271,7 +271,7 @@ struct PolicyFile {
     rule: Vec<toml::Spanned<toml::Value>>,
 }
 
-const SOURCES: [&str; 8] = ["cis2", "nhs_login", "oidc", "ehr", "dev", "system", "saml", "any"];
+const SOURCES: [&str; 9] = ["cis2", "nhs_login", "oidc", "ehr", "dev", "system", "saml", "partner", "any"];
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1

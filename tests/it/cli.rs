@@ -58,6 +58,23 @@ fn an_identity_provider_of_an_unknown_kind_is_refused_naming_the_file_and_the_ki
 }
 
 #[test]
+fn a_partner_key_file_with_a_private_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("partner.jwks.json");
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA"}]}"#).unwrap();
+    let file = dir.path().join("carebroker.toml");
+    let toml = format!(
+        "[[exchange.issuers]]\nid = \"hospice\"\nissuer = \"https://hospice.example\"\njwks_file = {:?}\n",
+        jwks.to_str().unwrap()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let out = carebroker().args(["config", "check"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exchange.issuers[0].jwks_file") && stderr.contains("private"), "{stderr}");
+}
+
+#[test]
 fn config_check_accepts_the_shipped_reference_file() {
     let out = carebroker()
         .args(["config", "check", "config/carebroker.toml"])

@@ -371,3 +371,71 @@ async fn the_policy_sees_whether_a_token_is_delegated() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["scope"], "patient/Patient.s", "{}", reply.text());
 }
+
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const HOSPICE: &str = "https://hospice.example";
+
+#[tokio::test]
+async fn a_trusted_partners_own_jwt_is_exchanged_once_and_every_bad_one_is_refused() {
+    use carebroker::token::jose::{Algorithm, SigningKey};
+    let key = SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("hospice.jwks.json");
+    std::fs::write(&jwks, json!({"keys": [key.public_jwk()]}).to_string()).unwrap();
+    let app = TestApp::builder()
+        .with_client(partner(&[JWT]))
+        .with_config(move |c| {
+            c.exchange.issuers = vec![carebroker::config::TrustedIssuer {
+                id: "hospice".into(),
+                issuer: HOSPICE.into(),
+                jwks_file: jwks,
+                max_lifetime_secs: 300,
+                assurance: 2,
+            }];
+        })
+        .with_dir(dir)
+        .build()
+        .await;
+    let now = app.now();
+    let claims = |changes: Value| {
+        let mut c = json!({
+            "iss": HOSPICE, "sub": "u-9", "aud": crate::support::TOKEN_URL, "exp": now + 120, "iat": now,
+            "jti": carebroker::token::random_token(8), "fhirUser": "Practitioner/hospice-9", "roles": ["R8001"], "org": "A9A5A"
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let good = key.sign("JWT", &claims(json!({}))).unwrap();
+    let reply = exchange(&app, &[("subject_token", &good), ("subject_token_type", JWT), ("scope", "user/*.rs")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (_, issued) = jwt_parts(reply.json()["access_token"].as_str().unwrap());
+    assert_eq!(issued["sub"], "hospice:u-9");
+    assert_eq!(issued["fhirUser"], "Practitioner/hospice-9");
+    assert_eq!(issued["org"], "A9A5A");
+
+    let other =
+        SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();
+    let none = {
+        use base64::Engine as _;
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims(json!({}))))
+    };
+    for (token, why) in [
+        (good.clone(), "a replayed jti"),
+        (other.sign("JWT", &claims(json!({}))).unwrap(), "another key"),
+        (none, "alg none"),
+        (key.sign("JWT", &claims(json!({"iss": "https://stranger.example"}))).unwrap(), "an untrusted issuer"),
+        (key.sign("JWT", &claims(json!({"aud": "https://elsewhere.example/token"}))).unwrap(), "another audience"),
+        (key.sign("JWT", &claims(json!({"exp": now - 60}))).unwrap(), "expired"),
+        (key.sign("JWT", &claims(json!({"exp": now + 3600}))).unwrap(), "too long-lived"),
+        (key.sign("JWT", &claims(json!({"jti": null}))).unwrap(), "no jti"),
+        (key.sign("JWT", &claims(json!({"sub": null}))).unwrap(), "no sub"),
+    ] {
+        let reply =
+            exchange(&app, &[("subject_token", &token), ("subject_token_type", JWT), ("scope", "user/*.rs")]).await;
+        reply.assert_error(400, "invalid_request");
+        assert!(reply.json().get("access_token").is_none(), "{why}");
+    }
+}

@@ -16,7 +16,7 @@ use crate::domain::client::EXCHANGEABLE_TOKEN_TYPES;
 use crate::domain::identity::Identity;
 use crate::domain::launch::LaunchContext;
 use crate::domain::scope::{Scope, ScopeContext, ScopeSet};
-use crate::keyspaces::LAUNCHES;
+use crate::keyspaces::{LAUNCHES, PARTNER_JTIS};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::scope_policy::{self, Holder};
 use crate::oauth::token_endpoint::{TokenResponse, confirmation, token_type};
@@ -25,6 +25,44 @@ use crate::token::random_token;
 
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// What a partner's JWT says about its user.
+#[derive(Debug, serde::Deserialize)]
+struct PartnerClaims {
+    sub: Option<String>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    jti: Option<String>,
+    #[serde(default)]
+    aud: Audience,
+    name: Option<String>,
+    #[serde(rename = "fhirUser")]
+    fhir_user: Option<String>,
+    org: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    may_act: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, value: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::One(a) => a == value,
+            Self::Many(all) => all.iter().any(|a| a == value),
+        }
+    }
+}
 
 /// Who a subject or actor token speaks for.
 struct Party {
@@ -93,11 +131,85 @@ async fn party(request: &GrantRequest<'_>, what: &str, token: &str, kind: &str) 
                 identity: Some(identity),
             })
         }
+        JWT_TYPE => partner_jwt(request, what, token).await,
         other if EXCHANGEABLE_TOKEN_TYPES.contains(&other) => {
             Err(OAuthError::invalid_request(format!("`{other}` tokens cannot be exchanged here")))
         }
         other => Err(OAuthError::invalid_request(format!("`{other}` is not a token type this server knows"))),
     }
+}
+
+/// A partner's own signed JWT (`[[exchange.issuers]]`): its key, `iss`, `aud` (our token
+/// endpoint or issuer), `exp` within the partner's `max_lifetime_secs`, and a `jti` used once on
+/// every node. The user goes through the role mapping as source `partner`.
+async fn partner_jwt(request: &GrantRequest<'_>, what: &str, token: &str) -> Result<Party, OAuthError> {
+    use crate::token::jose::{self, Algorithm, VerifyingKey};
+    let (app, now) = (request.app, request.now);
+    let skew = app.config.tokens.clock_skew_secs;
+    let issuer = crate::federation::unverified_issuer(token)
+        .ok_or_else(|| invalid(what, "it is not a signed JWT with an `iss`"))?;
+    let (partner, keys) = app
+        .partners
+        .iter()
+        .find(|(p, _)| p.issuer == issuer)
+        .ok_or_else(|| invalid(what, format!("`{issuer}` is not a trusted partner")))?;
+    let jws = jose::decode(token, &Algorithm::ALL).map_err(|e| invalid(what, e))?;
+    let key = keys
+        .keys
+        .iter()
+        .filter(|k| k.is_for_verification())
+        .find(|k| jws.header.kid.is_none() || k.kid == jws.header.kid)
+        .ok_or_else(|| invalid(what, "no key of the partner matches its `kid`"))?;
+    let key = VerifyingKey::from_jwk(key, jws.algorithm).map_err(|e| invalid(what, e))?;
+    let payload = jws.verify(&key).map_err(|e| invalid(what, e))?;
+    let claims: PartnerClaims = serde_json::from_slice(&payload).map_err(|e| invalid(what, e))?;
+    let sub = claims.sub.filter(|s| !s.is_empty()).ok_or_else(|| invalid(what, "missing `sub`"))?;
+    let exp = claims.exp.ok_or_else(|| invalid(what, "missing `exp`"))?;
+    if exp + skew <= now {
+        return Err(invalid(what, "it has expired"));
+    }
+    if exp > now + partner.max_lifetime_secs + skew {
+        return Err(invalid(what, format!("`exp` is more than {} s ahead", partner.max_lifetime_secs)));
+    }
+    if claims.iat.is_some_and(|iat| iat > now + skew) {
+        return Err(invalid(what, "`iat` is in the future"));
+    }
+    if !(claims.aud.contains(app.token_endpoint()) || claims.aud.contains(app.issuer())) {
+        return Err(invalid(what, "`aud` must name this server's token endpoint or issuer"));
+    }
+    let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| invalid(what, "missing `jti`"))?;
+    let ttl = std::time::Duration::from_secs(u64::try_from(exp + skew - now).unwrap_or(1).max(1));
+    if !PARTNER_JTIS.first_use(app.stores.ephemeral.as_ref(), &format!("{}:{jti}", partner.id), ttl).await? {
+        return Err(invalid(what, "this `jti` was already used"));
+    }
+    let identity = Identity {
+        provider: partner.id.clone(),
+        source: "partner".into(),
+        assurance: partner.assurance,
+        issuer: Some(issuer.clone()),
+        subject: sub,
+        name: claims.name,
+        fhir_user: claims.fhir_user,
+        org: claims.org,
+        role_codes: claims.roles,
+        amr: vec!["token-exchange".into()],
+        auth_time: claims.iat.unwrap_or(now),
+        ..Identity::default()
+    };
+    let policy = app.policy.load_full();
+    let holder = scope_policy::user_holder(&**policy, &identity, &request.client.client);
+    Ok(Party {
+        sub: identity.platform_subject(),
+        iss: issuer,
+        holder,
+        fhir_user: identity.fhir_user.clone(),
+        ceiling: None,
+        expires: Some(exp),
+        context: LaunchContext::default(),
+        act: None,
+        may_act: claims.may_act,
+        identity: Some(identity),
+    })
 }
 
 fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Party {
