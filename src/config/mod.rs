@@ -445,6 +445,19 @@ pub struct NhsAppJourney {
 #[serde(deny_unknown_fields, default)]
 pub struct ExchangeConfig {
     pub issuers: Vec<TrustedIssuer>,
+    /// Resource servers besides our FHIR API that exchanged tokens may be for.
+    pub resource_servers: Vec<ResourceServer>,
+}
+
+/// Another resource server that trusts carebroker's tokens (it verifies them with our JWKS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceServer {
+    /// Its audience: the `resource` (absolute URI) or `audience` (logical name) naming it, and
+    /// the token's `aud`.
+    pub audience: String,
+    /// The scopes it accepts: an exchanged token for it carries no others.
+    pub scope: String,
 }
 
 /// A partner that signs JWTs about its users (`urn:ietf:params:oauth:token-type:jwt`).

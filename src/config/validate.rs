@@ -245,6 +245,18 @@ pub fn partner_keys(file: &std::path::Path) -> Result<crate::domain::jwk::JwkSet
 
 /// `[[exchange.issuers]]`: partners whose own JWTs may be exchanged.
 fn validate_exchange(config: &Config, push: &mut impl FnMut(&str, String)) {
+    for (i, server) in config.exchange.resource_servers.iter().enumerate() {
+        let at = |field: &str| format!("exchange.resource_servers[{i}].{field}");
+        if server.audience.is_empty() || server.audience == config.fhir_base() {
+            push(&at("audience"), "name a resource server other than our FHIR API".into());
+        }
+        if config.exchange.resource_servers[..i].iter().any(|s| s.audience == server.audience) {
+            push(&at("audience"), "is listed twice".into());
+        }
+        if let Err(e) = crate::domain::scope::ScopeSet::parse(&server.scope) {
+            push(&at("scope"), e.to_string());
+        }
+    }
     for (i, partner) in config.exchange.issuers.iter().enumerate() {
         let at = |field: &str| format!("exchange.issuers[{i}].{field}");
         let id_ok =

@@ -439,3 +439,40 @@ async fn a_trusted_partners_own_jwt_is_exchanged_once_and_every_bad_one_is_refus
         assert!(reply.json().get("access_token").is_none(), "{why}");
     }
 }
+
+#[tokio::test]
+async fn a_token_can_be_exchanged_for_another_configured_resource_server_and_only_there() {
+    const DASHBOARD: &str = "https://dashboard.example/api";
+    let app = TestApp::builder()
+        .with_client(partner(&[ACCESS]))
+        .with_dev_users()
+        .with_config(|c| {
+            c.exchange.resource_servers = vec![carebroker::config::ResourceServer {
+                audience: DASHBOARD.into(),
+                scope: "patient/Patient.rs".into(),
+            }];
+        })
+        .build()
+        .await;
+    let (subject, _) = nurse_token(&app, "patient/*.rs");
+    let reply =
+        exchange(&app, &[("subject_token", &subject), ("subject_token_type", ACCESS), ("resource", DASHBOARD)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["scope"], "patient/Patient.rs", "only what the dashboard accepts");
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_parts(&token).1["aud"], DASHBOARD);
+    // not a token for our FHIR API
+    assert_eq!(get(&app, &token, &format!("/fhir/Patient/{PATIENT}")).await.status, 401);
+    // resource and audience naming different servers
+    exchange(
+        &app,
+        &[
+            ("subject_token", &subject),
+            ("subject_token_type", ACCESS),
+            ("resource", DASHBOARD),
+            ("audience", FHIR_BASE),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_target");
+}

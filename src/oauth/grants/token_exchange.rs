@@ -12,6 +12,7 @@
 use serde_json::{Value, json};
 
 use super::GrantRequest;
+use crate::config::ResourceServer;
 use crate::domain::client::EXCHANGEABLE_TOKEN_TYPES;
 use crate::domain::identity::Identity;
 use crate::domain::launch::LaunchContext;
@@ -243,20 +244,31 @@ fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Pa
 }
 
 /// `resource` and `audience` must name the FHIR API (RFC 8693 §2.1 `invalid_target`).
-fn check_target(request: &GrantRequest<'_>) -> Result<(), OAuthError> {
-    let fhir_base = request.app.fhir_base();
-    let ours = |v: &str| v == fhir_base || v.strip_suffix('/') == Some(fhir_base);
+/// `resource` and `audience` must name our FHIR API or a configured resource server, and the
+/// same one; the answer is that server (`None`: our FHIR API).
+fn check_target<'a>(request: &'a GrantRequest<'_>) -> Result<Option<&'a ResourceServer>, OAuthError> {
+    let app = request.app;
+    let fhir_base = app.fhir_base();
+    let mut target: Option<Option<&ResourceServer>> = None;
     for name in ["resource", "audience"] {
-        if let Some(value) = request.params.get(name) {
-            if !ours(value) {
-                return Err(OAuthError::new(
+        let Some(value) = request.params.get(name) else { continue };
+        let named = if value == fhir_base || value.strip_suffix('/') == Some(fhir_base) {
+            None
+        } else {
+            let server = app.config.exchange.resource_servers.iter().find(|s| s.audience == value);
+            Some(server.ok_or_else(|| {
+                OAuthError::new(
                     ErrorCode::InvalidTarget,
                     format!("`{name}` `{value}` is not a resource server of this authorization server"),
-                ));
-            }
+                )
+            })?)
+        };
+        if target.is_some_and(|t| t.map(|s| &s.audience) != named.map(|s| &s.audience)) {
+            return Err(OAuthError::new(ErrorCode::InvalidTarget, "`resource` and `audience` name different servers"));
         }
+        target = Some(named);
     }
-    Ok(())
+    Ok(target.flatten())
 }
 
 /// The `act` claim for `actor` acting for the subject, and whether the subject admits it.
@@ -302,7 +314,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     if params.get("requested_token_type").is_some_and(|t| t != ACCESS_TOKEN_TYPE) {
         return Err(OAuthError::invalid_request("only access tokens are issued (`requested_token_type`)"));
     }
-    check_target(&request)?;
+    let target = check_target(&request)?;
     let subject = party(&request, "subject_token", subject_token, subject_type).await?;
     let act = match (params.get("actor_token"), params.get("actor_token_type")) {
         (Some(token), Some(kind)) => {
@@ -343,7 +355,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let mut holder = subject.holder.clone();
     holder.client_id = client.id.clone();
     holder.delegated = act.is_some();
-    let scope = scope_policy::narrow(&**policy, &holder, &scope);
+    let scope = match target {
+        // another resource server: only what it accepts (our access policy decides our FHIR API)
+        Some(server) => scope.narrow_to(&ScopeSet::parse(&server.scope).unwrap_or_default()),
+        None => scope_policy::narrow(&**policy, &holder, &scope),
+    };
     if scope.resources().next().is_none() {
         return Err(OAuthError::invalid_scope("nothing the subject may do with this client is left to grant"));
     }
@@ -354,7 +370,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let claims = AccessTokenClaims {
         iss: app.issuer().to_owned(),
         sub: subject.sub.clone(),
-        aud: app.fhir_base().to_owned(),
+        aud: target.map_or_else(|| app.fhir_base().to_owned(), |s| s.audience.clone()),
         exp,
         iat: now,
         jti: random_token(18),
@@ -401,6 +417,6 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         context: launch_context,
         subject: claims.sub.clone(),
         dpop_nonce: None,
-        audit_note: Some(format!("subject_token_type={subject_type} iss={}{actors}", subject.iss)),
+        audit_note: Some(format!("subject_token_type={subject_type} iss={} aud={}{actors}", subject.iss, claims.aud)),
     })
 }
