@@ -1,5 +1,7 @@
 -- wrk script: POSTs pre-built form bodies (one per line of the file named by $BODIES; a tab
 -- then a DPoP proof may follow a body) to the path of wrk's target URL, each body at most once.
+-- METHOD=GET sends GETs instead (the lines then carry only proofs), and AUTHORIZATION, when set,
+-- is sent as the Authorization header of every request.
 --
 --   BODIES=bodies.txt wrk -t2 -c32 -d5s -s scripts/bench/replay.lua http://127.0.0.1:9401/token
 --
@@ -51,9 +53,11 @@ function init(args)
     if n % nthreads == id and #line > 0 then
       -- A line is a body, or a body, a tab and a DPoP proof.
       local body, proof = line:match("^([^\t]*)\t(.*)$")
-      local headers = { ["Content-Type"] = "application/x-www-form-urlencoded", ["DPoP"] = proof }
+      local method = os.getenv("METHOD") or "POST"
+      local headers = { ["DPoP"] = proof, ["Authorization"] = os.getenv("AUTHORIZATION") }
+      if method == "POST" then headers["Content-Type"] = "application/x-www-form-urlencoded" end
       -- Pre-format the whole HTTP request so request() is a table lookup.
-      queue[#queue + 1] = wrk.format("POST", wrk.path, headers, body or line)
+      queue[#queue + 1] = wrk.format(method, wrk.path, headers, method == "POST" and (body or line) or nil)
     end
     n = n + 1
   end
