@@ -38,6 +38,45 @@ fn subtype(kind: AuditKind) -> Value {
 }
 
 /// The FHIR AuditEvent for a stored record.
+/// What a patient (or someone acting for them) sees of an access to their record: who looked by
+/// name, role and organisation only (no identifier, no network address, no platform subject),
+/// what and when, and an emergency (break-glass) access with its stated reason as the event's
+/// purpose. The patient's own identity is shown as it is.
+pub fn patient_view(event: &Value, patient: &str) -> Value {
+    let mut view = event.clone();
+    if let Some(agents) = view.get_mut("agent").and_then(Value::as_array_mut) {
+        for agent in agents {
+            let own = agent["who"]["reference"].as_str() == Some(format!("Patient/{patient}").as_str());
+            if let Some(who) = agent.get_mut("who").and_then(Value::as_object_mut) {
+                who.remove("identifier");
+                if !own {
+                    who.remove("reference");
+                }
+            }
+            if let Some(agent) = agent.as_object_mut() {
+                agent.remove("network");
+            }
+        }
+    }
+    let detail = view.get("outcomeDesc").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if let Some(object) = view.as_object_mut() {
+        object.remove("outcomeDesc");
+        if let Some(observer) =
+            object.get_mut("source").and_then(|s| s.get_mut("observer")).and_then(Value::as_object_mut)
+        {
+            observer.remove("identifier");
+        }
+    }
+    let reason = detail.split("; ").find_map(|part| part.strip_prefix("break-glass: "));
+    if let Some(reason) = reason {
+        view["purposeOfEvent"] = json!([{
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT", "display": "Emergency Treatment"}],
+            "text": format!("Emergency access: {reason}"),
+        }]);
+    }
+    view
+}
+
 pub fn to_audit_event(record: &AuditRecord) -> Option<Value> {
     let event: AuditEvent = serde_json::from_str(&record.data).ok()?;
     let rest = matches!(

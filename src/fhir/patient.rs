@@ -248,7 +248,15 @@ impl App {
                 let actor = event["agent"][0]["who"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"));
                 patients.extend(actor.map(str::to_owned));
             }
-            let events: Vec<Value> = shown.into_iter().map(|(_, e)| e).collect();
+            // a patient sees who looked by name, role and organisation, never their identifiers
+            let events: Vec<Value> = match &access.reach {
+                Reach::Patient(own) => {
+                    let mut events: Vec<Value> = shown.into_iter().map(|(_, e)| e).collect();
+                    self.name_the_agents(&mut events).await?;
+                    events.iter().map(|e| crate::audit::fhir::patient_view(e, own)).collect()
+                }
+                _ => shown.into_iter().map(|(_, e)| e).collect(),
+            };
             let page: Vec<Value> = events
                 .iter()
                 .skip(offset)
@@ -259,5 +267,35 @@ impl App {
         }
         .await;
         self.audited(caller, AuditKind::FhirSearch, ("AuditEvent", None), &patients, result).await
+    }
+
+    /// Gives each agent named only by reference (`Practitioner/…`, `RelatedPerson/…`) the name on
+    /// that resource, so that a patient's view can say who looked without saying their id.
+    async fn name_the_agents(&self, events: &mut [Value]) -> Result<(), FhirError> {
+        let mut names: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+        for event in events.iter_mut() {
+            let who = &mut event["agent"][0]["who"];
+            if who.get("display").is_some() {
+                continue;
+            }
+            let Some(reference) = who["reference"].as_str().map(str::to_owned) else { continue };
+            if !names.contains_key(&reference) {
+                let name = match reference.split_once('/') {
+                    Some((kind @ ("Practitioner" | "RelatedPerson"), id)) => self
+                        .stores
+                        .durable
+                        .read_resource(kind, id)
+                        .await?
+                        .and_then(|stored| serde_json::from_str::<Value>(&stored.data).ok())
+                        .map(|person| super::resources::display_name(&person)),
+                    _ => None,
+                };
+                names.insert(reference.clone(), name);
+            }
+            if let Some(Some(name)) = names.get(&reference) {
+                who["display"] = name.clone().into();
+            }
+        }
+        Ok(())
     }
 }

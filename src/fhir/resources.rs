@@ -348,3 +348,16 @@ mod tests {
         assert_eq!(normalise_phone("07700 900123"), "07700900123");
     }
 }
+
+/// A person resource's `name[0]` (Patient, Practitioner, RelatedPerson) as "Given Family".
+pub fn display_name(person: &Value) -> String {
+    let name = &person["name"][0];
+    if let Some(text) = name["text"].as_str() {
+        return text.to_owned();
+    }
+    let given: Vec<&str> =
+        name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let family = name["family"].as_str().unwrap_or_default();
+    let full = format!("{} {family}", given.join(" "));
+    if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }
+}

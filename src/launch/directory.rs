@@ -16,18 +16,7 @@ pub struct PatientSummary {
 
 const MAX_PATIENTS: i64 = 500;
 
-/// `Patient.name[0]` as "Given Family".
-pub fn display_name(patient: &Value) -> String {
-    let name = &patient["name"][0];
-    if let Some(text) = name["text"].as_str() {
-        return text.to_owned();
-    }
-    let given: Vec<&str> =
-        name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let family = name["family"].as_str().unwrap_or_default();
-    let full = format!("{} {family}", given.join(" "));
-    if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }
-}
+pub use crate::fhir::resources::display_name;
 
 fn managed_by(patient: &Value, org: &str) -> bool {
     crate::fhir::resources::managing_org(patient) == Some(org)

@@ -178,7 +178,8 @@ fn personas(app: &TestApp) -> Vec<Persona> {
                 &["patient"],
                 None,
             ),
-            Reach::same(&[PETER], true),
+            // a patient also reads who has looked at their own record
+            Reach { audit_events: vec![PETER], ..Reach::same(&[PETER], true) },
         ),
         identified(
             "Jane's verified carer",

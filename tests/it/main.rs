@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per area.
 
+mod access_history;
 mod audit_log;
 mod authorize;
 mod availability;

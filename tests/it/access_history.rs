@@ -1,0 +1,86 @@
+//! "Who has looked at my record": a patient reads the access history of their own record through
+//! `GET /fhir/AuditEvent`, seeing who looked by name, role and organisation only, emergency
+//! accesses with their reasons, and nothing of any other patient.
+
+use axum::http::Method;
+use serde_json::Value;
+
+use crate::support::TestApp;
+use crate::support::fhir::{get, token, user_claims};
+
+const PETER: &str = "9434765919";
+const OTHER: &str = "9000000009";
+
+async fn app() -> TestApp {
+    TestApp::builder().with_dev_users().with_shipped_policy().build().await
+}
+
+fn clinician(app: &TestApp, patient: &str) -> String {
+    let mut claims = user_claims(app, "patient/*.rs", Some(patient));
+    claims.roles = vec!["clinician".into()];
+    claims.sub = "cis2:555057896106".into();
+    token(app, &claims)
+}
+
+fn patient_token(app: &TestApp, nhs_number: &str) -> String {
+    let mut claims = user_claims(app, "patient/AuditEvent.s patient/CarePlan.rs", Some(nhs_number));
+    claims.sub = format!("nhs_login:{nhs_number}");
+    claims.fhir_user = Some(format!("Patient/{nhs_number}"));
+    claims.roles = vec!["patient".into()];
+    claims.org = None;
+    token(app, &claims)
+}
+
+fn entries(reply: &crate::support::Reply) -> Vec<Value> {
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["entry"].as_array().cloned().unwrap_or_default().into_iter().map(|e| e["resource"].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_patient_sees_who_looked_at_their_record_and_nothing_more() {
+    let app = app().await;
+    let nurse = clinician(&app, PETER);
+    assert_eq!(get(&app, &nurse, &format!("/fhir/Patient/{PETER}")).await.status, 200);
+    let emergency = app
+        .request(
+            Method::GET,
+            &format!("/fhir/Patient/{PETER}"),
+            &[("authorization", &format!("Bearer {nurse}")), ("x-break-glass-reason", "unconscious in ED")],
+            Vec::new(),
+        )
+        .await;
+    assert!(emergency.status.is_success() || emergency.status == 403, "{}", emergency.text());
+    // someone looks at another patient's record too
+    assert_eq!(get(&app, &clinician(&app, OTHER), &format!("/fhir/Patient/{OTHER}")).await.status, 200);
+
+    let peter = patient_token(&app, PETER);
+    let events = entries(&get(&app, &peter, &format!("/fhir/AuditEvent?patient={PETER}")).await);
+    let looked: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["entity"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|x| x["what"]["reference"] == format!("Patient/{PETER}")))
+        })
+        .collect();
+    assert!(looked.len() >= 2, "the nurse's reads are listed: {events:#?}");
+    for event in &events {
+        let text = event.to_string();
+        assert!(!text.contains(OTHER), "another patient appears: {text}");
+        assert!(!text.contains("555057896106"), "the clinician's identifier is shown: {text}");
+        assert!(event["agent"][0].get("network").is_none(), "an address is shown: {text}");
+        assert!(event.get("outcomeDesc").is_none(), "internal detail is shown: {text}");
+    }
+    let nurse_read = looked.iter().find(|e| e["agent"][0]["who"]["display"] == "Nadia Nurse").expect("named by name");
+    assert!(nurse_read["agent"][0]["role"].is_array(), "and by role: {nurse_read}");
+    let emergency_entry =
+        events.iter().find(|e| e.get("purposeOfEvent").is_some()).expect("the emergency access is marked");
+    assert!(emergency_entry["purposeOfEvent"][0]["text"].as_str().unwrap().contains("unconscious in ED"));
+
+    // only ever their own record
+    let others = get(&app, &peter, &format!("/fhir/AuditEvent?patient={OTHER}")).await;
+    assert_eq!(others.status, 200);
+    assert_eq!(others.json()["total"], 0);
+    let unnamed = entries(&get(&app, &peter, "/fhir/AuditEvent").await);
+    assert!(unnamed.iter().all(|e| !e.to_string().contains(OTHER)));
+}
