@@ -296,6 +296,19 @@ pub fn new_id() -> String {
     crate::pds::uuid_v4().replace('-', "")
 }
 
+/// A person resource's `name[0]` (Patient, Practitioner, RelatedPerson) as "Given Family".
+pub fn display_name(person: &Value) -> String {
+    let name = &person["name"][0];
+    if let Some(text) = name["text"].as_str() {
+        return text.to_owned();
+    }
+    let given: Vec<&str> =
+        name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let family = name["family"].as_str().unwrap_or_default();
+    let full = format!("{} {family}", given.join(" "));
+    if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,17 +360,4 @@ mod tests {
         assert_eq!(normalise_phone("+44 7700 900123"), "07700900123");
         assert_eq!(normalise_phone("07700 900123"), "07700900123");
     }
-}
-
-/// A person resource's `name[0]` (Patient, Practitioner, RelatedPerson) as "Given Family".
-pub fn display_name(person: &Value) -> String {
-    let name = &person["name"][0];
-    if let Some(text) = name["text"].as_str() {
-        return text.to_owned();
-    }
-    let given: Vec<&str> =
-        name["given"].as_array().map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let family = name["family"].as_str().unwrap_or_default();
-    let full = format!("{} {family}", given.join(" "));
-    if full.trim().is_empty() { "(no name)".to_owned() } else { full.trim().to_owned() }
 }

@@ -153,6 +153,9 @@ pub async fn begin(
     }
 }
 
+/// The longest value of an authorization request parameter (a `state` or `scope` is far shorter).
+pub const MAX_PARAMETER_LEN: usize = 2048;
+
 /// Every check of an authorization request after its client and redirect URI (made again at
 /// `/par` push time); `pushed` says the parameters came from a pushed request.
 pub(crate) fn check_request(
@@ -164,6 +167,10 @@ pub(crate) fn check_request(
     pushed: bool,
 ) -> Result<Pending, OAuthError> {
     let invalid = OAuthError::invalid_request;
+    // every value is kept while the user signs in (and a pushed request for a minute): bounded
+    if let Some(name) = params.longer_than(MAX_PARAMETER_LEN) {
+        return Err(OAuthError::invalid_request(format!("`{name}` is longer than {MAX_PARAMETER_LEN} characters")));
+    }
     if client.require_pushed_authorization_requests && !pushed {
         return Err(invalid("this client must push its authorization requests to the PAR endpoint first"));
     }

@@ -22,8 +22,25 @@ pub const REQUEST_URI_LIFETIME_SECS: u64 = 60;
 /// The `request_uri` prefix (RFC 9126 §2.2).
 const URN: &str = "urn:ietf:params:oauth:request_uri:";
 
-/// Client authentication travels with the push and is not kept.
-const AUTHENTICATION: [&str; 4] = ["client_secret", "client_assertion_type", "client_assertion", "request_uri"];
+/// The authorization request parameters kept for `/authorize` (anything else, client
+/// authentication included, is dropped, so a push stores a bounded amount).
+const KEPT: [&str; 15] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "aud",
+    "resource",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "prompt",
+    "max_age",
+    "launch",
+    "idp_hint",
+    "response_mode",
+];
 
 /// A pushed request waiting to be redeemed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +83,7 @@ impl App {
         };
         authorize::check_request(self, &client.client, &params, launch, &SessionView::default(), true)?;
         let id = random_token(24);
-        let mut pairs = params.pairs_except(&AUTHENTICATION);
+        let mut pairs = params.pairs_only(&KEPT);
         if !pairs.iter().any(|(k, _)| k == "client_id") {
             pairs.push(("client_id".into(), client.client.id.clone()));
         }
@@ -84,13 +101,14 @@ impl App {
         let refused = |why: &str| OAuthError::new(ErrorCode::InvalidRequestUri, why);
         let client_id = params.get("client_id").ok_or_else(|| refused("`client_id` must come with `request_uri`"))?;
         let id = uri.strip_prefix(URN).ok_or_else(|| refused("`request_uri` was not issued by this server"))?;
-        let pushed = PUSHED_REQUESTS
-            .take(self.stores.ephemeral.as_ref(), id)
-            .await?
-            .ok_or_else(|| refused("`request_uri` is unknown, expired or already used"))?;
+        let store = self.stores.ephemeral.as_ref();
+        let gone = || refused("`request_uri` is unknown, expired or already used");
+        // checked before it is consumed: another client naming it does not spend it
+        let pushed = PUSHED_REQUESTS.get(store, id).await?.ok_or_else(gone)?;
         if pushed.client_id != client_id {
             return Err(refused("`request_uri` was pushed by another client"));
         }
+        let pushed = PUSHED_REQUESTS.take(store, id).await?.ok_or_else(gone)?;
         Ok((Params::from_pairs(pushed.params), true))
     }
 }

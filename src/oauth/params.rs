@@ -44,9 +44,14 @@ impl Params {
         self.get(name).is_some()
     }
 
-    /// Every parameter but those named in `except`, as pairs.
-    pub fn pairs_except(&self, except: &[&str]) -> Vec<(String, String)> {
-        self.0.iter().filter(|(k, _)| !except.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    /// The name of a parameter whose value is longer than `max` characters, if any.
+    pub fn longer_than(&self, max: usize) -> Option<&str> {
+        self.0.iter().find(|(_, v)| v.chars().count() > max).map(|(k, _)| k.as_str())
+    }
+
+    /// The parameters named in `only`, as pairs.
+    pub fn pairs_only(&self, only: &[&str]) -> Vec<(String, String)> {
+        self.0.iter().filter(|(k, _)| only.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Parameters from pairs already checked once (a pushed authorization request).

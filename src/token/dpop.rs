@@ -92,7 +92,10 @@ pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<Proof, DpopError> 
     let key = VerifyingKey::from_jwk(&jwk, jws.algorithm).map_err(|e| invalid(e.to_string()))?;
     let payload = jws.verify(&key).map_err(|e| invalid(e.to_string()))?;
     let claims: Claims = serde_json::from_slice(&payload).map_err(|_| invalid("the claims are not valid"))?;
-    let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN).ok_or_else(|| invalid("missing `jti`"))?;
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= MAX_JTI_LEN)
+        .ok_or_else(|| invalid(format!("missing `jti`, or longer than {MAX_JTI_LEN} characters")))?;
     if claims.htm.as_deref() != Some(expected.method) {
         return Err(invalid(format!("`htm` must be `{}`", expected.method)));
     }

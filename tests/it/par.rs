@@ -69,6 +69,9 @@ async fn a_request_uri_is_only_for_the_client_that_pushed_it_and_only_ours() {
         assert_eq!(reply.status, 400, "{client} {uri}: {}", reply.text());
         assert!(reply.header("location").is_none());
     }
+    // another client naming it did not spend it
+    let mine = app.get(&redeem_path(APP, request_uri)).await;
+    assert!(mine.header("location").is_some_and(|l| l.starts_with("/signin?req=")), "{} {}", mine.status, mine.text());
 }
 
 #[tokio::test]
@@ -84,6 +87,7 @@ async fn a_push_is_checked_as_authorize_would_and_refusals_store_nothing() {
         (vec![("aud", "https://other.example/fhir")], "invalid_request"),
         (vec![("launch", "no-such-launch"), ("scope", "launch openid")], "invalid_request"),
         (vec![("request_uri", "urn:ietf:params:oauth:request_uri:x")], "invalid_request"),
+        (vec![("state", "s".repeat(4096).as_str())], "invalid_request"),
     ] {
         let reply = push(&app, &request_form(&challenge, &overrides)).await;
         reply.assert_error(400, code);

@@ -153,7 +153,7 @@ async fn bad_subject_tokens_and_targets_are_refused_and_nothing_is_issued() {
         (vec![("subject_token", none.as_str()), ("subject_token_type", ACCESS)], 400, "invalid_request"),
         (vec![("subject_token", good.as_str())], 400, "invalid_request"),
         (vec![("subject_token", good.as_str()), ("subject_token_type", ID)], 400, "unauthorized_client"),
-        (vec![("subject_token", good.as_str()), ("subject_token_type", "urn:x:unknown")], 400, "unauthorized_client"),
+        (vec![("subject_token", good.as_str()), ("subject_token_type", "urn:x:unknown")], 400, "invalid_request"),
         (
             vec![
                 ("subject_token", good.as_str()),
@@ -475,4 +475,68 @@ async fn a_token_can_be_exchanged_for_another_configured_resource_server_and_onl
     )
     .await
     .assert_error(400, "invalid_target");
+}
+
+#[tokio::test]
+async fn what_was_exchanged_ends_with_the_subjects_grant_and_stays_a_users_token() {
+    let app = partner_app(&[ACCESS]).await;
+    // a user with no fhirUser: the exchanged token must still be a user's, never a system token
+    let mut claims = user_claims(&app, "patient/*.rs user/*.rs", Some(PATIENT));
+    claims.fhir_user = None;
+    let subject = mint_token(&app, &claims);
+    let reply = exchange(&app, &[("subject_token", &subject), ("subject_token_type", ACCESS)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let exchanged = reply.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(jwt_parts(&exchanged).1["grant_id"], claims.grant_id.clone().unwrap(), "hangs on the subject's grant");
+    // re-exchanged, it is still a user's token: no system scope for it
+    let mut client = partner(&[ACCESS]);
+    client.client_id = "wide-partner".into();
+    client.scope = "system/*.rs patient/*.rs".into();
+    let wide = TestApp::builder().with_client(client).build().await;
+    let subject_again = mint_token(&wide, &jwt_claims(&exchanged));
+    let form = [
+        ("grant_type", GRANT),
+        ("client_id", "wide-partner"),
+        ("client_secret", SECRET),
+        ("subject_token", subject_again.as_str()),
+        ("subject_token_type", ACCESS),
+        ("scope", "system/CarePlan.rs"),
+    ];
+    wide.post_form("/token", &form, &[]).await.assert_error(400, "invalid_scope");
+
+    // revoking the subject's grant ends the exchanged token too
+    assert_eq!(get(&app, &exchanged, &format!("/fhir/Patient/{PATIENT}")).await.status, 200);
+    carebroker::oauth::grants::revoke_grant(&app.state, claims.grant_id.as_deref().unwrap(), app.now()).await.unwrap();
+    assert_eq!(get(&app, &exchanged, &format!("/fhir/Patient/{PATIENT}")).await.status, 401);
+}
+
+/// The claims of a token minted here, to mint it again under another app's keys.
+fn jwt_claims(token: &str) -> carebroker::token::access::AccessTokenClaims {
+    serde_json::from_value(jwt_parts(token).1).unwrap()
+}
+
+#[tokio::test]
+async fn a_launch_for_another_app_is_refused_without_being_spent() {
+    let app = TestApp::builder()
+        .with_client(partner(&[ACCESS]))
+        .with_client(public_app())
+        .with_client(trusted_ehr())
+        .build()
+        .await;
+    let launch = register_launch(&app, launch_body()).await; // for the public app, not the partner
+    let mut claims = user_claims(&app, "patient/*.rs", None);
+    claims.sub = "ehr:ehr:u-555".into();
+    let subject = mint_token(&app, &claims);
+    exchange(&app, &[("subject_token", &subject), ("subject_token_type", ACCESS), ("launch", &launch)])
+        .await
+        .assert_error(400, "invalid_request");
+    // the app it was for can still use it
+    let (_, challenge) = crate::support::smart::pkce_pair();
+    let reply = app
+        .get(&crate::support::smart::authorize_path(
+            &challenge,
+            &[("launch", &launch), ("scope", "launch openid patient/*.rs")],
+        ))
+        .await;
+    crate::support::smart::code_from(&reply, "st-123");
 }

@@ -82,6 +82,11 @@ struct Party {
     /// RFC 8693 §4.4 `may_act` of the subject token.
     may_act: Option<Value>,
     identity: Option<Identity>,
+    /// What the exchanged token's revocation hangs on: a user subject access token's grant (or
+    /// its own `jti`), so that revoking the subject's grant ends what was derived from it; a
+    /// fresh id for an upstream identity; none for a backend service (`grant_id` absent and no
+    /// `fhirUser` is what marks a system token).
+    chain: Option<String>,
 }
 
 fn invalid(what: &str, why: impl std::fmt::Display) -> OAuthError {
@@ -130,6 +135,7 @@ async fn party(request: &GrantRequest<'_>, what: &str, token: &str, kind: &str) 
                 act: None,
                 may_act: None,
                 identity: Some(identity),
+                chain: Some(random_token(18)),
             })
         }
         JWT_TYPE => partner_jwt(request, what, token).await,
@@ -210,6 +216,7 @@ async fn partner_jwt(request: &GrantRequest<'_>, what: &str, token: &str) -> Res
         act: None,
         may_act: claims.may_act,
         identity: Some(identity),
+        chain: Some(random_token(18)),
     })
 }
 
@@ -237,6 +244,7 @@ fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Pa
         ceiling: Some(ScopeSet::parse(&claims.scope).unwrap_or_default()),
         expires: Some(claims.exp),
         context,
+        chain: if system { None } else { claims.grant_id.clone().or_else(|| Some(claims.jti.clone())) },
         act: claims.act,
         may_act: claims.may_act,
         identity: None,
@@ -292,15 +300,19 @@ fn delegation(subject: &Party, actor: &Party) -> Result<Value, OAuthError> {
 async fn launched_context(request: &GrantRequest<'_>, subject: &Party) -> Result<Option<LaunchContext>, OAuthError> {
     let Some(id) = request.params.get("launch") else { return Ok(None) };
     let store = request.app.stores.ephemeral.as_ref();
+    let refused = || OAuthError::invalid_request("the `launch` is unknown, expired, already used or for another app");
+    // checked before it is consumed: a launch that is not this client's and user's stays usable
     let launch =
-        LAUNCHES.take(store, id).await?.filter(|l| l.app_client_id == request.client.client.id).ok_or_else(|| {
-            OAuthError::invalid_request("the `launch` is unknown, expired, already used or for another app")
-        })?;
+        LAUNCHES.get(store, id).await?.filter(|l| l.app_client_id == request.client.client.id).ok_or_else(refused)?;
     let same_user = launch.identity.platform_subject() == subject.sub
         || (launch.identity.fhir_user.is_some() && launch.identity.fhir_user == subject.fhir_user);
     if !same_user {
         return Err(OAuthError::invalid_request("the `launch` was registered for another user"));
     }
+    if subject.context.patient.is_some() {
+        return Err(OAuthError::invalid_request("the subject token already carries a patient context"));
+    }
+    let launch = LAUNCHES.take(store, id).await?.ok_or_else(refused)?;
     Ok(Some(launch.context))
 }
 
@@ -308,6 +320,11 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let (app, client, params, now) = (request.app, &request.client.client, request.params, request.now);
     let subject_type = params.require("subject_token_type")?;
     let subject_token = params.require("subject_token")?;
+    if !EXCHANGEABLE_TOKEN_TYPES.contains(&subject_type) {
+        return Err(OAuthError::invalid_request(format!(
+            "`{subject_type}` is not a subject token type this server exchanges"
+        )));
+    }
     if !client.token_exchange_subject_token_types.iter().any(|t| t == subject_type) {
         return Err(OAuthError::unauthorized_client(format!("this client may not exchange `{subject_type}` tokens")));
     }
@@ -325,8 +342,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         _ => return Err(OAuthError::invalid_request("`actor_token` and `actor_token_type` come together")),
     };
     let context = match launched_context(&request, &subject).await? {
-        Some(launched) if subject.context.patient.is_none() => launched,
-        Some(_) => return Err(OAuthError::invalid_request("the subject token already carries a patient context")),
+        Some(launched) => launched,
         None => subject.context.clone(),
     };
 
@@ -376,6 +392,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         jti: random_token(18),
         client_id: client.id.clone(),
         scope: scope.to_string(),
+        grant_id: subject.chain.clone(),
         auth_time: identity.map(|i| i.auth_time),
         acr: identity.and_then(|i| i.acr.clone()),
         amr: identity.map(|i| i.amr.clone()).filter(|amr| !amr.is_empty()),
