@@ -107,6 +107,10 @@ impl App {
         let now = self.clock.now();
         let claims = self.check_access_token(token, Some(self.fhir_base())).await.map_err(|e| match e {
             CheckError::Store(e) => e.into(),
+            // the challenge answers in the scheme the token came in (RFC 9449 §7.1)
+            CheckError::Invalid(_) | CheckError::Revoked if scheme == crate::token::Scheme::Dpop => {
+                FhirError::InvalidDpop { code: "invalid_token", why: e.to_string() }
+            }
             CheckError::Invalid(_) | CheckError::Revoked => FhirError::InvalidToken(e.to_string()),
         })?;
         self.check_sender(presented, scheme, token, &claims).await?;

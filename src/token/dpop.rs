@@ -73,7 +73,9 @@ pub fn access_token_hash(token: &str) -> String {
 fn same_target(claimed: &str, expected: &str) -> bool {
     let parse = |u: &str| url::Url::parse(u).ok();
     let (Some(a), Some(b)) = (parse(claimed), parse(expected)) else { return false };
-    a.scheme() == b.scheme()
+    a.username().is_empty()
+        && a.password().is_none()
+        && a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
         && a.path() == b.path()
@@ -164,6 +166,7 @@ mod tests {
             (with("htm", json!("GET")), "htm"),
             (with("htu", json!("https://cb.example/other")), "htu"),
             (with("htu", json!("https://evil.example/token")), "htu"),
+            (with("htu", json!("https://someone@cb.example/token")), "htu with userinfo"),
             (with("iat", json!(1_000 - 301)), "old"),
             (with("iat", json!(1_000 + 61)), "future"),
             (with("jti", json!("")), "jti"),

@@ -132,6 +132,21 @@ async fn a_dpop_bound_token_reads_only_with_a_proof_of_its_key() {
 }
 
 #[tokio::test]
+async fn a_revoked_token_under_the_dpop_scheme_is_answered_with_a_dpop_challenge() {
+    let (app, client_key) = backend_app(false, |_| {}).await;
+    let dpop = DpopKey::generate();
+    let reply = token_request(&app, &client_key, &[&dpop.proof("POST", TOKEN_URL, app.now(), None)]).await;
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let jti = jwt_parts(&token).1["jti"].as_str().unwrap().to_owned();
+    app.state.stores.durable.revoke(&jti, app.now() + 600).await.unwrap();
+    let url = format!("{FHIR_BASE}/Patient/9434765919");
+    let proof = dpop.proof("GET", &url, app.now(), Some(&token));
+    let reply = fhir_get(&app, "/fhir/Patient/9434765919", &format!("DPoP {token}"), Some(&proof)).await;
+    assert_eq!(reply.status, 401);
+    assert!(challenge_error(&reply).contains("error=\"invalid_token\""));
+}
+
+#[tokio::test]
 async fn an_unbound_token_is_not_accepted_under_the_dpop_scheme() {
     let (app, client_key) = backend_app(false, |_| {}).await;
     let reply = token_request(&app, &client_key, &[]).await;
