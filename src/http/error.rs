@@ -55,6 +55,12 @@ impl IntoResponse for ErrorResponse {
                 err.code.as_str(),
                 quoted(&err.description)
             )),
+            Some(Challenge::Dpop) => Some(format!(
+                "DPoP algs=\"{}\", error=\"{}\", error_description=\"{}\"",
+                crate::token::dpop::ALGORITHMS.map(|a| a.as_str()).join(" "),
+                err.code.as_str(),
+                quoted(&err.description)
+            )),
             None => None,
         };
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {

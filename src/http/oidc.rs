@@ -16,9 +16,11 @@ use crate::domain::identity::Identity;
 use crate::federation::session::SignInSession;
 use crate::oauth::oidc;
 
-pub async fn userinfo(State(app): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn userinfo(State(app): State<AppState>, method: axum::http::Method, headers: HeaderMap) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match oidc::userinfo(&app, authorization).await {
+    let dpop = super::forms::Dpop::of(&headers);
+    let url = app.config.endpoint("/userinfo");
+    match oidc::userinfo(&app, authorization, dpop.header(), method.as_str(), &url).await {
         Ok(claims) => Json(claims).into_response(),
         Err(e) => ErrorResponse(e).into_response(),
     }

@@ -75,6 +75,8 @@ pub enum Challenge {
     Basic,
     /// A bearer token was presented or required (RFC 6750 §3).
     Bearer,
+    /// A DPoP-bound token was presented (RFC 9449 §7.1).
+    Dpop,
 }
 
 /// An OAuth error: code, a description for the developer, and the challenge to send if any.

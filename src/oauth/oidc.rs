@@ -14,17 +14,43 @@ use crate::token::access::CheckError;
 use crate::token::jose;
 use crate::token::keys::ID_TOKEN_ALG;
 
-/// UserInfo: the claims of the signed-in user, for a token holding `openid`.
-pub async fn userinfo(app: &App, authorization: Option<&str>) -> Result<Value, OAuthError> {
-    let token = crate::token::bearer(authorization)
-        .ok_or_else(|| OAuthError::invalid_token("a bearer access token is required"))?;
+/// UserInfo: the claims of the signed-in user, for a token holding `openid`. A DPoP-bound token
+/// comes under the DPoP scheme with a proof of its key over this request (`method url`).
+pub async fn userinfo(
+    app: &App,
+    authorization: Option<&str>,
+    dpop: super::dpop::DpopHeader<'_>,
+    method: &str,
+    url: &str,
+) -> Result<Value, OAuthError> {
+    use crate::token::Scheme;
+    let (scheme, token) = crate::token::credentials(authorization)
+        .filter(|(_, t)| !t.is_empty())
+        .ok_or_else(|| OAuthError::invalid_token("an access token is required"))?;
+    let challenge = if scheme == Scheme::Dpop { Challenge::Dpop } else { Challenge::Bearer };
+    let refuse = |code: ErrorCode, why: &str| OAuthError::new(code, why).with_challenge(challenge).with_status(401);
     let claims = app.check_access_token(token, Some(app.fhir_base())).await.map_err(|e| match e {
         CheckError::Store(e) => e.into(),
-        CheckError::Invalid(_) | CheckError::Revoked => OAuthError::invalid_token("the access token is not active"),
+        CheckError::Invalid(_) | CheckError::Revoked => {
+            refuse(ErrorCode::InvalidToken, "the access token is not active")
+        }
     })?;
-    if claims.dpop_jkt().is_some() {
-        // userinfo takes bearer tokens only; a bound token without its proof is refused
-        return Err(OAuthError::invalid_token("a DPoP-bound token must be used with a DPoP proof, at the FHIR API"));
+    match (claims.dpop_jkt(), scheme) {
+        (None, Scheme::Bearer) => {}
+        (None, Scheme::Dpop) => return Err(refuse(ErrorCode::InvalidToken, "the token is not DPoP-bound")),
+        (Some(_), Scheme::Bearer) => {
+            let why = "the token is DPoP-bound: send it with the DPoP scheme and a proof";
+            return Err(refuse(ErrorCode::InvalidToken, why).with_challenge(Challenge::Dpop));
+        }
+        (Some(bound), Scheme::Dpop) => {
+            let proof = app.check_dpop(dpop, method, url, Some(token), false).await.map_err(|e| match e {
+                super::dpop::DpopRefusal::Store(e) => e.into(),
+                other => refuse(ErrorCode::InvalidDpopProof, &other.to_string()),
+            })?;
+            if proof.as_ref().map(|p| p.jkt.as_str()) != Some(bound) {
+                return Err(refuse(ErrorCode::InvalidDpopProof, "a proof made with the token's key is required"));
+            }
+        }
     }
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
     if !scope.contains(&Scope::OpenId) {

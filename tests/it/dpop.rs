@@ -277,3 +277,26 @@ async fn discovery_advertises_dpop_algorithms() {
         assert!(algs.iter().any(|a| a == "ES256") && !algs.iter().any(|a| a == "none" || a == "HS256"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn userinfo_takes_a_bound_token_with_a_proof_of_its_key() {
+    let app = TestApp::builder().with_dev_users().build().await;
+    let dpop = DpopKey::generate();
+    let mut claims = crate::support::fhir::user_claims(&app, "openid fhirUser", None);
+    claims.cnf = Some(json!({"jkt": dpop.jkt()}));
+    let token = crate::support::fhir::token(&app, &claims);
+    let url = "http://127.0.0.1:8080/userinfo";
+    let ok =
+        fhir_get(&app, "/userinfo", &format!("DPoP {token}"), Some(&dpop.proof("GET", url, app.now(), Some(&token))))
+            .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["sub"], claims.sub);
+    let missing = fhir_get(&app, "/userinfo", &format!("DPoP {token}"), None).await;
+    assert_eq!(missing.status, 401);
+    assert!(challenge_error(&missing).contains("error=\"invalid_dpop_proof\""));
+    let other = DpopKey::generate().proof("GET", url, app.now(), Some(&token));
+    assert_eq!(fhir_get(&app, "/userinfo", &format!("DPoP {token}"), Some(&other)).await.status, 401);
+    let bearer = fhir_get(&app, "/userinfo", &format!("Bearer {token}"), None).await;
+    assert_eq!(bearer.status, 401);
+    assert!(challenge_error(&bearer).contains("error=\"invalid_token\""));
+}
