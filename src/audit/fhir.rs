@@ -77,6 +77,10 @@ pub fn patient_view(event: &Value, patient: &str) -> Value {
     view
 }
 
+/// Whether the record behind an AuditEvent verifies against its hash (see
+/// [`super::record_verifies`]).
+pub const VERIFIED_EXTENSION: &str = "https://carebroker.nhs.uk/StructureDefinition/audit-record-verifies";
+
 pub fn to_audit_event(record: &AuditRecord) -> Option<Value> {
     let event: AuditEvent = serde_json::from_str(&record.data).ok()?;
     let rest = matches!(
@@ -153,5 +157,6 @@ pub fn to_audit_event(record: &AuditRecord) -> Option<Value> {
     if !entities.is_empty() {
         resource["entity"] = Value::Array(entities);
     }
+    resource["extension"] = json!([{"url": VERIFIED_EXTENSION, "valueBoolean": super::record_verifies(record)}]);
     Some(resource)
 }

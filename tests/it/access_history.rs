@@ -70,6 +70,7 @@ async fn a_patient_sees_who_looked_at_their_record_and_nothing_more() {
         assert!(!text.contains("555057896106"), "the clinician's identifier is shown: {text}");
         assert!(event["agent"][0].get("network").is_none(), "an address is shown: {text}");
         assert!(event.get("outcomeDesc").is_none(), "internal detail is shown: {text}");
+        assert_eq!(event["extension"][0]["valueBoolean"], true, "each entry says it verifies: {text}");
     }
     let nurse_read = looked.iter().find(|e| e["agent"][0]["who"]["display"] == "Nadia Nurse").expect("named by name");
     assert!(nurse_read["agent"][0]["role"].is_array(), "and by role: {nurse_read}");

@@ -136,3 +136,30 @@ fn the_cli_reports_tampering_with_a_non_zero_exit() {
     assert!(String::from_utf8_lossy(&broken.stderr).contains("record 4"));
     let _ = Method::GET;
 }
+
+#[tokio::test]
+async fn each_audit_event_says_whether_its_record_verifies() {
+    let app = app_with_history().await;
+    tamper(&app, "UPDATE audit_log SET data = replace(data, '\"fhir-read\"', '\"fhir-vread\"') WHERE seq = 3").await;
+    let auditor = token(&app, &system_claims(&app, "system/AuditEvent.rs"));
+    let found = get(&app, &auditor, "/fhir/AuditEvent?patient=9434765919").await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let verdicts: Vec<(String, bool)> = found.json()["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let event = &e["resource"];
+            let flag = event["extension"]
+                .as_array()
+                .and_then(|x| x.iter().find(|x| x["url"] == carebroker::audit::fhir::VERIFIED_EXTENSION))
+                .and_then(|x| x["valueBoolean"].as_bool())
+                .expect("every event says whether it verifies");
+            (event["id"].as_str().unwrap().to_owned(), flag)
+        })
+        .collect();
+    assert_eq!(verdicts.len(), 5, "{verdicts:?}");
+    for (id, verifies) in verdicts {
+        assert_eq!(verifies, id != "3", "record {id}");
+    }
+}
