@@ -67,9 +67,46 @@ pub fn uk_minute_of_day(unix_seconds: i64) -> u16 {
     u16::try_from(local.hour() * 60 + local.minute()).unwrap_or(0)
 }
 
+/// An instant as people in the UK read it: "2 December 2026, 14:05 GMT" (BST in summer).
+pub fn uk_local_time(unix_millis: i64) -> String {
+    use chrono::{Datelike as _, Offset as _, Timelike as _};
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let Some(utc) = chrono::DateTime::from_timestamp_millis(unix_millis) else { return String::new() };
+    let local = utc.with_timezone(&chrono_tz::Europe::London);
+    let zone = if local.offset().fix().local_minus_utc() == 0 { "GMT" } else { "BST" };
+    format!(
+        "{} {} {}, {:02}:{:02} {zone}",
+        local.day(),
+        MONTHS[local.month0() as usize],
+        local.year(),
+        local.hour(),
+        local.minute()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uk_local_time_reads_gmt_in_winter_and_bst_in_summer() {
+        // 2026-12-02T14:05:00Z and 2026-07-01T14:05:00Z
+        assert_eq!(uk_local_time(1_796_220_300_000), "2 December 2026, 14:05 GMT");
+        assert_eq!(uk_local_time(1_782_914_700_000), "1 July 2026, 15:05 BST");
+    }
 
     #[test]
     fn uk_time_follows_the_clock_changes() {

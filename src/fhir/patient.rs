@@ -298,4 +298,18 @@ impl App {
         }
         Ok(())
     }
+
+    /// The access history of `patient`'s own record, newest first, as the patient sees it (see
+    /// [`crate::audit::fhir::patient_view`]), at most `limit` entries. The caller audits the
+    /// disclosure.
+    pub async fn patient_access_history(&self, patient: &str, limit: i64) -> Result<Vec<Value>, FhirError> {
+        let records = self.stores.durable.search_audit(Some(patient), None, None, None, limit).await?;
+        let mut events: Vec<Value> = records
+            .iter()
+            .filter(|r| filed_as_hashed(r).is_ok())
+            .filter_map(crate::audit::fhir::to_audit_event)
+            .collect();
+        self.name_the_agents(&mut events).await?;
+        Ok(events.iter().map(|e| crate::audit::fhir::patient_view(e, patient)).collect())
+    }
 }

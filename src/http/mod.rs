@@ -7,6 +7,7 @@ mod extract;
 mod federation;
 mod fhir;
 mod forms;
+mod history;
 mod interaction;
 mod middleware;
 mod nhs_app;
@@ -130,6 +131,7 @@ pub fn app(state: AppState) -> Router {
         .route("/federation/callback", get(federation::callback))
         .route("/saml/continue", get(saml::resume))
         .route("/nhs-app/{journey}", get(nhs_app::nhs_app_entry))
+        .route("/my-record/access-history", get(history::access_history))
         .layer(sessions);
 
     Router::new()

@@ -13,7 +13,7 @@ use crate::federation::BeginOptions;
 use crate::federation::round_trip::Purpose;
 use crate::federation::session::SignInSession;
 
-fn in_nhs_app(headers: &HeaderMap) -> bool {
+pub(super) fn in_nhs_app(headers: &HeaderMap) -> bool {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())

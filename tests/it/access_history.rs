@@ -85,3 +85,61 @@ async fn a_patient_sees_who_looked_at_their_record_and_nothing_more() {
     let unnamed = entries(&get(&app, &peter, "/fhir/AuditEvent").await);
     assert!(unnamed.iter().all(|e| !e.to_string().contains(OTHER)));
 }
+
+/// A browser signed in through the development sign-in as `username`.
+async fn signed_in(app: &TestApp, username: &str) -> crate::support::browser::Browser {
+    use crate::support::browser::{Browser, hidden_value};
+    let mut browser = Browser::new();
+    let (_, challenge) = crate::support::smart::pkce_pair();
+    let reply = browser.get(app, &crate::support::smart::authorize_path(&challenge, &[])).await;
+    let page = browser.follow(app, &reply).await;
+    let html = page.text();
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    let form = [("csrf", csrf.as_str()), ("req", req.as_str()), ("username", username), ("password", username)];
+    let reply = browser.post(app, "/signin", &form, &[]).await;
+    assert!(reply.status.is_redirection(), "{} {}", reply.status, reply.text());
+    browser
+}
+
+#[tokio::test]
+async fn the_access_history_page_lists_who_looked_for_the_signed_in_patient_only() {
+    let app = TestApp::builder()
+        .with_client(crate::support::smart::public_app())
+        .with_dev_users()
+        .with_shipped_policy()
+        .build()
+        .await;
+    let nurse = clinician(&app, PETER);
+    let emergency =
+        [("authorization", format!("Bearer {nurse}")), ("x-break-glass-reason", "collapsed at home".into())];
+    let headers: Vec<(&str, &str)> = emergency.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    app.request(Method::GET, &format!("/fhir/Patient/{PETER}"), &headers, Vec::new()).await;
+    get(&app, &clinician(&app, OTHER), &format!("/fhir/Patient/{OTHER}")).await;
+
+    // nobody signed in: told how to get here
+    let mut stranger = crate::support::browser::Browser::new();
+    assert_eq!(stranger.get(&app, "/my-record/access-history").await.status, 401);
+
+    let mut peter = signed_in(&app, "patient").await;
+    let page = peter.get(&app, "/my-record/access-history").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors")));
+    let html = page.text();
+    assert!(html.contains("Who has looked at your record"));
+    assert!(html.contains("Nadia Nurse"), "who looked, by name: {html}");
+    assert!(html.contains("collapsed at home"), "the emergency reason is shown: {html}");
+    assert!(!html.contains(OTHER) && !html.contains("555057896106"), "nothing of anyone else: {html}");
+    assert!(html.contains("GMT") || html.contains("BST"), "UK time: {html}");
+    // reading it is audited against Peter
+    let records = app.state.stores.durable.search_audit(Some(PETER), None, None, None, 1000).await.unwrap();
+    assert!(records.iter().any(|r| r.data.contains("access history page")));
+
+    // inside the NHS App: no header, a way back
+    let ua = [("user-agent", "Mozilla/5.0 nhsapp-ios/2.3.0")];
+    let in_app = peter.request_with(&app, "/my-record/access-history", &ua).await.text();
+    assert!(!in_app.contains("nhsuk-header") && in_app.contains("Back to the NHS App"), "{in_app}");
+
+    // a member of staff is not a patient
+    let mut nadia = signed_in(&app, "nurse").await;
+    assert_eq!(nadia.get(&app, "/my-record/access-history").await.status, 403);
+}

@@ -4,6 +4,7 @@
 //! configured EHR origins.
 
 pub mod consent;
+pub mod history;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
