@@ -37,7 +37,6 @@ fn subtype(kind: AuditKind) -> Value {
     json!({"system": system, "code": code})
 }
 
-/// The FHIR AuditEvent for a stored record.
 /// What a patient (or someone acting for them) sees of an access to their record: who looked by
 /// name, role and organisation only (no identifier, no network address, no platform subject),
 /// what and when, and an emergency (break-glass) access with its stated reason as the event's
@@ -81,6 +80,7 @@ pub fn patient_view(event: &Value, patient: &str) -> Value {
 /// [`super::record_verifies`]).
 pub const VERIFIED_EXTENSION: &str = "https://carebroker.nhs.uk/StructureDefinition/audit-record-verifies";
 
+/// The FHIR AuditEvent for a stored record.
 pub fn to_audit_event(record: &AuditRecord) -> Option<Value> {
     let event: AuditEvent = serde_json::from_str(&record.data).ok()?;
     let rest = matches!(

@@ -7,15 +7,20 @@ use serde_json::Value;
 
 use super::{PagePolicy, escape, page};
 
+/// What happened, in words, from the event's subtype.
 fn what(event: &Value) -> &'static str {
-    match event["action"].as_str() {
-        Some("C") => "Created",
-        Some("U") => "Changed",
-        Some("D") => "Removed",
-        _ => match event["subtype"][0]["code"].as_str() {
-            Some("search-type") => "Searched for",
-            _ => "Viewed",
-        },
+    match event["subtype"][0]["code"].as_str().unwrap_or_default() {
+        "read" | "vread" | "history-instance" => "Viewed your record",
+        "search-type" => "Searched for your record",
+        "create" => "Created a plan",
+        "update" => "Changed your plan",
+        "token-issue" | "token-exchange" => "Was given access",
+        "token-refresh" => "Renewed access",
+        "token-revoke" => "Gave up access",
+        "launch" => "Opened your record from their system",
+        "110122" => "Signed in",
+        "110123" => "Signed out",
+        _ => "Used your record",
     }
 }
 
@@ -29,7 +34,7 @@ pub fn access_history(name: &str, events: &[Value], back: Option<&str>, policy: 
     let mut emergencies = String::new();
     for event in events {
         let when = event["recorded_local"].as_str().unwrap_or_default();
-        let who = event["agent"][0]["who"]["display"].as_str().unwrap_or("Someone whose name is not recorded");
+        let who = event["agent"][0]["who"]["display"].as_str().unwrap_or("A system or app (no person named)");
         let roles: Vec<&str> = event["agent"][0]["role"]
             .as_array()
             .map(|r| r.iter().filter_map(|r| r["coding"][0]["code"].as_str()).collect())
@@ -37,7 +42,7 @@ pub fn access_history(name: &str, events: &[Value], back: Option<&str>, policy: 
         let org = event["source"]["site"].as_str().unwrap_or("-");
         let refused = event["outcome"] != "0";
         let action =
-            if refused { format!("Tried: {} (refused)", what(event).to_lowercase()) } else { what(event).to_owned() };
+            if refused { format!("Was refused: {}", what(event).to_lowercase()) } else { what(event).to_owned() };
         let verified = event["extension"][0]["valueBoolean"].as_bool() == Some(true);
         let emergency = event["purposeOfEvent"][0]["text"].as_str();
         if let Some(reason) = emergency {
