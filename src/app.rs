@@ -42,6 +42,8 @@ pub struct App {
     pub partners: Vec<(crate::config::TrustedIssuer, crate::domain::jwk::JwkSet)>,
     /// Rate limit of the audit records of requests refused for their token.
     pub refusals: RefusalLimiter,
+    /// Authorization requests started per client (each is stored until it ends).
+    pub authorizations: crate::oauth::rate::RateLimit,
     /// The DPoP server nonce this node hands out, and when it was made.
     pub(crate) dpop_nonce: parking_lot::Mutex<Option<(String, i64)>>,
     token_endpoint: String,
@@ -95,6 +97,8 @@ impl App {
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
         let federation = Registry::build(&loaded.idps, &config, clock.clone())?;
         let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
+        let authorizations =
+            crate::oauth::rate::RateLimit::new(config.launch.max_authorizations_per_client_per_minute, 60_000);
         let partners = config
             .exchange
             .issuers
@@ -119,6 +123,7 @@ impl App {
             partners,
             refusals: RefusalLimiter::default(),
             dpop_nonce: parking_lot::Mutex::new(None),
+            authorizations,
         })
     }
 

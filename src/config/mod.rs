@@ -259,6 +259,9 @@ pub struct LaunchConfig {
     pub id_token_lifetime_secs: i64,
     /// Lifetime of an `offline_access` grant (its refresh tokens).
     pub offline_grant_lifetime_secs: i64,
+    /// Authorization requests (at `/authorize` and `/par`) one client may start per minute on
+    /// each node: each is kept while the user signs in, and a public client needs no secret.
+    pub max_authorizations_per_client_per_minute: u32,
 }
 
 impl Default for LaunchConfig {
@@ -269,6 +272,7 @@ impl Default for LaunchConfig {
             interaction_lifetime_secs: 900,
             id_token_lifetime_secs: 300,
             offline_grant_lifetime_secs: 90 * 86_400,
+            max_authorizations_per_client_per_minute: 6000,
         }
     }
 }

@@ -155,6 +155,8 @@ pub async fn begin(
 
 /// The longest value of an authorization request parameter (a `state` or `scope` is far shorter).
 pub const MAX_PARAMETER_LEN: usize = 2048;
+/// The longest authorization request, all values together.
+pub const MAX_REQUEST_LEN: usize = 8192;
 
 /// Every check of an authorization request after its client and redirect URI (made again at
 /// `/par` push time); `pushed` says the parameters came from a pushed request.
@@ -170,6 +172,16 @@ pub(crate) fn check_request(
     // every value is kept while the user signs in (and a pushed request for a minute): bounded
     if let Some(name) = params.longer_than(MAX_PARAMETER_LEN) {
         return Err(OAuthError::invalid_request(format!("`{name}` is longer than {MAX_PARAMETER_LEN} characters")));
+    }
+    if params.total_len() > MAX_REQUEST_LEN {
+        return Err(OAuthError::invalid_request(format!("the request is longer than {MAX_REQUEST_LEN} characters")));
+    }
+    if !app.authorizations.admit(&client.id, app.clock.now_millis()) {
+        return Err(OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "this app has started too many authorizations in the last minute; try again shortly",
+        )
+        .with_status(429));
     }
     if client.require_pushed_authorization_requests && !pushed {
         return Err(invalid("this client must push its authorization requests to the PAR endpoint first"));

@@ -15,6 +15,7 @@ pub mod issue;
 pub mod oidc;
 pub mod par;
 pub mod params;
+pub mod rate;
 
 pub mod register;
 pub mod revoke;

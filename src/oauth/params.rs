@@ -49,6 +49,11 @@ impl Params {
         self.0.iter().find(|(_, v)| v.chars().count() > max).map(|(k, _)| k.as_str())
     }
 
+    /// The length of every value together, in characters.
+    pub fn total_len(&self) -> usize {
+        self.0.values().map(|v| v.chars().count()).sum()
+    }
+
     /// The parameters named in `only`, as pairs.
     pub fn pairs_only(&self, only: &[&str]) -> Vec<(String, String)> {
         self.0.iter().filter(|(k, _)| only.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()

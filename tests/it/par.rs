@@ -134,3 +134,24 @@ async fn discovery_lists_the_par_endpoint() {
         assert_eq!(doc["require_pushed_authorization_requests"], false, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_client_starting_too_many_authorizations_is_slowed_down() {
+    let app = TestApp::builder()
+        .with_client(public_app())
+        .with_config(|c| c.launch.max_authorizations_per_client_per_minute = 3)
+        .build()
+        .await;
+    let (_, challenge) = pkce_pair();
+    for _ in 0..3 {
+        assert_eq!(push(&app, &request_form(&challenge, &[])).await.status, 201);
+    }
+    push(&app, &request_form(&challenge, &[])).await.assert_error(429, "temporarily_unavailable");
+    let direct = app.get(&authorize_path(&challenge, &[])).await;
+    assert_eq!(error_from(&direct, Some("st-123")), "temporarily_unavailable");
+    // an overlong request as a whole is refused before it counts
+    let long: Vec<(&str, String)> =
+        (0..6).map(|i| (["state", "nonce", "idp_hint", "prompt", "max_age", "launch"][i], "x".repeat(1500))).collect();
+    let overrides: Vec<(&str, &str)> = long.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    push(&app, &request_form(&challenge, &overrides)).await.assert_error(400, "invalid_request");
+}
