@@ -158,6 +158,21 @@ impl App {
         check_active(&self.keys.ring(), revocations, token, self.issuer(), audience, self.clock.now()).await
     }
 
+    /// Readiness: the signing keys are loaded, a policy is in force, and both stores answer now.
+    /// `Err` names what is not ready (no secret or address in it).
+    pub async fn readiness(&self) -> Result<(), String> {
+        if self.keys.ring().verifying_key(&self.keys.ring().access_token_key().kid).is_none() {
+            return Err("signing keys".into());
+        }
+        let _policy = self.policy.load_full();
+        crate::keyspaces::READINESS
+            .contains(self.stores.ephemeral.as_ref(), "probe")
+            .await
+            .map_err(|_| "ephemeral store".to_owned())?;
+        self.stores.durable.is_revoked(&["readiness-probe"]).await.map_err(|_| "durable store".to_owned())?;
+        Ok(())
+    }
+
     /// Reloads the policy folder; a broken file keeps the running policy and says why.
     pub fn reload_policy(&self) -> bool {
         let Some(dir) = &self.config.policy.dir else { return false };

@@ -45,13 +45,15 @@ pub const LOGOUT_JTIS: Keyspace<()> = Keyspace::new("logout-jti");
 pub const DPOP_JTIS: Keyspace<()> = Keyspace::new("dpop-jti");
 /// DPoP server nonces handed out and still accepted.
 pub const DPOP_NONCES: Keyspace<()> = Keyspace::new("dpop-nonce");
+/// Never written: `/readyz` reads it to see that the ephemeral store answers.
+pub const READINESS: Keyspace<()> = Keyspace::new("readiness");
 /// PDS answers, by NHS number.
 pub const PDS_VERDICTS: Keyspace<PdsVerdict> = Keyspace::new("pds");
 /// Browser sessions (tower-sessions records), by session id.
 pub const BROWSER_SESSIONS: Keyspace<tower_sessions::session::Record> = Keyspace::new("session");
 
 /// Every prefix above (a test checks no two are the same).
-pub const PREFIXES: [&str; 20] = [
+pub const PREFIXES: [&str; 21] = [
     AUTHORIZATIONS.prefix(),
     PUSHED_REQUESTS.prefix(),
     CODES.prefix(),
@@ -71,6 +73,7 @@ pub const PREFIXES: [&str; 20] = [
     DPOP_JTIS.prefix(),
     DPOP_NONCES.prefix(),
     PDS_VERDICTS.prefix(),
+    READINESS.prefix(),
     BROWSER_SESSIONS.prefix(),
 ];
 

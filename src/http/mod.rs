@@ -142,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         .route("/static/nhs.css", get(stylesheet))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
         .layer(axum::middleware::from_fn(move |req, next| middleware::security_headers(https, req, next)))
@@ -152,6 +153,18 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(middleware::X_REQUEST_ID.clone(), middleware::RandomRequestId))
         .with_state(state)
+}
+
+/// `GET /readyz`: 200 once the keys, the policy and both stores are ready, else 503 naming what
+/// is not (`/healthz` is the liveness probe).
+async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
+    match app.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(what) => {
+            tracing::warn!(not_ready = %what, "readiness probe failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {what}")).into_response()
+        }
+    }
 }
 
 async fn stylesheet() -> impl IntoResponse {

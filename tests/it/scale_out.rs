@@ -224,3 +224,33 @@ async fn a_dpop_proof_used_on_one_node_is_a_replay_on_the_other() {
     assert_eq!((answers[1].0, answers[1].1["error"].as_str()), (400, Some("invalid_dpop_proof")), "{}", answers[1].1);
     assert!(answers[1].1.get("access_token").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_stores_and_liveness_does_not() {
+    let embedded = TestApp::builder().build().await;
+    assert_eq!(embedded.get("/readyz").await.status, 200);
+
+    // a Redis of this test's own, stopped halfway
+    let port = crate::support::free_port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    let url = format!("redis://127.0.0.1:{port}/");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let postgres_url = services::fresh_postgres_database().await;
+    let app = TestApp::builder().with_store(StoreChoice::RedisPostgres { redis_url: url, postgres_url }).build().await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let reply = app.get("/readyz").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("ephemeral store"), "{}", reply.text());
+    assert_eq!(app.get("/healthz").await.status, 200, "liveness does not depend on the stores");
+}
