@@ -220,8 +220,12 @@ fn init_logging(config: &config::Config) {
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .or_else(|| tracing_subscriber::EnvFilter::try_new(&config.log.filter).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log.format == "json" {
+    // `auto`: JSON lines (no colour codes) when the log is not a terminal, text on a terminal
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = config.log.format == "json" || (config.log.format == "auto" && !terminal);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(terminal && !json);
+    if json {
         builder.json().init();
     } else {
         builder.init();

@@ -520,7 +520,7 @@ impl Default for AvailabilityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` or `json`.
+    /// `auto` (JSON lines when the log is not a terminal, text on one), `text` or `json`.
     pub format: String,
     /// A tracing filter, e.g. `info,carebroker=debug`.
     pub filter: String,
@@ -528,7 +528,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: "text".into(), filter: "info".into() }
+        Self { format: "auto".into(), filter: "info".into() }
     }
 }
 

@@ -221,8 +221,8 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
         }
     }
     validate_exchange(config, &mut push);
-    if !matches!(config.log.format.as_str(), "text" | "json") {
-        push("log.format", format!("`{}` is not `text` or `json`", config.log.format));
+    if !matches!(config.log.format.as_str(), "auto" | "text" | "json") {
+        push("log.format", format!("`{}` is not `auto`, `text` or `json`", config.log.format));
     }
     if tracing_subscriber::EnvFilter::try_new(&config.log.filter).is_err() {
         push("log.filter", format!("`{}` is not a tracing filter", config.log.filter));

@@ -166,6 +166,11 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let mut log = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("SIGTERM received"), "{log}");
+    // not a terminal: JSON lines, no colour codes
+    assert!(!log.contains('\u{1b}'), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not a JSON line: {line}");
+    }
 }
 
 #[test]
