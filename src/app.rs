@@ -142,6 +142,11 @@ impl App {
         &self.fhir_base
     }
 
+    /// Whether `value` (an `aud`, `resource` or `audience` parameter) names our FHIR API.
+    pub fn names_fhir_base(&self, value: &str) -> bool {
+        value == self.fhir_base || value.strip_suffix('/') == Some(self.fhir_base.as_str())
+    }
+
     /// Whether dynamic client registration is enabled.
     pub fn registration_enabled(&self) -> bool {
         self.config.registration.initial_access_token.is_some()
@@ -158,13 +163,9 @@ impl App {
         check_active(&self.keys.ring(), revocations, token, self.issuer(), audience, self.clock.now()).await
     }
 
-    /// Readiness: the signing keys are loaded, a policy is in force, and both stores answer now.
-    /// `Err` names what is not ready (no secret or address in it).
+    /// Readiness: both stores answer now. (An `App` exists only once its signing keys are
+    /// loaded and its policy compiled.) `Err` names what is not ready, with no secret or address.
     pub async fn readiness(&self) -> Result<(), String> {
-        if self.keys.ring().verifying_key(&self.keys.ring().access_token_key().kid).is_none() {
-            return Err("signing keys".into());
-        }
-        let _policy = self.policy.load_full();
         crate::keyspaces::READINESS
             .contains(self.stores.ephemeral.as_ref(), "probe")
             .await

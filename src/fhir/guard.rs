@@ -10,6 +10,7 @@ use super::refusal::RequestLine;
 use super::resources::matches_restriction;
 use crate::audit::Actor;
 use crate::domain::scope::{Permissions, ScopeContext, ScopeSet};
+use crate::oauth::dpop::SenderRefusal;
 use crate::policy::{AccessRequest, Decision, Obligations};
 use crate::token::access::{AccessTokenClaims, CheckError};
 
@@ -113,7 +114,14 @@ impl App {
             }
             CheckError::Invalid(_) | CheckError::Revoked => FhirError::InvalidToken(e.to_string()),
         })?;
-        self.check_sender(presented, scheme, token, &claims).await?;
+        self.check_sender(scheme, token, &claims, presented.dpop, presented.line.method, presented.url).await.map_err(
+            |refusal| match refusal {
+                SenderRefusal::Store(e) => e.into(),
+                refused @ SenderRefusal::Refused { code, .. } => {
+                    FhirError::InvalidDpop { code: code.as_str(), why: refused.description() }
+                }
+            },
+        )?;
         let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
         let mut proxy_for = Vec::new();
         if let Some(id) = claims.fhir_user.as_deref().and_then(|u| u.strip_prefix("RelatedPerson/")) {
@@ -133,47 +141,6 @@ impl App {
             minute_of_day,
             trail: std::sync::Mutex::new(Trail::default()),
         })
-    }
-}
-
-impl App {
-    /// RFC 9449 §7: a DPoP-bound token (`cnf.jkt`) is accepted only with the `DPoP` scheme and a
-    /// proof over this request, made with that key, carrying the token's hash; a DPoP scheme
-    /// with an unbound token is refused too.
-    async fn check_sender(
-        &self,
-        presented: &Presented<'_>,
-        scheme: crate::token::Scheme,
-        token: &str,
-        claims: &AccessTokenClaims,
-    ) -> Result<(), FhirError> {
-        use crate::oauth::dpop::DpopRefusal;
-        let bound = claims.dpop_jkt();
-        let refused = |code: &'static str, why: &str| FhirError::InvalidDpop { code, why: why.to_owned() };
-        match (bound, scheme) {
-            (None, crate::token::Scheme::Bearer) => return Ok(()),
-            (None, crate::token::Scheme::Dpop) => {
-                return Err(refused("invalid_token", "the token is not DPoP-bound: send it as a Bearer token"));
-            }
-            (Some(_), crate::token::Scheme::Bearer) => {
-                return Err(refused(
-                    "invalid_token",
-                    "the token is DPoP-bound: send it with the DPoP scheme and a proof",
-                ));
-            }
-            (Some(_), crate::token::Scheme::Dpop) => {}
-        }
-        let method = presented.line.method;
-        let proof = match self.check_dpop(presented.dpop, method, presented.url, Some(token), false).await {
-            Ok(Some(proof)) => proof,
-            Ok(None) => return Err(refused("invalid_dpop_proof", "a DPoP proof is required with this token")),
-            Err(DpopRefusal::Store(e)) => return Err(e.into()),
-            Err(e) => return Err(refused("invalid_dpop_proof", &e.to_string())),
-        };
-        if Some(proof.jkt.as_str()) != bound {
-            return Err(refused("invalid_dpop_proof", "the proof is not made with the key the token is bound to"));
-        }
-        Ok(())
     }
 }
 

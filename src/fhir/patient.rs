@@ -224,21 +224,7 @@ impl App {
                 }
             }
             caller.decide(&**self.policy.load_full(), "AuditEvent", Permissions::SEARCH, Record { patient: patient.as_deref(), ..Record::default() })?;
-            // search by the indexed columns, serve only records whose hashed content agrees
-            let records: Vec<_> = self
-                .stores
-                .durable
-                .search_audit(patient.as_deref(), agent, since, until, 1000)
-                .await?
-                .into_iter()
-                .filter(|r| match filed_as_hashed(r) {
-                    Ok(()) => true,
-                    Err(problem) => {
-                        tracing::error!(seq = r.seq, %problem, "audit record left out of a search: run `carebroker audit verify`");
-                        false
-                    }
-                })
-                .collect();
+            let records = self.filed_audit_records(patient.as_deref(), agent, since, until, 1000).await?;
             patients.extend(patient.clone());
             let shown: Vec<(Option<String>, Value)> =
                 records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.patient.clone(), e))).collect();
@@ -248,22 +234,16 @@ impl App {
                 let actor = event["agent"][0]["who"]["reference"].as_str().and_then(|r| r.strip_prefix("Patient/"));
                 patients.extend(actor.map(str::to_owned));
             }
-            // a patient sees who looked by name, role and organisation, never their identifiers
-            let events: Vec<Value> = match &access.reach {
-                Reach::Patient(own) => {
-                    let mut events: Vec<Value> = shown.into_iter().map(|(_, e)| e).collect();
-                    self.name_the_agents(&mut events).await?;
-                    events.iter().map(|e| crate::audit::fhir::patient_view(e, own)).collect()
-                }
-                _ => shown.into_iter().map(|(_, e)| e).collect(),
-            };
-            let page: Vec<Value> = events
+            let total = shown.len();
+            let mut page: Vec<Value> = shown.into_iter().skip(offset).take(count).map(|(_, e)| e).collect();
+            if let Reach::Patient(own) = &access.reach {
+                page = self.as_patient_sees_them(page, own).await?;
+            }
+            let entries: Vec<Value> = page
                 .iter()
-                .skip(offset)
-                .take(count)
                 .map(|e| json!({"fullUrl": format!("{}/AuditEvent/{}", self.fhir_base(), e["id"].as_str().unwrap_or_default()), "resource": e, "search": {"mode": "match"}}))
                 .collect();
-            Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": events.len(), "entry": page})))
+            Ok(FhirResponse::ok(json!({"resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries})))
         }
         .await;
         self.audited(caller, AuditKind::FhirSearch, ("AuditEvent", None), &patients, result).await
@@ -302,14 +282,41 @@ impl App {
     /// The access history of `patient`'s own record, newest first, as the patient sees it (see
     /// [`crate::audit::fhir::patient_view`]), at most `limit` entries. The caller audits the
     /// disclosure.
-    pub async fn patient_access_history(&self, patient: &str, limit: i64) -> Result<Vec<Value>, FhirError> {
-        let records = self.stores.durable.search_audit(Some(patient), None, None, None, limit).await?;
-        let mut events: Vec<Value> = records
-            .iter()
-            .filter(|r| filed_as_hashed(r).is_ok())
-            .filter_map(crate::audit::fhir::to_audit_event)
-            .collect();
+    /// Each entry comes with its record's time (Unix milliseconds).
+    pub async fn patient_access_history(&self, patient: &str, limit: i64) -> Result<Vec<(i64, Value)>, FhirError> {
+        let records = self.filed_audit_records(Some(patient), None, None, None, limit).await?;
+        let (times, events): (Vec<i64>, Vec<Value>) =
+            records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.time, e))).unzip();
+        let events = self.as_patient_sees_them(events, patient).await?;
+        Ok(times.into_iter().zip(events).collect())
+    }
+
+    /// Audit records by the indexed columns, newest first, keeping only those whose columns agree
+    /// with their hashed content (a re-filed record is left out, and logged).
+    async fn filed_audit_records(
+        &self,
+        patient: Option<&str>,
+        agent: Option<&str>,
+        since: Option<i64>,
+        until: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::store::AuditRecord>, FhirError> {
+        let records = self.stores.durable.search_audit(patient, agent, since, until, limit).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| match filed_as_hashed(r) {
+                Ok(()) => true,
+                Err(problem) => {
+                    tracing::error!(seq = r.seq, %problem, "audit record left out of a search: run `carebroker audit verify`");
+                    false
+                }
+            })
+            .collect())
+    }
+
+    /// `events` as the patient `own` may see them: who looked named, identifiers removed.
+    async fn as_patient_sees_them(&self, mut events: Vec<Value>, own: &str) -> Result<Vec<Value>, FhirError> {
         self.name_the_agents(&mut events).await?;
-        Ok(events.iter().map(|e| crate::audit::fhir::patient_view(e, patient)).collect())
+        Ok(events.iter().map(|e| crate::audit::fhir::patient_view(e, own)).collect())
     }
 }

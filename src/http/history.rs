@@ -51,14 +51,9 @@ pub async fn access_history(State(app): State<AppState>, session: Session, heade
     if app.audit.record(&event).await.is_err() {
         return PageError::Session.into_response();
     }
-    let Ok(mut events) = result else { return PageError::Session.into_response() };
-    for event in &mut events {
-        let recorded = event["recorded"]
-            .as_str()
-            .and_then(|r| time::OffsetDateTime::parse(r, &time::format_description::well_known::Rfc3339).ok());
-        let millis = recorded.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64).unwrap_or_default();
-        event["recorded_local"] = crate::clock::uk_local_time(millis).into();
-    }
+    let Ok(history) = result else { return PageError::Session.into_response() };
+    let events: Vec<(String, serde_json::Value)> =
+        history.into_iter().map(|(time, event)| (crate::clock::uk_local_time(time), event)).collect();
     let name = user.identity.name.clone().unwrap_or_else(|| "You".into());
     pages::history::access_history(&name, &events, back, &policy)
 }

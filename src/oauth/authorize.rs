@@ -220,13 +220,11 @@ pub(crate) fn check_request(
     if !pkce::is_valid_s256_challenge(challenge) {
         return Err(invalid("`code_challenge` is not a base64url SHA-256 value"));
     }
-    let fhir_base = app.fhir_base();
-    let names_us = |v: &str| v == fhir_base || v.strip_suffix('/') == Some(fhir_base);
     match (params.get("aud"), params.get("resource")) {
         (None, None) => return Err(invalid("missing `aud`: name the FHIR server this token is for")),
         (aud, resource) => {
             for value in [aud, resource].into_iter().flatten() {
-                if !names_us(value) {
+                if !app.names_fhir_base(value) {
                     return Err(OAuthError::invalid_request(format!(
                         "`{value}` is not a FHIR server of this authorization server"
                     )));

@@ -203,12 +203,7 @@ pub async fn verify_client_assertion(
         serde_json::from_slice(&payload).map_err(|_| fail("the claims are not valid".into()))?;
 
     let token_url = app.token_endpoint();
-    let audience_ok = match &claims.aud {
-        Some(serde_json::Value::String(aud)) => aud == token_url,
-        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(token_url)),
-        _ => false,
-    };
-    if !audience_ok {
+    if !crate::token::jose::audience_includes(claims.aud.as_ref(), token_url) {
         return Err(fail(format!("`aud` must be `{token_url}`")));
     }
     let now = app.clock.now();

@@ -112,3 +112,86 @@ impl App {
         Ok(Some(proof))
     }
 }
+
+/// Why a presented token's sender constraint does not hold (RFC 9449 §7).
+#[derive(Debug)]
+pub enum SenderRefusal {
+    /// `code` is `invalid_token` or `invalid_dpop_proof`.
+    Refused {
+        code: ErrorCode,
+        why: &'static str,
+        detail: Option<String>,
+    },
+    Store(StoreError),
+}
+
+impl SenderRefusal {
+    fn refused(code: ErrorCode, why: &'static str) -> Self {
+        Self::Refused { code, why, detail: None }
+    }
+
+    /// The description for the caller.
+    pub fn description(&self) -> String {
+        match self {
+            Self::Refused { why, detail: Some(detail), .. } => format!("{why}: {detail}"),
+            Self::Refused { why, detail: None, .. } => (*why).to_owned(),
+            Self::Store(e) => e.to_string(),
+        }
+    }
+}
+
+impl App {
+    /// The sender constraint of a token presented at a resource (the FHIR API, userinfo): a
+    /// DPoP-bound token (`cnf.jkt`) only under the `DPoP` scheme with a proof over this request
+    /// (`method url`), made with that key and carrying the token's hash; an unbound token only
+    /// under `Bearer`.
+    pub async fn check_sender(
+        &self,
+        scheme: crate::token::Scheme,
+        token: &str,
+        claims: &crate::token::access::AccessTokenClaims,
+        header: DpopHeader<'_>,
+        method: &str,
+        url: &str,
+    ) -> Result<(), SenderRefusal> {
+        use crate::token::Scheme;
+        let bound = match (claims.dpop_jkt(), scheme) {
+            (None, Scheme::Bearer) => return Ok(()),
+            (None, Scheme::Dpop) => {
+                return Err(SenderRefusal::refused(
+                    ErrorCode::InvalidToken,
+                    "the token is not DPoP-bound: send it as a Bearer token",
+                ));
+            }
+            (Some(_), Scheme::Bearer) => {
+                let why = "the token is DPoP-bound: send it with the DPoP scheme and a proof";
+                return Err(SenderRefusal::refused(ErrorCode::InvalidToken, why));
+            }
+            (Some(bound), Scheme::Dpop) => bound,
+        };
+        let proof = match self.check_dpop(header, method, url, Some(token), false).await {
+            Ok(Some(proof)) => proof,
+            Ok(None) => {
+                return Err(SenderRefusal::refused(
+                    ErrorCode::InvalidDpopProof,
+                    "a DPoP proof is required with this token",
+                ));
+            }
+            Err(DpopRefusal::Store(e)) => return Err(SenderRefusal::Store(e)),
+            Err(e) => {
+                return Err(SenderRefusal::Refused {
+                    code: ErrorCode::InvalidDpopProof,
+                    why: "the DPoP proof was refused",
+                    detail: Some(e.to_string()),
+                });
+            }
+        };
+        if proof.jkt != bound {
+            return Err(SenderRefusal::refused(
+                ErrorCode::InvalidDpopProof,
+                "the proof is not made with the key the token is bound to",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::dpop::SenderRefusal;
 use super::error::{Challenge, ErrorCode, OAuthError};
 use super::grants::revoke_grant;
 use super::issue::{GrantData, absolute_fhir_user};
@@ -35,23 +36,12 @@ pub async fn userinfo(
             refuse(ErrorCode::InvalidToken, "the access token is not active")
         }
     })?;
-    match (claims.dpop_jkt(), scheme) {
-        (None, Scheme::Bearer) => {}
-        (None, Scheme::Dpop) => return Err(refuse(ErrorCode::InvalidToken, "the token is not DPoP-bound")),
-        (Some(_), Scheme::Bearer) => {
-            let why = "the token is DPoP-bound: send it with the DPoP scheme and a proof";
-            return Err(refuse(ErrorCode::InvalidToken, why).with_challenge(Challenge::Dpop));
+    app.check_sender(scheme, token, &claims, dpop, method, url).await.map_err(|refusal| match refusal {
+        SenderRefusal::Store(e) => e.into(),
+        refused @ SenderRefusal::Refused { code, .. } => {
+            refuse(code, &refused.description()).with_challenge(Challenge::Dpop)
         }
-        (Some(bound), Scheme::Dpop) => {
-            let proof = app.check_dpop(dpop, method, url, Some(token), false).await.map_err(|e| match e {
-                super::dpop::DpopRefusal::Store(e) => e.into(),
-                other => refuse(ErrorCode::InvalidDpopProof, &other.to_string()),
-            })?;
-            if proof.as_ref().map(|p| p.jkt.as_str()) != Some(bound) {
-                return Err(refuse(ErrorCode::InvalidDpopProof, "a proof made with the token's key is required"));
-            }
-        }
-    }
+    })?;
     let scope = ScopeSet::parse(&claims.scope).unwrap_or_default();
     if !scope.contains(&Scope::OpenId) {
         return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token was not granted `openid`")

@@ -365,6 +365,15 @@ pub fn pkcs8_from_pem(pem: &str) -> Result<Vec<u8>, JoseError> {
         .map_err(|_| JoseError::UnusableKey("the PEM body is not base64".into()))
 }
 
+/// Whether a JWT's `aud` (a string, or an array of them: RFC 7519 §4.1.3) names `wanted`.
+pub fn audience_includes(aud: Option<&serde_json::Value>, wanted: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(aud)) => aud == wanted,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(wanted)),
+        _ => false,
+    }
+}
+
 /// RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members in lexicographic order.
 pub fn thumbprint(jwk: &Jwk) -> String {
     let canonical = match jwk.kty.as_str() {

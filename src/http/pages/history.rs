@@ -29,11 +29,11 @@ fn cell(text: &str) -> String {
 }
 
 /// The page: one row per access (newest first), emergency accesses shown with their reason.
-pub fn access_history(name: &str, events: &[Value], back: Option<&str>, policy: &PagePolicy) -> Response {
+/// `events` are (when, in UK time; the patient's view of the AuditEvent).
+pub fn access_history(name: &str, events: &[(String, Value)], back: Option<&str>, policy: &PagePolicy) -> Response {
     let mut rows = String::new();
     let mut emergencies = String::new();
-    for event in events {
-        let when = event["recorded_local"].as_str().unwrap_or_default();
+    for (when, event) in events {
         let who = event["agent"][0]["who"]["display"].as_str().unwrap_or("A system or app (no person named)");
         let roles: Vec<&str> = event["agent"][0]["role"]
             .as_array()

@@ -17,7 +17,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     let durable = &app.stores.durable;
     let hash = token_hash(presented);
     if client.client.is_public() {
-        check_sender(app, &hash, dpop_jkt).await?;
+        check_refresh_binding(app, &hash, dpop_jkt).await?;
     }
     let (grant_id, token_expires) = match durable.use_refresh_token(&hash, now).await? {
         RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
@@ -86,7 +86,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
 
 /// A public client's refresh token bound to a DPoP key is refused, and not spent, without a
 /// proof made with that key (RFC 9449 §5).
-async fn check_sender(app: &crate::app::App, hash: &str, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
+async fn check_refresh_binding(app: &crate::app::App, hash: &str, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
     let durable = &app.stores.durable;
     let Some(grant_id) = durable.refresh_token_grant(hash).await? else { return Ok(()) };
     let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(()) };

@@ -35,8 +35,7 @@ struct PartnerClaims {
     exp: Option<i64>,
     iat: Option<i64>,
     jti: Option<String>,
-    #[serde(default)]
-    aud: Audience,
+    aud: Option<Value>,
     name: Option<String>,
     #[serde(rename = "fhirUser")]
     fhir_user: Option<String>,
@@ -44,25 +43,6 @@ struct PartnerClaims {
     #[serde(default)]
     roles: Vec<String>,
     may_act: Option<Value>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    #[default]
-    None,
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Audience {
-    fn contains(&self, value: &str) -> bool {
-        match self {
-            Self::None => false,
-            Self::One(a) => a == value,
-            Self::Many(all) => all.iter().any(|a| a == value),
-        }
-    }
 }
 
 /// Who a subject or actor token speaks for.
@@ -181,7 +161,8 @@ async fn partner_jwt(request: &GrantRequest<'_>, what: &str, token: &str) -> Res
     if claims.iat.is_some_and(|iat| iat > now + skew) {
         return Err(invalid(what, "`iat` is in the future"));
     }
-    if !(claims.aud.contains(app.token_endpoint()) || claims.aud.contains(app.issuer())) {
+    let aud = claims.aud.as_ref();
+    if !(jose::audience_includes(aud, app.token_endpoint()) || jose::audience_includes(aud, app.issuer())) {
         return Err(invalid(what, "`aud` must name this server's token endpoint or issuer"));
     }
     let jti = claims.jti.filter(|j| !j.is_empty() && j.len() <= 256).ok_or_else(|| invalid(what, "missing `jti`"))?;
@@ -256,11 +237,10 @@ fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Pa
 /// same one; the answer is that server (`None`: our FHIR API).
 fn check_target<'a>(request: &'a GrantRequest<'_>) -> Result<Option<&'a ResourceServer>, OAuthError> {
     let app = request.app;
-    let fhir_base = app.fhir_base();
     let mut target: Option<Option<&ResourceServer>> = None;
     for name in ["resource", "audience"] {
         let Some(value) = request.params.get(name) else { continue };
-        let named = if value == fhir_base || value.strip_suffix('/') == Some(fhir_base) {
+        let named = if app.names_fhir_base(value) {
             None
         } else {
             let server = app.config.exchange.resource_servers.iter().find(|s| s.audience == value);
