@@ -99,7 +99,13 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    postgres: bool,
+    /// Appends from this process go one at a time: they would only collide on the chain's tail.
+    audit_append: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The PostgreSQL advisory-lock key that serialises audit appends across nodes ("cbaudit").
+const AUDIT_APPEND_LOCK: i64 = 0x6362_6175_6469_74;
 
 impl SqlStore {
     /// Connects to `sqlite://…` or `postgres://…` and applies pending migrations.
@@ -121,7 +127,7 @@ impl SqlStore {
             .connect(url)
             .await
             .map_err(unavailable)?;
-        let store = Self { pool };
+        let store = Self { pool, postgres: !sqlite, audit_append: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -581,7 +587,16 @@ const AUDIT_APPEND_ATTEMPTS: usize = 8;
 
 impl SqlStore {
     async fn try_append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        // SQLite: take the write lock up front. A deferred transaction that reads the tail and
+        // then writes fails at once ("database is locked", no busy wait) when another connection
+        // wrote in between; an immediate one waits its turn under the busy timeout.
+        let mut tx =
+            if self.postgres { self.pool.begin().await? } else { self.pool.begin_with("BEGIN IMMEDIATE").await? };
+        if self.postgres {
+            // Every node appends behind one transaction-scoped lock, so the chain's tail is read
+            // and extended by one appender at a time and no append is lost to contention.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_APPEND_LOCK).execute(&mut *tx).await?;
+        }
         let last =
             sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
         let (mut seq, mut prev) = match last {
@@ -592,8 +607,8 @@ impl SqlStore {
         for draft in drafts {
             seq += 1;
             let hash = chain_hash(&prev, seq, draft.time, &draft.data);
-            // INVARIANT: `seq` is the primary key, so two appenders that read the same last record
-            // cannot both commit: the loser fails here and retries on the new tail.
+            // INVARIANT: `seq` is the primary key, so even appenders the locks do not cover (two
+            // processes on one SQLite file) cannot both commit on one tail: the loser retries.
             sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
                 .bind(seq)
                 .bind(draft.time)
@@ -615,13 +630,17 @@ impl SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError> {
-        // Only the database refusing the write (another node took the sequence number, SQLite
-        // busy) is worth another go; a pool or I/O failure is reported at once.
+        // Only the database refusing the write (SQLite busy, another process took the sequence
+        // number) is worth another go; a pool or I/O failure is reported at once.
+        let _one_at_a_time = self.audit_append.lock().await;
         let mut attempt = 1;
         loop {
             match self.try_append_audit(drafts).await {
                 Ok(seqs) => return Ok(seqs),
-                Err(e) if e.as_database_error().is_some() && attempt < AUDIT_APPEND_ATTEMPTS => attempt += 1,
+                Err(e) if e.as_database_error().is_some() && attempt < AUDIT_APPEND_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+                    attempt += 1;
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
