@@ -105,7 +105,7 @@ pub struct SqlStore {
 }
 
 /// The PostgreSQL advisory-lock key that serialises audit appends across nodes ("cbaudit").
-const AUDIT_APPEND_LOCK: i64 = 0x6362_6175_6469_74;
+const AUDIT_APPEND_LOCK: i64 = 0x0063_6261_7564_6974;
 
 impl SqlStore {
     /// Connects to `sqlite://…` or `postgres://…` and applies pending migrations.
