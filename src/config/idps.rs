@@ -146,8 +146,9 @@ pub struct IdpConfig {
     /// Let trusted EHRs present this provider's ID tokens as the user in `POST /launch`.
     #[serde(default)]
     pub accept_presented_tokens: bool,
-    /// Partner apps may exchange this provider's ID tokens for ours at the token endpoint
-    /// (RFC 8693; `aud` must be `client_id` or one of `presented_audiences`).
+    /// Partner apps may exchange this provider's ID tokens (OIDC: `aud` must be `client_id` or
+    /// one of `presented_audiences`) or signed assertions (SAML: Audience our entity ID,
+    /// Recipient our token endpoint) for ours at the token endpoint (RFC 8693).
     #[serde(default)]
     pub accept_exchange: bool,
     /// Our other client ids at this provider whose ID tokens an EHR may present (the
@@ -354,9 +355,6 @@ fn check_saml(idp: &mut IdpConfig, base: &Path, push: &mut impl FnMut(&str, Stri
     }
     if saml.assurance > 3 {
         push("saml.assurance", "assurance is 0 to 3".into());
-    }
-    if idp.accept_exchange {
-        push("accept_exchange", "only OIDC providers' ID tokens can be exchanged".into());
     }
     if idp.accept_presented_tokens {
         push("accept_presented_tokens", "only OIDC providers' ID tokens can be presented".into());

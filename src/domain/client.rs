@@ -155,9 +155,10 @@ pub struct ClientMetadata {
 }
 
 /// Subject (and actor) token types carebroker can exchange (RFC 8693 §3).
-pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 3] = [
+pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 4] = [
     "urn:ietf:params:oauth:token-type:access_token",
     "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:saml2",
     "urn:ietf:params:oauth:token-type:jwt",
 ];
 

@@ -211,6 +211,28 @@ impl UpstreamProvider {
         self.verify_id_token(id_token, None, now, Presentation::Exchange).await
     }
 
+    /// Verifies the signed SAML assertion (base64url) a partner app exchanges at the token
+    /// endpoint; the provider file must say `accept_exchange = true`.
+    pub async fn exchanged_assertion(
+        &self,
+        assertion: &str,
+        replays: &dyn crate::store::EphemeralStore,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        let Protocol::Saml(idp) = &self.protocol else {
+            return Err(SignInError::Rejected(format!("`{}` is not a SAML provider", self.config.id)));
+        };
+        if !self.config.accept_exchange {
+            return Err(SignInError::Rejected(format!(
+                "`{}` assertions are not accepted in token exchange",
+                self.config.id
+            )));
+        }
+        let mut identity = idp.exchanged(assertion, replays, now).await?;
+        identity.amr.push("token-exchange".into());
+        Ok(identity)
+    }
+
     async fn verify_id_token(
         &self,
         id_token: &str,
@@ -333,6 +355,13 @@ impl Registry {
     /// `iss`; `Err(Some(iss))` when no provider has that issuer.
     pub fn for_token(&self, token: &str) -> Result<Arc<UpstreamProvider>, Option<String>> {
         let issuer = unverified_issuer(token).ok_or(None)?;
+        self.by_issuer(&issuer).ok_or(Some(issuer))
+    }
+
+    /// The provider that issued a base64url SAML assertion, by its Issuer (read before
+    /// verification only to pick the provider that must then verify it); errors as [`Self::for_token`].
+    pub fn for_assertion(&self, assertion: &str) -> Result<Arc<UpstreamProvider>, Option<String>> {
+        let issuer = saml::unverified_assertion_issuer(assertion).ok_or(None)?;
         self.by_issuer(&issuer).ok_or(Some(issuer))
     }
 

@@ -9,6 +9,12 @@
 //! carebroker checks against its own clock: Destination, Recipient, Audience, Issuer,
 //! `InResponseTo` (a request it sent, consumed once by the caller), IssueInstant, NotBefore and
 //! NotOnOrAfter with bounded skew; and it never accepts an assertion ID twice.
+//!
+//! A partner app may also present a bare signed assertion in token exchange (RFC 8693 `saml2`,
+//! base64url) when the provider file says `accept_exchange`. It gets the same verification, with
+//! the token endpoint as the bearer confirmation's Recipient (as RFC 7522 §3 has it for SAML
+//! bearer grants) and no request of ours to answer; an assertion used at the ACS cannot be
+//! exchanged, nor the other way round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +48,8 @@ pub struct SpSettings {
     pub entity_id: String,
     pub acs_url: String,
     pub slo_url: String,
+    /// Where exchanged assertions must be confirmed to: the token endpoint.
+    pub token_url: String,
     pub(super) key: Option<PKey<Private>>,
     cert_der: Option<Vec<u8>>,
 }
@@ -74,6 +82,7 @@ impl SpSettings {
             entity_id: sp.entity_id.clone().unwrap_or_else(|| config.endpoint("/saml/metadata")),
             acs_url: config.endpoint("/saml/acs"),
             slo_url: config.endpoint("/saml/slo"),
+            token_url: config.endpoint("/token"),
             key,
             cert_der,
         })
@@ -139,6 +148,9 @@ pub struct SamlIdp {
 /// signing certificates it names (never empty).
 pub(super) struct Trusted {
     pub sp: ServiceProvider,
+    /// The same trust for assertions presented in token exchange: confirmed to the token
+    /// endpoint, answering no request of ours.
+    exchange: ServiceProvider,
     pub certs: Vec<CertificateDer>,
 }
 
@@ -185,7 +197,14 @@ impl SamlIdp {
         let mut sp = self.sp.service_provider(descriptor);
         sp.allowed_signature_algorithms = Some(self.algorithms.clone());
         match sp.idp_signing_certs() {
-            Ok(Some(certs)) if !certs.is_empty() => Ok(Trusted { sp, certs }),
+            Ok(Some(certs)) if !certs.is_empty() => {
+                let exchange = ServiceProvider {
+                    acs_url: Some(self.sp.token_url.clone()),
+                    allow_idp_initiated: true,
+                    ..sp.clone()
+                };
+                Ok(Trusted { sp, exchange, certs })
+            }
             Ok(_) => Err("the metadata names no signing certificate".into()),
             Err(e) => Err(format!("the metadata's certificate is unreadable: {e}")),
         }
@@ -247,7 +266,7 @@ impl SamlIdp {
         let refused = |why: String| SignInError::IdToken(why);
         let request_id =
             trip.saml_request_id.clone().ok_or_else(|| refused("this sign-in was not a SAML request".into()))?;
-        let xml = decode(encoded)?;
+        let xml = decode(encoded, &base64::engine::general_purpose::STANDARD)?;
         let (destination, status) = outer_facts(&xml)?;
         if let Some((code, message)) = status {
             return Err(SignInError::Provider { code, description: message });
@@ -264,22 +283,56 @@ impl SamlIdp {
             .sp
             .parse_xml_response(&xml, Some(&[request_id.as_str()]))
             .map_err(|e| refused(format!("the response failed verification: {e}")))?;
-        self.check_assertion(&assertion, now)?;
-        // Never the same assertion twice (kept until it could no longer be valid anyway).
-        let until = assertion_expiry(&assertion).unwrap_or(now) + self.config.saml.max_skew_secs;
+        self.check_assertion(&assertion, &self.sp.acs_url, now)?;
+        self.first_use(&assertion, replays, now).await?;
+        self.identity(&assertion, now)
+    }
+
+    /// Verifies a bare signed assertion a partner app presents in token exchange (base64url, RFC
+    /// 8693 `saml2`) and returns the identity it asserts. The caller has checked that the
+    /// provider accepts exchange.
+    pub async fn exchanged(
+        &self,
+        encoded: &str,
+        replays: &dyn EphemeralStore,
+        now: i64,
+    ) -> Result<Identity, SignInError> {
+        let xml = decode(encoded, &URL_SAFE_ANY_PADDING)?;
+        lone_assertion(&xml)?;
+        let assertion = self
+            .trusted()
+            .await?
+            .exchange
+            .parse_xml_response(&xml, None)
+            .map_err(|e| SignInError::IdToken(format!("the assertion failed verification: {e}")))?;
+        self.check_assertion(&assertion, &self.sp.token_url, now)?;
+        self.first_use(&assertion, replays, now).await?;
+        self.identity(&assertion, now)
+    }
+
+    /// Never the same assertion twice, at the ACS or in exchange (kept until it could no longer
+    /// be valid anyway).
+    async fn first_use(
+        &self,
+        assertion: &Assertion,
+        replays: &dyn EphemeralStore,
+        now: i64,
+    ) -> Result<(), SignInError> {
+        let until = assertion_expiry(assertion).unwrap_or(now) + self.config.saml.max_skew_secs;
         let ttl = Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(60));
         let fresh = SAML_ASSERTIONS
             .first_use(replays, &format!("{}:{}", self.config.id, assertion.id), ttl)
             .await
             .map_err(SignInError::upstream)?;
         if !fresh {
-            return Err(refused("this assertion was already used".into()));
+            return Err(SignInError::IdToken("this assertion was already used".into()));
         }
-        self.identity(&assertion, now)
+        Ok(())
     }
 
-    /// The checks samael leaves to us or makes against the wall clock.
-    fn check_assertion(&self, assertion: &Assertion, now: i64) -> Result<(), SignInError> {
+    /// The checks samael leaves to us or makes against the wall clock; the bearer confirmation
+    /// must name `recipient`.
+    fn check_assertion(&self, assertion: &Assertion, recipient: &str, now: i64) -> Result<(), SignInError> {
         let refused = |why: &str| Err(SignInError::IdToken(why.to_owned()));
         let skew = self.config.saml.max_skew_secs;
         if assertion.issuer.value.as_deref() != Some(self.config.issuer.as_str()) {
@@ -305,7 +358,7 @@ impl SamlIdp {
         let bearer_valid = confirmations.iter().filter_map(|c| c.subject_confirmation_data.as_ref()).any(|data| {
             data.not_on_or_after.is_some_and(|t| t.timestamp() > now - skew)
                 && data.not_before.is_none_or(|t| t.timestamp() <= now + skew)
-                && data.recipient.as_deref() == Some(self.sp.acs_url.as_str())
+                && data.recipient.as_deref() == Some(recipient)
         });
         if !bearer_valid {
             return refused("the assertion's subject confirmation has expired or is for someone else");
@@ -377,16 +430,23 @@ fn assertion_expiry(assertion: &Assertion) -> Option<i64> {
         .max()
 }
 
+/// Base64url with or without padding, as exchanged assertions come.
+const URL_SAFE_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// Base64 → XML text, refusing what is never accepted: oversize, a DTD (entity expansion, XXE),
 /// comments (which truncate a NameID on some readers without breaking the signature).
-fn decode(encoded: &str) -> Result<String, SignInError> {
+fn decode(encoded: &str, engine: &base64::engine::GeneralPurpose) -> Result<String, SignInError> {
     let refused = |why: &str| Err(SignInError::IdToken(why.to_owned()));
     if encoded.len() > MAX_RESPONSE_BYTES {
         return refused("the response is too large");
     }
     let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(compact) else {
-        return refused("the SAMLResponse is not base64");
+    let Ok(bytes) = engine.decode(compact) else {
+        return refused("the SAML message is not base64 of the expected alphabet");
     };
     let Ok(xml) = String::from_utf8(bytes) else { return refused("the response is not UTF-8 XML") };
     if has_dtd(&xml) {
@@ -396,6 +456,39 @@ fn decode(encoded: &str) -> Result<String, SignInError> {
         return refused("the response contains XML comments, which are never accepted");
     }
     Ok(xml)
+}
+
+/// The issuer a base64url assertion names, read before verification only to pick who must then
+/// verify it.
+pub fn unverified_assertion_issuer(encoded: &str) -> Option<String> {
+    let xml = decode(encoded, &URL_SAFE_ANY_PADDING).ok()?;
+    let doc = roxmltree::Document::parse(&xml).ok()?;
+    let root = doc.root_element();
+    is(root, SAML2, "Assertion").then(|| child_text(root, SAML2, "Issuer")).flatten().map(|s| s.trim().to_owned())
+}
+
+/// A presented assertion is one `saml:Assertion` and nothing else: no Response around it, no
+/// second assertion inside (every wrapping attack needs one).
+fn lone_assertion(xml: &str) -> Result<(), SignInError> {
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|_| SignInError::IdToken("the assertion is not well-formed XML".into()))?;
+    if !is(doc.root_element(), SAML2, "Assertion") {
+        return Err(SignInError::IdToken("the token is not a SAML 2.0 Assertion".into()));
+    }
+    let assertions = assertion_count(&doc);
+    if assertions != 1 {
+        return Err(SignInError::IdToken(format!("the token must be exactly one assertion, not {assertions}")));
+    }
+    Ok(())
+}
+
+/// How many assertions (plain or encrypted) a document holds, anywhere.
+fn assertion_count(doc: &roxmltree::Document<'_>) -> usize {
+    doc.descendants()
+        .filter(|n| {
+            n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name().ends_with("Assertion")
+        })
+        .count()
 }
 
 /// The Response's Destination and, when it is not Success, its status code and message. Read
@@ -409,12 +502,7 @@ fn outer_facts(xml: &str) -> Result<(Option<String>, Option<(String, Option<Stri
         return Err(SignInError::IdToken("the message is not a SAML 2.0 Response".into()));
     }
     // One assertion, anywhere in the document: every wrapping attack needs a second one.
-    let assertions = doc
-        .descendants()
-        .filter(|n| {
-            n.is_element() && n.tag_name().namespace() == Some(SAML2) && n.tag_name().name().ends_with("Assertion")
-        })
-        .count();
+    let assertions = assertion_count(&doc);
     let status = child(root, SAML2P, "Status");
     let code = status.and_then(|s| child(s, SAML2P, "StatusCode"));
     let failure = match code.and_then(|c| c.attribute("Value")) {
@@ -475,13 +563,35 @@ mod tests {
 
     #[test]
     fn responses_with_a_dtd_comments_or_bad_encoding_are_refused_before_parsing() {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        use base64::engine::general_purpose::STANDARD;
+        let b64 = |s: &str| STANDARD.encode(s);
         for (xml, says) in [("<!DOCTYPE r []><r/>", "document type"), ("<r><!-- x --></r>", "comments")] {
-            let err = decode(&b64(xml)).unwrap_err().to_string();
+            let err = decode(&b64(xml), &STANDARD).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
-        assert!(decode("%%%").unwrap_err().to_string().contains("base64"));
-        assert!(decode(&"A".repeat(MAX_RESPONSE_BYTES + 4)).unwrap_err().to_string().contains("too large"));
-        assert_eq!(decode(&format!(" {}\n", b64("<r/>"))).unwrap(), "<r/>", "line-wrapped base64 is fine");
+        assert!(decode("%%%", &STANDARD).unwrap_err().to_string().contains("base64"));
+        assert!(decode(&"A".repeat(MAX_RESPONSE_BYTES + 4), &STANDARD).unwrap_err().to_string().contains("too large"));
+        assert_eq!(decode(&format!(" {}\n", b64("<r/>")), &STANDARD).unwrap(), "<r/>", "line-wrapped base64 is fine");
+        // exchanged assertions are base64url, padded or not; the standard alphabet is refused there
+        let xml = "<r a='?>>?'/>";
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(xml);
+        assert_eq!(decode(&url, &URL_SAFE_ANY_PADDING).unwrap(), xml);
+        assert!(decode(&STANDARD.encode(xml), &URL_SAFE_ANY_PADDING).is_err());
+    }
+
+    #[test]
+    fn only_a_lone_assertion_is_taken_in_exchange() {
+        let one =
+            format!("<saml:Assertion xmlns:saml='{SAML2}'><saml:Issuer> {ENTITY} </saml:Issuer></saml:Assertion>");
+        assert!(lone_assertion(&one).is_ok());
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&one);
+        assert_eq!(unverified_assertion_issuer(&url).as_deref(), Some(ENTITY));
+        let wrapped = one.replace("</saml:Issuer>", "</saml:Issuer><saml:Advice><saml:Assertion/></saml:Advice>");
+        assert!(lone_assertion(&wrapped).unwrap_err().to_string().contains("not 2"));
+        let response = format!("<samlp:Response xmlns:samlp='{SAML2P}'>{one}</samlp:Response>");
+        assert!(lone_assertion(&response).unwrap_err().to_string().contains("not a SAML 2.0 Assertion"));
+        assert!(
+            unverified_assertion_issuer(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&response)).is_none()
+        );
     }
 }

@@ -540,3 +540,107 @@ async fn a_launch_for_another_app_is_refused_without_being_spent() {
         .await;
     crate::support::smart::code_from(&reply, "st-123");
 }
+
+const SAML2: &str = "urn:ietf:params:oauth:token-type:saml2";
+
+#[tokio::test]
+async fn a_care_homes_saml_assertion_is_exchanged_once_and_every_bad_one_is_refused() {
+    use crate::support::saml_idp::{self, Shape, response, sign, signed_assertion};
+    use base64::Engine as _;
+    let b64url = |xml: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(xml);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = saml_idp::config("lavender", dir.path());
+    let not_accepted = TestApp::builder()
+        .with_client(partner(&[SAML2]))
+        .with_idp(config.clone())
+        .with_dir(tempfile::tempdir().unwrap())
+        .build()
+        .await;
+    config.accept_exchange = true;
+    let app = TestApp::builder().with_client(partner(&[SAML2])).with_idp(config).with_dir(dir).build().await;
+    // a bearer assertion for us (Audience our entity ID), confirmed to our token endpoint
+    let shape = || {
+        let mut s = Shape::new("_partners-own-request", app.now());
+        s.recipient = crate::support::TOKEN_URL.into();
+        s
+    };
+    let exchanged = |assertion: String| {
+        let app = &app;
+        async move {
+            exchange(app, &[("subject_token", &assertion), ("subject_token_type", SAML2), ("scope", "user/*.rs")]).await
+        }
+    };
+
+    let good = b64url(&signed_assertion(&shape(), "saml-idp"));
+    let refused = exchange(&not_accepted, &[("subject_token", &good), ("subject_token_type", SAML2)]).await;
+    refused.assert_error(400, "invalid_request");
+    assert!(refused.text().contains("not accepted in token exchange"), "{}", refused.text());
+
+    let reply = exchanged(good.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let (_, claims) = jwt_parts(reply.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], "lavender:cj-4471");
+    assert_eq!(claims["fhirUser"], "Practitioner/cj-4471");
+    assert!(claims["amr"].to_string().contains("token-exchange"), "{claims}");
+    assert!(reply.json()["scope"].as_str().is_some_and(|s| s.starts_with("user/")), "{}", reply.text());
+
+    // never twice (one replay cache with the ACS)
+    let again = exchanged(good).await;
+    again.assert_error(400, "invalid_request");
+    assert!(again.text().contains("already used"), "{}", again.text());
+
+    let spoiled: Vec<(&str, &str, String)> = vec![
+        ("confirmed to the browser sign-in", "Recipient", {
+            let mut s = shape();
+            s.recipient = saml_idp::ACS.into();
+            b64url(&signed_assertion(&s, "saml-idp"))
+        }),
+        ("for another service", "Audience", {
+            let mut s = shape();
+            s.audience = Some("https://another-sp.example/saml".into());
+            b64url(&signed_assertion(&s, "saml-idp"))
+        }),
+        ("expired", "NotOnOrAfter", {
+            let mut s = shape();
+            (s.valid_for, s.issued_ago) = (-121, 400);
+            b64url(&signed_assertion(&s, "saml-idp"))
+        }),
+        ("signed by a key not in the metadata", "failed verification", {
+            b64url(&signed_assertion(&shape(), "saml-foreign"))
+        }),
+        ("unsigned", "failed verification", b64url(&saml_idp::assertion(&shape(), false))),
+        ("tampered after signing", "failed verification", {
+            b64url(&signed_assertion(&shape(), "saml-idp").replace("Casey Jones", "Someone Else"))
+        }),
+        ("from an issuer we do not know", "not a configured provider", {
+            let mut s = shape();
+            s.issuer = "https://rogue-idp.example/saml".into();
+            b64url(&signed_assertion(&s, "saml-idp"))
+        }),
+        ("a Response rather than an assertion", "SAML 2.0 Assertion", {
+            let s = shape();
+            b64url(&sign(&response(&s, &signed_assertion(&s, "saml-idp"), true), "saml-idp"))
+        }),
+        ("standard base64 rather than base64url", "base64url", {
+            base64::engine::general_purpose::STANDARD.encode(signed_assertion(&shape(), "saml-idp")).replace('=', "")
+                + "+/"
+        }),
+        ("with a document type declaration", "base64url", {
+            b64url(&format!("<!DOCTYPE a []>{}", signed_assertion(&shape(), "saml-idp")))
+        }),
+    ];
+    for (case, says, token) in spoiled {
+        let reply = exchanged(token).await;
+        assert_eq!(reply.status, 400, "{case}: {}", reply.text());
+        assert_eq!(reply.json()["error"], "invalid_request", "{case}");
+        let description = reply.json()["error_description"].as_str().unwrap_or_default().to_owned();
+        assert!(description.contains(says), "{case}: {description}");
+    }
+    // one exchange succeeded, with the token type and the provider audited; every refusal is audited too
+    let records = app.state.stores.durable.audit_records(0, 1000).await.unwrap();
+    let events: Vec<Value> = records.iter().filter_map(|r| serde_json::from_str(&r.data).ok()).collect();
+    let outcomes = |o: &str| events.iter().filter(|e| e["kind"] == "token-exchange" && e["outcome"] == o).count();
+    assert_eq!(outcomes("success"), 1, "only the good assertion was exchanged");
+    assert!(events.iter().any(|e| e["kind"] == "token-exchange" && e.to_string().contains(SAML2)));
+    assert_eq!(outcomes("success") + outcomes("failed"), 12, "every exchange attempt is audited");
+}

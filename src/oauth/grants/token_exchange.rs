@@ -4,7 +4,9 @@
 //!
 //! Subject tokens: a carebroker access token (downscoping; the new token is never wider and never
 //! outlives it) or an upstream provider's ID token (a provider file with `accept_exchange`,
-//! checked exactly as an ID token an EHR presents). Patient context comes from the subject access
+//! checked exactly as an ID token an EHR presents), a SAML provider's signed assertion (verified
+//! as the ACS verifies one, confirmed to our token endpoint, used once), or a trusted partner's
+//! own JWT (`[[exchange.issuers]]`, `jti` once on every node). Patient context comes from the subject access
 //! token, or from a `launch` a trusted EHR registered for this client and this user. An
 //! `actor_token` makes the token delegated: an `act` claim (nested for a chain, §4.1), refused
 //! when the subject token's `may_act` (§4.4) does not admit the actor.
@@ -27,6 +29,7 @@ use crate::token::random_token;
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const SAML2_TYPE: &str = "urn:ietf:params:oauth:token-type:saml2";
 
 /// What a partner's JWT says about its user.
 #[derive(Debug, serde::Deserialize)]
@@ -90,13 +93,23 @@ async fn party(request: &GrantRequest<'_>, what: &str, token: &str, kind: &str) 
             }
             Ok(party_of_access_token(app, claims))
         }
-        ID_TOKEN_TYPE => {
-            let provider = match app.federation.for_token(token) {
+        ID_TOKEN_TYPE | SAML2_TYPE => {
+            let (found, unreadable) = if kind == ID_TOKEN_TYPE {
+                (app.federation.for_token(token), "it is not a signed JWT with an `iss`")
+            } else {
+                (app.federation.for_assertion(token), "it is not a base64url SAML 2.0 Assertion with an Issuer")
+            };
+            let provider = match found {
                 Ok(provider) => provider,
-                Err(None) => return Err(invalid(what, "it is not a signed JWT with an `iss`")),
+                Err(None) => return Err(invalid(what, unreadable)),
                 Err(Some(issuer)) => return Err(invalid(what, format!("`{issuer}` is not a configured provider"))),
             };
-            let identity = provider.exchanged(token, request.now).await.map_err(|e| match e {
+            let verified = if kind == ID_TOKEN_TYPE {
+                provider.exchanged(token, request.now).await
+            } else {
+                provider.exchanged_assertion(token, &*app.stores.ephemeral, request.now).await
+            };
+            let identity = verified.map_err(|e| match e {
                 crate::federation::SignInError::Upstream(m) => {
                     OAuthError::new(ErrorCode::TemporarilyUnavailable, format!("the {what} could not be checked: {m}"))
                 }
