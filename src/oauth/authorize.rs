@@ -220,17 +220,15 @@ pub(crate) fn check_request(
     if !pkce::is_valid_s256_challenge(challenge) {
         return Err(invalid("`code_challenge` is not a base64url SHA-256 value"));
     }
-    match (params.get("aud"), params.get("resource")) {
-        (None, None) => return Err(invalid("missing `aud`: name the FHIR server this token is for")),
-        (aud, resource) => {
-            for value in [aud, resource].into_iter().flatten() {
-                if !app.names_fhir_base(value) {
-                    return Err(OAuthError::invalid_request(format!(
-                        "`{value}` is not a FHIR server of this authorization server"
-                    )));
-                }
-            }
-        }
+    // `aud` (SMART) and any `resource` (RFC 8707, repeatable) must all name our FHIR API
+    let targets: Vec<&str> = params.get("aud").into_iter().chain(params.all("resource")).collect();
+    if targets.is_empty() {
+        return Err(invalid("missing `aud`: name the FHIR server this token is for"));
+    }
+    if let Some(other) = targets.iter().find(|t| !app.names_fhir_base(t)) {
+        return Err(OAuthError::invalid_request(format!(
+            "`{other}` is not a FHIR server of this authorization server"
+        )));
     }
 
     let requested = ScopeSet::parse(params.get("scope").unwrap_or_default())

@@ -272,3 +272,18 @@ async fn authorize_accepts_post_and_resource_as_a_synonym_of_aud() {
     assert!(q.contains_key("req"));
     let _ = json!({});
 }
+
+#[tokio::test]
+async fn resource_may_repeat_when_every_value_names_our_fhir_api() {
+    let app = smart_app().await;
+    let (_, challenge) = pkce_pair();
+    let base = authorize_path(&challenge, &[("aud", ""), ("resource", FHIR_BASE)]);
+    let encoded: String = form_urlencoded::byte_serialize(FHIR_BASE.as_bytes()).collect();
+    let reply = app.get(&format!("{base}&resource={encoded}")).await;
+    assert_eq!(reply.status, 303, "{}", reply.text());
+    let elsewhere = app.get(&format!("{base}&resource=https%3A%2F%2Felsewhere.example%2Ffhir")).await;
+    assert_eq!(error_from(&elsewhere, Some("st-123")), "invalid_request");
+    // `aud` itself may not repeat
+    let doubled = app.get(&format!("{}&aud={encoded}", authorize_path(&challenge, &[]))).await;
+    assert_eq!(doubled.status, 400, "{}", doubled.text());
+}

@@ -1,7 +1,9 @@
 //! A partner app as a real relying party: panva's `openid-client` (npm, OpenID-certified)
 //! drives PAR + authorization code with a DPoP-bound token, a DPoP FHIR read, and a token
-//! exchange to a narrower token, which needs a proof of the subject token's key
-//! (tests/e2e/partner_app.mjs).
+//! exchange to a narrower token, which needs a proof of the subject token's key; then it signs
+//! its user in at a real OpenID provider (node-oidc-provider, tests/idp) itself and exchanges
+//! that ID token, with the launch an EHR registered for the same user, for a patient-scoped
+//! token that reads the care plan (tests/e2e/partner_app.mjs).
 
 use std::process::Command;
 
@@ -9,10 +11,16 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::support::TestApp;
+use crate::support::fhir::{ADVANCE, care_plan, create_plan};
+use crate::support::node_idp::NodeIdp;
 use crate::support::smart::{EHR, EHR_SECRET, trusted_ehr};
 
 const PARTNER: &str = "hospice-app";
 const SECRET: &str = "hospice-secret-hospice-secret-0123";
+const IDP_CLIENT: &str = "hospice-at-the-trust";
+const IDP_SECRET: &str = "hospice-at-the-trust-secret";
+const IDP_REDIRECT: &str = "https://hospice.example/signed-in";
+const PATIENT: &str = "9434765919";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
@@ -31,13 +39,35 @@ async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
     partner.scope = "launch patient/*.rs".into();
     partner.dpop_bound_access_tokens = true;
     partner.require_pushed_authorization_requests = true;
-    partner.token_exchange_subject_token_types = vec!["urn:ietf:params:oauth:token-type:access_token".into()];
+    partner.token_exchange_subject_token_types = vec![
+        "urn:ietf:params:oauth:token-type:access_token".into(),
+        "urn:ietf:params:oauth:token-type:id_token".into(),
+    ];
+    // The partner's own client at an upstream provider; carebroker takes its ID tokens in
+    // exchange (and from the EHR in POST /launch) because this provider file says so.
+    let idp = NodeIdp::start("plain", IDP_CLIENT, IDP_REDIRECT, ("--client-secret", IDP_SECRET), None).await;
+    let idp_config = carebroker::config::idps::IdpConfig {
+        id: "trust-idp".into(),
+        kind: carebroker::config::idps::IdpKind::Oidc,
+        name: "A trust's OpenID provider".into(),
+        issuer: idp.issuer.clone(),
+        client_id: "carebroker-at-the-trust".into(),
+        client_secret: Some(carebroker::config::Secret::new("unused-here")),
+        scopes: vec!["openid".into(), "profile".into()],
+        accept_exchange: true,
+        accept_presented_tokens: true,
+        presented_audiences: vec![IDP_CLIENT.into()],
+        discovery_cache_secs: 3600,
+        ..Default::default()
+    };
     let mut ehr = trusted_ehr();
     ehr.ehr_launch.as_mut().unwrap().apps.push(PARTNER.into());
     let public = base.clone();
     let app = TestApp::builder()
         .with_client(partner)
         .with_client(ehr)
+        .with_idp(idp_config)
+        .with_dir(tempfile::tempdir().unwrap())
         .with_dev_users()
         .with_config(move |c| {
             c.server.public_url = public.clone();
@@ -45,6 +75,7 @@ async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
         .build()
         .await;
     app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
+    let plan = create_plan(&app, &care_plan(PATIENT, ADVANCE, "2026-01-01")).await;
     let state = app.state.clone();
     tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
 
@@ -62,6 +93,16 @@ async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
         EHR.into(),
         "--ehr-secret".into(),
         EHR_SECRET.into(),
+        "--idp".into(),
+        idp.issuer.clone(),
+        "--idp-root".into(),
+        idp.root.clone(),
+        "--idp-client-id".into(),
+        IDP_CLIENT.into(),
+        "--idp-client-secret".into(),
+        IDP_SECRET.into(),
+        "--idp-redirect-uri".into(),
+        IDP_REDIRECT.into(),
     ];
     let output = tokio::task::spawn_blocking(move || Command::new("node").args(&args).output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -79,4 +120,27 @@ async fn openid_client_pushes_redeems_with_dpop_reads_and_exchanges() {
     assert_eq!(out["exchange"]["patient"], "9434765919", "{out}");
     assert_eq!(out["exchange_read"]["status"], 200, "{out}");
     assert_eq!(out["exchange_read_wrong_key"]["status"], 401, "{out}");
+
+    let by_id_token = &out["id_token_exchange"];
+    assert_eq!(by_id_token["idp_sub"], "alice-1", "{out}");
+    assert_eq!(by_id_token["exchange"]["token_type"], "dpop", "{out}");
+    assert_eq!(by_id_token["exchange"]["patient"], PATIENT, "{out}");
+    assert_eq!(by_id_token["exchange"]["scope"], "patient/CarePlan.rs", "{out}");
+    assert_eq!(by_id_token["care_plans"]["status"], 200, "{out}");
+    assert_eq!(
+        by_id_token["care_plans"]["subjects"],
+        serde_json::json!([format!("Patient/{PATIENT}")]),
+        "{plan} {out}"
+    );
+    assert_eq!(by_id_token["launch_again"], "invalid_request", "a launch is used once: {out}");
+    // the exchange is audited against the upstream user, with the provider and the token type
+    let records = app.state.stores.durable.audit_records(0, 1000).await.unwrap();
+    let exchanged = records
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.data).ok())
+        .find(|e| {
+            e["kind"] == "token-exchange" && e["outcome"] == "success" && e.to_string().contains("trust-idp:alice-1")
+        })
+        .expect("the ID-token exchange is audited");
+    assert!(exchanged.to_string().contains("token-type:id_token"), "{exchanged}");
 }

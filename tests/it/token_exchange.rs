@@ -475,6 +475,33 @@ async fn a_token_can_be_exchanged_for_another_configured_resource_server_and_onl
     )
     .await
     .assert_error(400, "invalid_target");
+    // targets may repeat (RFC 8693 §2.1): all naming the dashboard is one server; two servers,
+    // or one unknown among them, is invalid_target, never a token for some of them
+    let fields = |targets: &[(&'static str, &'static str)]| {
+        let mut fields = vec![("subject_token", subject.clone()), ("subject_token_type", ACCESS.to_owned())];
+        fields.extend(targets.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        fields
+    };
+    let send = |fields: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let borrowed: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            exchange(app, &borrowed).await
+        }
+    };
+    let again = send(fields(&[("resource", DASHBOARD), ("resource", DASHBOARD), ("audience", DASHBOARD)])).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(jwt_parts(again.json()["access_token"].as_str().unwrap()).1["aud"], DASHBOARD);
+    send(fields(&[("resource", DASHBOARD), ("resource", FHIR_BASE)])).await.assert_error(400, "invalid_target");
+    send(fields(&[("audience", DASHBOARD), ("audience", "https://unknown.example/api")]))
+        .await
+        .assert_error(400, "invalid_target");
+    let many: Vec<_> = std::iter::repeat_n(("resource", DASHBOARD), 9).collect();
+    send(fields(&many)).await.assert_error(400, "invalid_request");
+    // other parameters still may not repeat
+    send(fields(&[("scope", "patient/Patient.rs"), ("scope", "patient/Patient.rs")]))
+        .await
+        .assert_error(400, "invalid_request");
 }
 
 #[tokio::test]

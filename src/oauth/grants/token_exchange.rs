@@ -245,14 +245,14 @@ fn party_of_access_token(app: &crate::app::App, claims: AccessTokenClaims) -> Pa
     }
 }
 
-/// `resource` and `audience` must name the FHIR API (RFC 8693 §2.1 `invalid_target`).
-/// `resource` and `audience` must name our FHIR API or a configured resource server, and the
-/// same one; the answer is that server (`None`: our FHIR API).
+/// Every `resource` and `audience` (each may repeat, RFC 8693 §2.1) must name our FHIR API or a
+/// configured resource server, and all the same one, else `invalid_target`; the answer is that
+/// server (`None`: our FHIR API).
 fn check_target<'a>(request: &'a GrantRequest<'_>) -> Result<Option<&'a ResourceServer>, OAuthError> {
     let app = request.app;
     let mut target: Option<Option<&ResourceServer>> = None;
-    for name in ["resource", "audience"] {
-        let Some(value) = request.params.get(name) else { continue };
+    let named = ["resource", "audience"].into_iter().flat_map(|name| request.params.all(name).map(move |v| (name, v)));
+    for (name, value) in named {
         let named = if app.names_fhir_base(value) {
             None
         } else {
@@ -265,7 +265,10 @@ fn check_target<'a>(request: &'a GrantRequest<'_>) -> Result<Option<&'a Resource
             })?)
         };
         if target.is_some_and(|t| t.map(|s| &s.audience) != named.map(|s| &s.audience)) {
-            return Err(OAuthError::new(ErrorCode::InvalidTarget, "`resource` and `audience` name different servers"));
+            return Err(OAuthError::new(
+                ErrorCode::InvalidTarget,
+                "the `resource` and `audience` values name different servers: one token is issued for one server",
+            ));
         }
         target = Some(named);
     }
