@@ -174,6 +174,9 @@ struct ExplainArgs {
     /// Someone acts for the token's subject (an RFC 8693 `act` claim: `delegated`).
     #[arg(long)]
     delegated: bool,
+    /// The patient's sharing choices (their Consents) exclude this caller (`consent_refuses`).
+    #[arg(long)]
+    consent_refuses: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -515,6 +518,7 @@ fn policy_command(action: PolicyAction) -> ExitCode {
                 only_notes_changed: args.only_notes_changed,
                 availability_check: args.availability_check,
                 delegated: args.delegated,
+                consent_refuses: args.consent_refuses,
                 expect: String::new(),
                 rule: String::new(),
             };

@@ -125,6 +125,7 @@ pub fn question(r: &AccessRequest<'_>) -> CedarQuestion {
             "breakGlass": r.break_glass,
             "onlyNotesChanged": r.only_notes_changed,
             "availabilityCheck": r.availability_check,
+            "consentRefuses": r.consent_refuses,
             "minute": r.minute_of_day,
         }),
         None,

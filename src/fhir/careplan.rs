@@ -2,35 +2,31 @@
 
 use serde_json::{Value, json};
 
+use super::consent::{Choice, codings, refused_by};
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
 use super::resources::{careplan_patient, index_of, managing_org, new_id, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
-use super::{App, FhirResponse};
+use super::{App, FhirResponse, parse_if_match, parse_json, single};
 use crate::audit::AuditKind;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::Permissions;
 use crate::store::{Criterion, ResourceWrite, StoredResource, UpdateOutcome};
 
-/// Organisations of patients already looked up in this request.
-type OrgMemo = std::collections::HashMap<String, Option<String>>;
+/// What is known of each patient already looked up in this request.
+pub(super) type PatientMemo = std::collections::HashMap<String, PatientFacts>;
+
+/// The facts about a patient that decisions on their records need.
+#[derive(Debug, Clone, Default)]
+pub(super) struct PatientFacts {
+    /// The ODS code of the organisation managing the patient (for `same_organisation`).
+    pub org: Option<String>,
+    /// The patient's sharing choices in force (for `consent_refuses`).
+    pub choices: Vec<Choice>,
+}
 
 const TYPE: &str = "CarePlan";
 const MAX_MATCHES: i64 = 1000;
-
-fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
-    serde_json::from_slice(body).map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))
-}
-
-fn single(stored: &StoredResource, status: u16) -> FhirResponse {
-    FhirResponse {
-        status,
-        body: with_meta(stored),
-        version: Some(stored.version),
-        last_modified: Some(stored.last_updated),
-        location: None,
-    }
-}
 
 impl App {
     /// The stored Patient `nhs`, if known here.
@@ -39,16 +35,21 @@ impl App {
         Ok(stored.map(|s| serde_json::from_str(&s.data).unwrap_or_default()))
     }
 
-    /// The ODS code of the organisation managing `patient` (for `same_organisation`), read once
-    /// per request for each patient (`orgs` remembers them across the plans of a search).
-    async fn patient_org(&self, patient: Option<&str>, orgs: &mut OrgMemo) -> Result<Option<String>, FhirError> {
-        let Some(patient) = patient else { return Ok(None) };
-        if let Some(org) = orgs.get(patient) {
-            return Ok(org.clone());
+    /// The managing organisation and sharing choices of `patient`, read once per request for
+    /// each patient (`memo` remembers them across the plans of a search).
+    pub(super) async fn patient_facts(
+        &self,
+        patient: Option<&str>,
+        memo: &mut PatientMemo,
+    ) -> Result<PatientFacts, FhirError> {
+        let Some(patient) = patient else { return Ok(PatientFacts::default()) };
+        if let Some(facts) = memo.get(patient) {
+            return Ok(facts.clone());
         }
         let org = self.patient_resource(patient).await?.and_then(|p| managing_org(&p).map(str::to_owned));
-        orgs.insert(patient.to_owned(), org.clone());
-        Ok(org)
+        let facts = PatientFacts { org, choices: self.sharing_choices(patient).await? };
+        memo.insert(patient.to_owned(), facts.clone());
+        Ok(facts)
     }
 
     /// Scope granularity, compartment and policy for one stored CarePlan. `only_notes_changed`
@@ -62,7 +63,7 @@ impl App {
         interaction: Permissions,
         only_notes_changed: bool,
         audit_patient: &mut Option<String>,
-        orgs: &mut OrgMemo,
+        orgs: &mut PatientMemo,
     ) -> Result<Value, FhirError> {
         let plan: Value = serde_json::from_str(&stored.data)
             .map_err(|_| FhirError::Unavailable("a stored record is unreadable".into()))?;
@@ -73,9 +74,15 @@ impl App {
         if !access.admits(&plan) {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
-        let org = self.patient_org(patient.as_deref(), orgs).await?;
-        let record =
-            Record { patient: patient.as_deref(), org: org.as_deref(), only_notes_changed, ..Record::default() };
+        let facts = self.patient_facts(patient.as_deref(), orgs).await?;
+        let consent_refuses = refused_by(&facts.choices, caller.claims.org.as_deref(), &codings(&plan["category"]));
+        let record = Record {
+            patient: patient.as_deref(),
+            org: facts.org.as_deref(),
+            only_notes_changed,
+            consent_refuses,
+            ..Record::default()
+        };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(plan)
     }
@@ -86,8 +93,16 @@ impl App {
         let result = async {
             let access = caller.access(TYPE, Permissions::READ)?;
             let stored = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, false, &mut patient, &mut OrgMemo::new())
-                .await?;
+            self.admit_careplan(
+                caller,
+                &access,
+                &stored,
+                Permissions::READ,
+                false,
+                &mut patient,
+                &mut PatientMemo::new(),
+            )
+            .await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -102,8 +117,16 @@ impl App {
             let version: i64 = version.parse().map_err(|_| FhirError::NotFound)?;
             let stored =
                 self.stores.durable.read_resource_version(TYPE, id, version).await?.ok_or(FhirError::NotFound)?;
-            self.admit_careplan(caller, &access, &stored, Permissions::READ, false, &mut patient, &mut OrgMemo::new())
-                .await?;
+            self.admit_careplan(
+                caller,
+                &access,
+                &stored,
+                Permissions::READ,
+                false,
+                &mut patient,
+                &mut PatientMemo::new(),
+            )
+            .await?;
             Ok(single(&stored, 200))
         }
         .await;
@@ -118,7 +141,7 @@ impl App {
             let access = caller.access(TYPE, Permissions::READ)?;
             let versions = self.stores.durable.resource_history(TYPE, id).await?;
             let mut entries = Vec::new();
-            let mut orgs = OrgMemo::new();
+            let mut orgs = PatientMemo::new();
             for stored in &versions {
                 let mut patient = None;
                 let admitted = self
@@ -214,7 +237,7 @@ impl App {
             let updated = query.all("_lastUpdated").into_iter().map(date_param).collect::<Result<Vec<_>, _>>()?;
             let candidates = self.stores.durable.search_resources(TYPE, &criteria, MAX_MATCHES).await?;
             let mut matches = Vec::new();
-            let mut orgs = OrgMemo::new();
+            let mut orgs = PatientMemo::new();
             for stored in candidates {
                 let plan = match self
                     .admit_careplan(caller, &access, &stored, Permissions::SEARCH, false, &mut None, &mut orgs)
@@ -271,10 +294,12 @@ impl App {
             return Err(FhirError::Denied { reason: "the plan is outside the granted granular scope".into() });
         }
         let subject = self.patient_resource(&patient).await?;
+        let choices = self.sharing_choices(&patient).await?;
         let record = Record {
             patient: Some(&patient),
             org: subject.as_ref().and_then(managing_org),
             only_notes_changed,
+            consent_refuses: refused_by(&choices, caller.claims.org.as_deref(), &codings(&plan["category"])),
             ..Record::default()
         };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
@@ -342,7 +367,7 @@ impl App {
             let access = caller.access(TYPE, Permissions::UPDATE)?;
             let expected = parse_if_match(if_match)?;
             let current = self.stores.durable.read_resource(TYPE, id).await?.ok_or(FhirError::NotFound)?;
-            let mut orgs = OrgMemo::new();
+            let mut orgs = PatientMemo::new();
             // Refuse early a caller no update of this plan could be permitted to (a notes-only
             // change is judged on its own, so ask both ways); the body is judged below.
             let previous = match self
@@ -405,15 +430,6 @@ fn only_notes_added(old: &Value, new: &Value) -> bool {
     let notes = |v: &Value| v["note"].as_array().cloned().unwrap_or_default();
     let (before, after) = (notes(old), notes(new));
     strip(old) == strip(new) && after.len() >= before.len() && after[..before.len()] == before[..]
-}
-
-/// `W/"3"` or `"3"` → 3.
-fn parse_if_match(header: Option<&str>) -> Result<i64, FhirError> {
-    let text = header.ok_or(FhirError::PreconditionRequired)?.trim();
-    let text = text.strip_prefix("W/").unwrap_or(text);
-    text.trim_matches('"')
-        .parse::<i64>()
-        .map_err(|_| FhirError::PreconditionFailed(format!("If-Match `{text}` is not a version such as W/\"3\"")))
 }
 
 #[cfg(test)]

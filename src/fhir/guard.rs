@@ -45,6 +45,8 @@ pub struct Record<'a> {
     pub restricted: bool,
     pub only_notes_changed: bool,
     pub availability_check: bool,
+    /// The patient's sharing choices exclude this caller from the record.
+    pub consent_refuses: bool,
 }
 
 /// How a request is allowed, by the widest matching scope.
@@ -220,6 +222,7 @@ impl Caller {
             only_notes_changed: record.only_notes_changed,
             availability_check: record.availability_check,
             delegated: self.claims.act.is_some(),
+            consent_refuses: record.consent_refuses,
         }
     }
 

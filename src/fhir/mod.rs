@@ -7,6 +7,7 @@
 pub mod availability;
 pub mod capability;
 pub mod careplan;
+pub mod consent;
 pub mod guard;
 pub mod outcome;
 pub mod patient;
@@ -38,6 +39,31 @@ impl FhirResponse {
     pub fn ok(body: Value) -> Self {
         Self { status: 200, body, version: None, last_modified: None, location: None }
     }
+}
+
+/// A request body as JSON, or 400.
+fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
+    serde_json::from_slice(body).map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+/// One stored resource as the answer, with its version and time.
+fn single(stored: &crate::store::StoredResource, status: u16) -> FhirResponse {
+    FhirResponse {
+        status,
+        body: resources::with_meta(stored),
+        version: Some(stored.version),
+        last_modified: Some(stored.last_updated),
+        location: None,
+    }
+}
+
+/// `W/"3"` or `"3"` → 3.
+fn parse_if_match(header: Option<&str>) -> Result<i64, FhirError> {
+    let text = header.ok_or(FhirError::PreconditionRequired)?.trim();
+    let text = text.strip_prefix("W/").unwrap_or(text);
+    text.trim_matches('"')
+        .parse::<i64>()
+        .map_err(|_| FhirError::PreconditionFailed(format!("If-Match `{text}` is not a version such as W/\"3\"")))
 }
 
 impl App {

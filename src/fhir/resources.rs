@@ -245,6 +245,14 @@ pub fn index_of(resource_type: &str, resource: &Value) -> Vec<(String, String)> 
                 put("category", token);
             }
         }
+        "Consent" => {
+            if let Some(patient) = super::consent::consent_patient(resource) {
+                put("patient", patient);
+            }
+            if let Some(status) = resource["status"].as_str() {
+                put("status", status.to_owned());
+            }
+        }
         "Patient" => {
             for identifier in resource["identifier"].as_array().into_iter().flatten() {
                 if let (Some(system), Some(value)) = (identifier["system"].as_str(), identifier["value"].as_str()) {

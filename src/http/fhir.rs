@@ -167,6 +167,30 @@ pub async fn careplan_update(
     app.update_careplan(&caller, &id, if_match, &body).await
 }
 
+pub async fn consent_search(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> FhirResult {
+    app.search_consents(&caller, q.as_deref()).await
+}
+
+pub async fn consent_create(State(app): State<AppState>, _: FhirJson, caller: Caller, body: Bytes) -> FhirResult {
+    app.create_consent(&caller, &body).await
+}
+
+pub async fn consent_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
+    app.read_consent(&caller, &id).await
+}
+
+pub async fn consent_update(
+    State(app): State<AppState>,
+    _: FhirJson,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> FhirResult {
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    app.update_consent(&caller, &id, if_match, &body).await
+}
+
 pub async fn patient_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
     app.read_patient(&caller, &id).await
 }

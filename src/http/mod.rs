@@ -76,6 +76,8 @@ pub fn app(state: AppState) -> Router {
         .route("/fhir/CarePlan/{id}", get(fhir::careplan_read).put(fhir::careplan_update))
         .route("/fhir/CarePlan/{id}/_history", get(fhir::careplan_history))
         .route("/fhir/CarePlan/{id}/_history/{vid}", get(fhir::careplan_vread))
+        .route("/fhir/Consent", get(fhir::consent_search).post(fhir::consent_create))
+        .route("/fhir/Consent/{id}", get(fhir::consent_read).put(fhir::consent_update))
         .route("/fhir/Patient", get(fhir::patient_search))
         .route("/fhir/Patient/{id}", get(fhir::patient_read))
         .route("/fhir/Practitioner/{id}", get(fhir::practitioner_read))

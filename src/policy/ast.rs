@@ -64,6 +64,9 @@ pub enum Condition {
     AvailabilityCheck,
     /// The token is delegated: someone acts for its subject (an RFC 8693 `act` claim).
     Delegated,
+    /// A sharing choice the record's patient has made (an active FHIR `Consent`) excludes this
+    /// caller's organisation from this record.
+    ConsentRefuses,
     Not(Box<Condition>),
 }
 
@@ -83,6 +86,7 @@ impl std::fmt::Display for Condition {
             Self::OnlyNotesChanged => f.write_str("only_notes_changed"),
             Self::AvailabilityCheck => f.write_str("availability_check"),
             Self::Delegated => f.write_str("delegated"),
+            Self::ConsentRefuses => f.write_str("consent_refuses"),
             Self::Not(c) => write!(f, "not {c}"),
         }
     }
@@ -96,6 +100,14 @@ pub(crate) fn minutes(text: &str) -> Option<u16> {
 }
 
 impl Condition {
+    /// Whether this condition is `other`, or `not other`.
+    pub fn mentions(&self, other: &Condition) -> bool {
+        match self {
+            Self::Not(inner) => inner.mentions(other),
+            this => this == other,
+        }
+    }
+
     /// Parses one condition phrase.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -112,6 +124,7 @@ impl Condition {
             "only_notes_changed" => return Ok(Self::OnlyNotesChanged),
             "availability_check" => return Ok(Self::AvailabilityCheck),
             "delegated" => return Ok(Self::Delegated),
+            "consent_refuses" => return Ok(Self::ConsentRefuses),
             _ => {}
         }
         if let Some(role) = text.strip_prefix("has_role ") {

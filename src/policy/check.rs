@@ -8,7 +8,7 @@ use super::ast::{Condition, Effect, Policy, PolicyError, Rule};
 use super::compile::MAX_ROLES;
 
 /// Resource types this service has (rules may also say `*`).
-pub const RESOURCE_TYPES: [&str; 5] = ["AuditEvent", "CarePlan", "Patient", "Practitioner", "RelatedPerson"];
+pub const RESOURCE_TYPES: [&str; 6] = ["AuditEvent", "CarePlan", "Consent", "Patient", "Practitioner", "RelatedPerson"];
 
 /// Sources whose `RelatedPerson` users carebroker itself verified (the dev users' configured
 /// relationships; NHS login proxy access). Anyone else's `RelatedPerson` is only an assertion.

@@ -29,6 +29,7 @@ enum Op {
     OnlyNotesChanged,
     AvailabilityCheck,
     Delegated,
+    ConsentRefuses,
     Not(Box<Op>),
 }
 
@@ -116,6 +117,7 @@ fn compile_condition(condition: &Condition, role_bit: &dyn Fn(&str) -> u64) -> O
         Condition::OnlyNotesChanged => Op::OnlyNotesChanged,
         Condition::AvailabilityCheck => Op::AvailabilityCheck,
         Condition::Delegated => Op::Delegated,
+        Condition::ConsentRefuses => Op::ConsentRefuses,
         Condition::Not(inner) => Op::Not(Box::new(compile_condition(inner, role_bit))),
     }
 }
@@ -135,6 +137,7 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
         Op::OnlyNotesChanged => r.only_notes_changed,
         Op::AvailabilityCheck => r.availability_check,
         Op::Delegated => r.delegated,
+        Op::ConsentRefuses => r.consent_refuses,
         Op::Not(inner) => !run(inner, r, roles),
     }
 }

@@ -40,6 +40,10 @@ pub fn explain(policy: &LoadedPolicy, case: &Case) -> Result<String, String> {
     if let super::Decision::Deny { reason, .. } = &compiled {
         let _ = writeln!(out, "reason: {reason}");
     }
+    let deciding = policy.source.rules.iter().find(|r| r.id == compiled.rule());
+    if deciding.is_some_and(|r| r.conditions.iter().any(|c| c.mentions(&super::ast::Condition::ConsentRefuses))) {
+        let _ = writeln!(out, "the patient's sharing choice (their Consent) was part of this decision");
+    }
     if compiled != reference {
         let _ = writeln!(out, "WARNING: the reference interpreter decides `{}`", reference.rule());
     }

@@ -64,6 +64,9 @@ pub struct Case {
     pub availability_check: bool,
     #[serde(default)]
     pub delegated: bool,
+    /// The patient's sharing choices exclude this caller from the record.
+    #[serde(default)]
+    pub consent_refuses: bool,
     /// `permit` or `deny`.
     pub expect: String,
     /// The rule expected to decide.
@@ -135,6 +138,7 @@ impl Case {
             only_notes_changed: self.only_notes_changed,
             availability_check: self.availability_check,
             delegated: self.delegated,
+            consent_refuses: self.consent_refuses,
         })
     }
 }

@@ -23,6 +23,7 @@ fn holds(condition: &Condition, r: &AccessRequest<'_>) -> bool {
         Condition::OnlyNotesChanged => r.only_notes_changed,
         Condition::AvailabilityCheck => r.availability_check,
         Condition::Delegated => r.delegated,
+        Condition::ConsentRefuses => r.consent_refuses,
         Condition::Not(inner) => !holds(inner, r),
     }
 }

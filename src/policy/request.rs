@@ -41,6 +41,8 @@ pub struct AccessRequest<'a> {
     pub availability_check: bool,
     /// Someone acts for the token's subject (RFC 8693 `act`).
     pub delegated: bool,
+    /// The record's patient has a sharing choice in force that excludes this caller from it.
+    pub consent_refuses: bool,
 }
 
 /// Obligations of a permit as bits.

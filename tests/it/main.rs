@@ -9,6 +9,7 @@ mod browser;
 mod cli;
 mod client_auth;
 mod clinical_safety;
+mod consent;
 mod cross_patient;
 mod discovery;
 mod dpop;

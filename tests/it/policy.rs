@@ -174,6 +174,7 @@ fn condition() -> impl Strategy<Value = Condition> {
         Just(Condition::OnlyNotesChanged),
         Just(Condition::AvailabilityCheck),
         Just(Condition::Delegated),
+        Just(Condition::ConsentRefuses),
         (0usize..5).prop_map(|i| Condition::HasRole(ROLES[i].into())),
         (0u8..4).prop_map(Condition::AssuranceAtLeast),
         proptest::sample::subsequence(vec!["c1", "c2", "c3"], 1..3)
@@ -234,6 +235,7 @@ struct Req {
     notes: bool,
     availability: bool,
     delegated: bool,
+    consent_refuses: bool,
 }
 
 fn request() -> impl Strategy<Value = Req> {
@@ -251,7 +253,7 @@ fn request() -> impl Strategy<Value = Req> {
         (any::<bool>(), 0u16..1440),
         proptest::sample::select(vec!["CarePlan", "Patient", "AuditEvent", "Practitioner"]).prop_map(str::to_owned),
         proptest::sample::select(vec![1u8, 2, 4, 8, 16]),
-        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -265,7 +267,7 @@ fn request() -> impl Strategy<Value = Req> {
                 (break_glass, minute),
                 resource,
                 interaction,
-                (record_patient, record_org, restricted, notes, availability, delegated),
+                (record_patient, record_org, restricted, notes, availability, delegated, consent_refuses),
             )| Req {
                 roles,
                 org,
@@ -284,6 +286,7 @@ fn request() -> impl Strategy<Value = Req> {
                 notes,
                 availability,
                 delegated,
+                consent_refuses,
             },
         )
 }
@@ -309,6 +312,7 @@ impl Req {
             only_notes_changed: self.notes,
             availability_check: self.availability,
             delegated: self.delegated,
+            consent_refuses: self.consent_refuses,
         }
     }
 }
@@ -493,6 +497,7 @@ async fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_running_policy(
         only_notes_changed: false,
         availability_check: false,
         delegated: false,
+        consent_refuses: false,
         expect: String::new(),
         rule: String::new(),
     };
