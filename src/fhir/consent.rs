@@ -459,7 +459,10 @@ mod tests {
         ])))
         .unwrap();
         let other = ("https://example.org/cat".to_owned(), "medical".to_owned());
-        assert!(refused_by(&choices, Some("B86011"), std::slice::from_ref(&other)), "the excluded organisation, any part");
+        assert!(
+            refused_by(&choices, Some("B86011"), std::slice::from_ref(&other)),
+            "the excluded organisation, any part"
+        );
         assert!(refused_by(&choices, Some("b86011"), &[]), "ODS codes compare without case");
         assert!(!refused_by(&choices, Some("X26"), std::slice::from_ref(&other)), "others see the rest of the plan");
         assert!(refused_by(&choices, Some("X26"), &[psych.clone(), other]), "but not the psychosocial part");

@@ -147,6 +147,21 @@ impl App {
 }
 
 impl Caller {
+    /// A signed-in person acting through one of carebroker's own pages, judged exactly as a token
+    /// with `claims` would be (scopes, compartment, policy, audit).
+    pub fn on_page(claims: AccessTokenClaims, ip: Option<String>, now: i64) -> Self {
+        let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
+        Self {
+            claims,
+            scopes,
+            ip,
+            proxy_for: Vec::new(),
+            break_glass: None,
+            minute_of_day: crate::clock::uk_minute_of_day(now),
+            trail: std::sync::Mutex::new(Trail::default()),
+        }
+    }
+
     /// A backend service: no user behind the token.
     pub fn is_system(&self) -> bool {
         self.claims.grant_id.is_none() && self.claims.fhir_user.is_none()

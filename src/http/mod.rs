@@ -7,9 +7,9 @@ mod extract;
 mod federation;
 mod fhir;
 mod forms;
-mod history;
 mod interaction;
 mod middleware;
+mod my_record;
 mod nhs_app;
 mod oauth;
 mod oidc;
@@ -133,7 +133,8 @@ pub fn app(state: AppState) -> Router {
         .route("/federation/callback", get(federation::callback))
         .route("/saml/continue", get(saml::resume))
         .route("/nhs-app/{journey}", get(nhs_app::nhs_app_entry))
-        .route("/my-record/access-history", get(history::access_history))
+        .route("/my-record/access-history", get(my_record::access_history))
+        .route("/my-record/sharing", get(my_record::sharing).post(my_record::change_sharing))
         .layer(sessions);
 
     Router::new()

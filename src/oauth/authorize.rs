@@ -331,7 +331,7 @@ async fn advance(app: &App, client: &Client, mut pending: Pending) -> Result<Out
         // Offer (and grant) only what the access policy could ever permit this person.
         if let Some(identity) = &pending.identity {
             let policy = app.policy.load_full();
-            let holder = super::scope_policy::user_holder(&**policy, identity, client);
+            let holder = super::scope_policy::user_holder(&**policy, identity, &client.id);
             let offered = ScopeSet::parse(&pending.scope).unwrap_or_default();
             pending.scope = super::scope_policy::narrow(&**policy, &holder, &offered).to_string();
         }

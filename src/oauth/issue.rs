@@ -79,7 +79,7 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
     let lifetime =
         i64::from(issue.client.access_token_lifetime_secs.unwrap_or(app.config.tokens.access_token_lifetime_secs));
     let policy = app.policy.load_full();
-    let holder = super::scope_policy::user_holder(&**policy, issue.identity, issue.client);
+    let holder = super::scope_policy::user_holder(&**policy, issue.identity, &issue.client.id);
     let narrowed = super::scope_policy::narrow(&**policy, &holder, issue.scope);
     let scope = narrowed.to_string();
     let context = issue.context;

@@ -23,7 +23,7 @@ pub struct Holder {
 }
 
 /// The platform roles of a signed-in identity (or its RBAC role codes when no mapping).
-pub fn user_holder(policy: &dyn AccessPolicy, identity: &Identity, client: &Client) -> Holder {
+pub fn user_holder(policy: &dyn AccessPolicy, identity: &Identity, client_id: &str) -> Holder {
     let facts = Facts {
         source: &identity.source,
         provider: &identity.provider,
@@ -36,14 +36,14 @@ pub fn user_holder(policy: &dyn AccessPolicy, identity: &Identity, client: &Clie
             None
         },
         fhir_user: identity.fhir_user.as_deref(),
-        client_id: &client.id,
+        client_id,
     };
     Holder {
         roles: policy.roles_for(&facts).unwrap_or_else(|| identity.role_codes.clone()),
         org: identity.org.clone(),
         fhir_user: identity.fhir_user.clone(),
         assurance: identity.assurance,
-        client_id: client.id.clone(),
+        client_id: client_id.to_owned(),
         system: false,
         delegated: false,
     }

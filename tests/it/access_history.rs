@@ -87,20 +87,6 @@ async fn a_patient_sees_who_looked_at_their_record_and_nothing_more() {
 }
 
 /// A browser signed in through the development sign-in as `username`.
-async fn signed_in(app: &TestApp, username: &str) -> crate::support::browser::Browser {
-    use crate::support::browser::{Browser, hidden_value};
-    let mut browser = Browser::new();
-    let (_, challenge) = crate::support::smart::pkce_pair();
-    let reply = browser.get(app, &crate::support::smart::authorize_path(&challenge, &[])).await;
-    let page = browser.follow(app, &reply).await;
-    let html = page.text();
-    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
-    let form = [("csrf", csrf.as_str()), ("req", req.as_str()), ("username", username), ("password", username)];
-    let reply = browser.post(app, "/signin", &form, &[]).await;
-    assert!(reply.status.is_redirection(), "{} {}", reply.status, reply.text());
-    browser
-}
-
 #[tokio::test]
 async fn the_access_history_page_lists_who_looked_for_the_signed_in_patient_only() {
     let app = TestApp::builder()
@@ -120,7 +106,7 @@ async fn the_access_history_page_lists_who_looked_for_the_signed_in_patient_only
     let mut stranger = crate::support::browser::Browser::new();
     assert_eq!(stranger.get(&app, "/my-record/access-history").await.status, 401);
 
-    let mut peter = signed_in(&app, "patient").await;
+    let mut peter = crate::support::browser::dev_signed_in(&app, "patient").await;
     let page = peter.get(&app, "/my-record/access-history").await;
     assert_eq!(page.status, 200, "{}", page.text());
     assert!(page.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors")));
@@ -140,6 +126,6 @@ async fn the_access_history_page_lists_who_looked_for_the_signed_in_patient_only
     assert!(!in_app.contains("nhsuk-header") && in_app.contains("Back to the NHS App"), "{in_app}");
 
     // a member of staff is not a patient
-    let mut nadia = signed_in(&app, "nurse").await;
+    let mut nadia = crate::support::browser::dev_signed_in(&app, "nurse").await;
     assert_eq!(nadia.get(&app, "/my-record/access-history").await.status, 403);
 }

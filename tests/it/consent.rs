@@ -256,3 +256,87 @@ async fn choices_are_recorded_only_by_whom_the_policy_lets_and_only_as_carebroke
     assert_eq!(get(&app, &other, &format!("/fhir/Consent/{id}")).await.status, 404);
     assert_eq!(get(&app, &other, &format!("/fhir/Consent?patient={MARY}")).await.json()["total"], 0);
 }
+
+#[tokio::test]
+async fn mary_makes_and_withdraws_choices_on_her_page_and_nothing_else_can() {
+    use crate::support::browser::{Browser, dev_signed_in, hidden_value};
+    let app = TestApp::builder()
+        .with_client(crate::support::smart::public_app())
+        .with_dev_users()
+        .with_shipped_policy()
+        .build()
+        .await;
+    let plan = create_plan(&app, &care_plan(MARY, CRISIS, "2026-01-01")).await;
+    let path = format!("/fhir/CarePlan/{plan}");
+    let excluded = clinician(&app, EXCLUDED, MARY);
+
+    assert_eq!(Browser::new().get(&app, "/my-record/sharing").await.status, 401);
+    let mut nurse = dev_signed_in(&app, "nurse").await;
+    assert_eq!(nurse.get(&app, "/my-record/sharing").await.status, 403);
+
+    let mut mary = dev_signed_in(&app, "patient").await;
+    let page = mary.get(&app, "/my-record/sharing").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors")));
+    let html = page.text();
+    assert!(html.contains("You have not made any choices"), "{html}");
+    assert!(html.contains(&format!("{}|{}", CRISIS.0, CRISIS.1)), "her plan's parts are offered: {html}");
+    let csrf = hidden_value(&html, "csrf");
+
+    // a forged form (no CSRF token, or another site's origin) changes nothing
+    let forged = mary
+        .post(
+            &app,
+            "/my-record/sharing",
+            &[("action", "add"), ("kind", "organisation"), ("organisation", EXCLUDED)],
+            &[],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let cross_site = [("origin", "https://evil.example")];
+    let fields = [("csrf", csrf.as_str()), ("action", "add"), ("kind", "organisation"), ("organisation", EXCLUDED)];
+    assert_eq!(mary.post(&app, "/my-record/sharing", &fields, &cross_site).await.status, 403);
+    assert_eq!(consents_stored(&app).await, 0);
+    // a bad code is explained on the page, and nothing is stored
+    let bad = [("csrf", csrf.as_str()), ("action", "add"), ("kind", "organisation"), ("organisation", "<b>x</b>")];
+    let reply = mary.post(&app, "/my-record/sharing", &bad, &[]).await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("Your choice was not saved") && !reply.text().contains("<b>x</b>"));
+    assert_eq!(consents_stored(&app).await, 0);
+
+    let saved = mary.post(&app, "/my-record/sharing", &fields, &[]).await;
+    assert_eq!(saved.status, 303, "{}", saved.text());
+    assert_eq!(saved.header("location"), Some("/my-record/sharing"));
+    let html = mary.get(&app, "/my-record/sharing").await.text();
+    assert!(html.contains(&format!("Do not share your care plan with organisation {EXCLUDED}")), "{html}");
+    assert_eq!(get(&app, &excluded, &path).await.status, 403, "the page's choice is in force");
+
+    // a part of the plan, except her GP
+    let part = format!("{}|{}", CRISIS.0, CRISIS.1);
+    let fields =
+        [("csrf", csrf.as_str()), ("action", "add"), ("kind", "part"), ("part", part.as_str()), ("except", GP)];
+    assert_eq!(mary.post(&app, "/my-record/sharing", &fields, &[]).await.status, 303);
+    assert_eq!(get(&app, &clinician(&app, "X26", MARY), &path).await.status, 403);
+    assert_eq!(get(&app, &clinician(&app, GP, MARY), &path).await.status, 200);
+
+    // withdrawing the organisation choice lets them back in; the part choice still holds for them
+    let html = mary.get(&app, "/my-record/sharing").await.text();
+    let first = html.find("Withdraw this choice").unwrap();
+    let id = hidden_value(&html[..first], "id");
+    let withdraw = [("csrf", csrf.as_str()), ("action", "withdraw"), ("id", id.as_str())];
+    assert_eq!(mary.post(&app, "/my-record/sharing", &withdraw, &[]).await.status, 303);
+    let html = mary.get(&app, "/my-record/sharing").await.text();
+    assert!(!html.contains(&format!("organisation {EXCLUDED}")), "{html}");
+    assert_eq!(get(&app, &excluded, &path).await.status, 403, "the crisis-plan choice still keeps it from them");
+    let advance = create_plan(&app, &care_plan(MARY, ADVANCE, "2026-02-01")).await;
+    assert_eq!(get(&app, &excluded, &format!("/fhir/CarePlan/{advance}")).await.status, 200);
+    // every change was made as Mary and audited against her
+    let records = app.state.stores.durable.search_audit(Some(MARY), None, None, None, 1000).await.unwrap();
+    let changes =
+        records.iter().filter(|r| r.data.contains("\"Consent\"") && r.data.contains("carebroker-pages")).count();
+    assert!(changes >= 3, "{changes} consent changes audited");
+
+    // a withdraw naming someone else's choice (or nothing) changes nothing
+    let stranger = [("csrf", csrf.as_str()), ("action", "withdraw"), ("id", "not-a-consent")];
+    assert_eq!(mary.post(&app, "/my-record/sharing", &stranger, &[]).await.status, 422);
+}

@@ -5,6 +5,7 @@
 
 pub mod consent;
 pub mod history;
+pub mod sharing;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};

@@ -116,7 +116,7 @@ async fn party(request: &GrantRequest<'_>, what: &str, token: &str, kind: &str) 
                 other => invalid(what, other),
             })?;
             let policy = app.policy.load_full();
-            let holder = scope_policy::user_holder(&**policy, &identity, &request.client.client);
+            let holder = scope_policy::user_holder(&**policy, &identity, &request.client.client.id);
             Ok(Party {
                 sub: identity.platform_subject(),
                 iss: provider.config().issuer.clone(),
@@ -198,7 +198,7 @@ async fn partner_jwt(request: &GrantRequest<'_>, what: &str, token: &str) -> Res
         ..Identity::default()
     };
     let policy = app.policy.load_full();
-    let holder = scope_policy::user_holder(&**policy, &identity, &request.client.client);
+    let holder = scope_policy::user_holder(&**policy, &identity, &request.client.client.id);
     Ok(Party {
         sub: identity.platform_subject(),
         iss: issuer,

@@ -107,3 +107,18 @@ pub async fn consent_and_exchange(app: &TestApp, browser: &mut Browser, reply: &
     let location = back.header("location").unwrap().to_owned();
     query_of(&location).get("code").cloned().unwrap_or_else(|| panic!("no code: {location}"))
 }
+
+/// A browser signed in at carebroker as development user `username` (through an authorization
+/// started by the public test app), its session cookie kept.
+pub async fn dev_signed_in(app: &TestApp, username: &str) -> Browser {
+    let mut browser = Browser::new();
+    let (_, challenge) = crate::support::smart::pkce_pair();
+    let reply = browser.get(app, &crate::support::smart::authorize_path(&challenge, &[])).await;
+    let page = browser.follow(app, &reply).await;
+    let html = page.text();
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    let form = [("csrf", csrf.as_str()), ("req", req.as_str()), ("username", username), ("password", username)];
+    let reply = browser.post(app, "/signin", &form, &[]).await;
+    assert!(reply.status.is_redirection(), "{} {}", reply.status, reply.text());
+    browser
+}
