@@ -86,6 +86,7 @@ impl App {
             let created = crate::fhir::seed::seed_folder(stores.durable.as_ref(), dir, clock.now_millis()).await?;
             tracing::info!(created, folder = %dir.display(), "FHIR seed resources loaded");
         }
+        crate::telemetry::install();
         let audit = AuditLog::start(stores.durable.clone(), clock.clone());
         let policy: Box<dyn crate::policy::AccessPolicy> = match &config.policy.dir {
             Some(dir) => Box::new(crate::policy::load_dir(dir).map_err(StartError::Policy)?),

@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod pds;
 pub mod policy;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 
 pub use app::App;

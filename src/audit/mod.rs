@@ -157,7 +157,10 @@ impl AuditLog {
             let mut batch = Vec::with_capacity(BATCH);
             while receiver.recv_many(&mut batch, BATCH).await > 0 {
                 let drafts: Vec<AuditDraft> = batch.iter().map(|(d, _)| d.clone()).collect();
+                let started = std::time::Instant::now();
                 let result = store.append_audit(&drafts).await;
+                crate::telemetry::audit_append(drafts.len(), started.elapsed(), result.is_ok());
+                crate::telemetry::audit_queue_depth(receiver.len());
                 for (i, (_, reply)) in batch.drain(..).enumerate() {
                     let answer = match &result {
                         Ok(seqs) => seqs.get(i).copied().ok_or_else(|| "no sequence number".to_owned()),

@@ -109,9 +109,17 @@ impl OidcClient {
         Ok(Self { config, auth, algs, http, clock, discovery: Mutex::new(None), jwks: Mutex::new(None) })
     }
 
+    /// Sends one request to the provider, timed and counted per provider (`/metrics`).
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, SignInError> {
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        let ok = sent.as_ref().is_ok_and(|r| r.status().is_success());
+        crate::telemetry::upstream(&self.config.id, ok, started.elapsed());
+        sent.map_err(SignInError::upstream)
+    }
+
     async fn get_json(&self, url: &str) -> Result<Value, SignInError> {
-        let response =
-            self.http.get(url).header("accept", "application/json").send().await.map_err(SignInError::upstream)?;
+        let response = self.call(self.http.get(url).header("accept", "application/json")).await?;
         if !response.status().is_success() {
             return Err(SignInError::Upstream(format!("{url} answered HTTP {}", response.status().as_u16())));
         }
@@ -230,7 +238,7 @@ impl OidcClient {
                 form.push(("client_assertion", self.client_assertion(key, &doc.token_endpoint)?));
             }
         }
-        let response = request.form(&form).send().await.map_err(SignInError::upstream)?;
+        let response = self.call(request.form(&form)).await?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.map_err(SignInError::upstream)?;
         if status != 200 {
@@ -266,8 +274,7 @@ impl OidcClient {
             .userinfo_endpoint
             .clone()
             .ok_or_else(|| SignInError::Upstream("the provider has no userinfo endpoint".into()))?;
-        let response =
-            self.http.get(&endpoint).bearer_auth(access_token).send().await.map_err(SignInError::upstream)?;
+        let response = self.call(self.http.get(&endpoint).bearer_auth(access_token)).await?;
         if !response.status().is_success() {
             return Err(SignInError::Upstream(format!("userinfo answered HTTP {}", response.status().as_u16())));
         }

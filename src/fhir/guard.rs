@@ -284,6 +284,7 @@ impl Caller {
         record: Record<'_>,
     ) -> Result<(), FhirError> {
         let decision = policy.decide(&self.policy_request(resource_type, interaction, record));
+        crate::telemetry::policy_decision(decision.is_permit());
         self.note(&decision);
         enforce(decision).map(|_| ())
     }

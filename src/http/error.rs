@@ -44,6 +44,7 @@ impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {
         let err = self.0;
         let status = status_of(&err);
+        crate::telemetry::oauth_refusal(err.code.as_str());
         let mut response =
             (status, Json(json!({"error": err.code.as_str(), "error_description": err.description}))).into_response();
         // RFC 9110 §15.5.2: every 401 carries a challenge. A client that sent no credentials is

@@ -99,6 +99,7 @@ impl IntoResponse for FhirError {
 /// An OperationOutcome response, with the RFC 6750 challenge where one belongs.
 pub fn fhir_error(err: &FhirError) -> Response {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    crate::telemetry::fhir_refusal(status.as_u16());
     let mut response = (status, Json(err.outcome())).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));

@@ -146,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(middleware::measure))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
         .layer(axum::middleware::from_fn(move |req, next| middleware::security_headers(https, req, next)))
@@ -167,6 +169,15 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> ax
             tracing::warn!(not_ready = %what, "readiness probe failed");
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {what}")).into_response()
         }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format (`telemetry` lists what is exported).
+async fn metrics(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
+    let since = app.keys.ring().signers_since();
+    match crate::telemetry::render(since, app.clock.now()) {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are reported to another recorder").into_response(),
     }
 }
 

@@ -108,6 +108,7 @@ pub async fn exchange_token(app: &App, request: FormRequest<'_>) -> Result<Token
     let nonce = app.dpop_nonce().await?;
     match result {
         Ok(mut response) => {
+            crate::telemetry::token_issued(grant.as_str());
             response.dpop_nonce = nonce;
             Ok(response)
         }

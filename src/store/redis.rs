@@ -22,6 +22,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
+    crate::telemetry::store_error("ephemeral", "redis");
     StoreError::Unavailable(format!("redis: {e}"))
 }
 

@@ -92,6 +92,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 fn unavailable(e: sqlx::Error) -> StoreError {
+    crate::telemetry::store_error("durable", "sql");
     StoreError::Unavailable(format!("database: {e}"))
 }
 

@@ -201,9 +201,16 @@ pub struct KeyRing {
     jwks_json: Arc<str>,
     /// When the next published previous key leaves the JWKS.
     next_expiry: Option<i64>,
+    /// When the oldest key now signing was made (for the key-age metric).
+    signers_since: i64,
 }
 
 impl KeyRing {
+    /// When the oldest key now signing tokens was made (Unix seconds).
+    pub fn signers_since(&self) -> i64 {
+        self.signers_since
+    }
+
     /// Builds the ring from a key file, publishing current, next and unexpired previous keys.
     pub fn from_file(file: &KeyFile, dir: &Path, now: i64, retention_secs: i64) -> Result<Self, KeyError> {
         let path = KeyFile::path(dir);
@@ -212,6 +219,7 @@ impl KeyRing {
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet::default();
         let mut next_expiry: Option<i64> = None;
+        let mut signers_since = i64::MAX;
         for key in &file.keys {
             if key.state == KeyState::Previous {
                 match key.retired_at.map(|t| t + retention_secs) {
@@ -223,6 +231,7 @@ impl KeyRing {
             verifying.insert(signing.kid.clone(), signing.verifying_key()?);
             jwks.keys.push(signing.public_jwk());
             if key.state == KeyState::Current {
+                signers_since = signers_since.min(key.created_at);
                 let slot = if signing.algorithm == ACCESS_TOKEN_ALG { &mut access } else { &mut id };
                 if slot.replace(Arc::new(signing)).is_some() {
                     return Err(KeyError::Invalid {
@@ -240,7 +249,7 @@ impl KeyRing {
         let id = id.ok_or_else(|| missing(ID_TOKEN_ALG))?;
         let jwks_json =
             serde_json::to_string(&jwks).map_err(|e| KeyError::Invalid { path, reason: e.to_string() })?.into();
-        Ok(Self { access, id, verifying, jwks, jwks_json, next_expiry })
+        Ok(Self { access, id, verifying, jwks, jwks_json, next_expiry, signers_since })
     }
 
     /// Loads the key folder, generating the first keys when there are none (development start).

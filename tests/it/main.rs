@@ -19,6 +19,7 @@ mod federation;
 mod federation_node;
 mod fhir_api;
 mod introspection;
+mod operations;
 mod par;
 mod partner_app;
 mod pds;
