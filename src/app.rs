@@ -36,6 +36,8 @@ pub struct App {
     pub client_keys: ClientKeys,
     /// The Personal Demographics Service, when patients are verified there.
     pub pds: Option<PdsClient>,
+    /// The Validated Relationships Service, when proxies may sign in.
+    pub vrs: Option<crate::vrs::VrsClient>,
     /// The upstream identity providers.
     pub federation: Registry,
     /// Partners whose own JWTs may be exchanged, with their public keys.
@@ -96,6 +98,7 @@ impl App {
             }
         };
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
+        let vrs = if config.vrs.enabled { Some(crate::vrs::VrsClient::new(&config.vrs)?) } else { None };
         let federation = Registry::build(&loaded.idps, &config, clock.clone())?;
         let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
         let authorizations =
@@ -120,6 +123,7 @@ impl App {
             clients,
             client_keys,
             pds,
+            vrs,
             federation,
             partners,
             refusals: RefusalLimiter::default(),

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod vrs;
 
 pub use app::App;
 pub use http::{AppState, app};

@@ -56,6 +56,7 @@ pub struct Config {
     pub fhir: FhirConfig,
     pub pages: PagesConfig,
     pub pds: PdsConfig,
+    pub vrs: VrsConfig,
     pub availability: AvailabilityConfig,
     pub federation: FederationConfig,
     pub nhs_app: NhsAppConfig,
@@ -313,6 +314,26 @@ pub struct FhirConfig {
 pub struct PagesConfig {
     /// EHR origins allowed to frame carebroker's pages (`frame-ancestors`); none by default.
     pub frame_ancestors: Vec<String>,
+}
+
+/// The Validated Relationships Service FHIR API: proxy roles (FHIR `Consent`), checked when a
+/// proxy signs in with an NHS login composite token and again at every refresh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VrsConfig {
+    pub enabled: bool,
+    /// e.g. `https://int.api.service.nhs.uk/validated-relationships/FHIR/R4`.
+    pub base_url: String,
+    /// Bearer token for the API platform (not needed for the sandbox).
+    pub access_token: Option<Secret>,
+    pub access_token_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+impl Default for VrsConfig {
+    fn default() -> Self {
+        Self { enabled: false, base_url: String::new(), access_token: None, access_token_file: None, timeout_secs: 5 }
+    }
 }
 
 /// The NHS Personal Demographics Service FHIR API, checked when a patient is opened.

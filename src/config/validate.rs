@@ -11,8 +11,9 @@ use crate::domain::url_rules::is_loopback_host;
 
 /// Reads `*_file` secrets into their values; giving both the value and the file is a problem.
 pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
-    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 4] = [
+    let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 5] = [
         ("pds.access_token", &mut config.pds.access_token, &config.pds.access_token_file),
+        ("vrs.access_token", &mut config.vrs.access_token, &config.vrs.access_token_file),
         (
             "registration.initial_access_token",
             &mut config.registration.initial_access_token,
@@ -198,6 +199,15 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
                 &format!("pages.frame_ancestors[{i}]"),
                 format!("`{origin}` is not an https origin such as https://ehr.example.nhs.uk"),
             );
+        }
+    }
+    let vrs = &config.vrs;
+    if vrs.enabled {
+        if let Err(why) = crate::domain::url_rules::check_https_or_loopback(&vrs.base_url) {
+            push("vrs.base_url", why);
+        }
+        if vrs.timeout_secs == 0 {
+            push("vrs.timeout_secs", "must be more than zero".into());
         }
     }
     let pds = &config.pds;

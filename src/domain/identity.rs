@@ -39,9 +39,13 @@ pub struct Identity {
     pub amr: Vec<String>,
     /// When the person authenticated (Unix seconds).
     pub auth_time: i64,
-    /// NHS number, for patients.
+    /// NHS number, for patients (and, for a proxy, the proxy's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nhs_number: Option<String>,
+    /// The patient (NHS number) this person acts for as a proxy: from an NHS login composite
+    /// token, and only once the Validated Relationships Service confirmed the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_for: Option<String>,
     /// The provider's own session id (OIDC `sid`, SAML `SessionIndex`), for provider logout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_session: Option<String>,

@@ -8,6 +8,7 @@ pub mod cis_sso;
 pub mod dev;
 pub mod oidc;
 pub mod profiles;
+pub mod proxy;
 pub mod round_trip;
 pub mod saml;
 pub mod saml_logout;

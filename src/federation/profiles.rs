@@ -149,6 +149,65 @@ pub fn cis2(config: &IdpConfig, claims: &Claims, max_auth_age: i64, now: i64) ->
 }
 
 /// NHS login: `vot` one of the requested vectors, a valid NHS number, the proofing level.
+/// The claims `act` carries: an object (RFC 8693 §4.1), or the proxy's own ID token as NHS
+/// login's composite token describes it ("base64 encoded identity token": a compact JWS, or
+/// that text base64-encoded again). Its content is vouched for by the signature of the composite
+/// token that carries it, which has been verified.
+fn actor_claims(act: &Value) -> Option<Claims> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    match act {
+        Value::Object(map) => Some(map.clone().into_iter().collect()),
+        Value::String(text) if text.len() <= 16 * 1024 => {
+            let jws = if text.matches('.').count() == 2 {
+                text.clone()
+            } else {
+                String::from_utf8(STANDARD.decode(text).or_else(|_| URL_SAFE_NO_PAD.decode(text)).ok()?).ok()?
+            };
+            let payload = URL_SAFE_NO_PAD.decode(jws.split('.').nth(1)?).ok()?;
+            serde_json::from_slice(&payload).ok()
+        }
+        _ => None,
+    }
+}
+
+/// An NHS login composite token: its subject and demographics are the patient's, and `act` is
+/// the proxy, who is the one signed in. The identity is the proxy's, with `proxy_for` the
+/// patient; the role still has to be confirmed with VRS before it is used.
+fn nhs_login_proxy(config: &IdpConfig, claims: &Claims, vot: &str, now: i64) -> Result<Identity, SignInError> {
+    let reject = |why: &str| Err(SignInError::Rejected(why.to_owned()));
+    let Some(actor) = claims.get("act").and_then(actor_claims) else {
+        return reject("the NHS login composite token's `act` is unreadable");
+    };
+    let patient = text(claims, "nhs_number").or_else(|| text(claims, "sub")).and_then(|n| NhsNumber::parse(&n).ok());
+    let Some(patient) = patient else { return reject("the composite token names no patient by NHS number") };
+    let proxy = text(&actor, "nhs_number").and_then(|n| NhsNumber::parse(&n).ok());
+    let (Some(proxy), Some(subject)) = (proxy, text(&actor, "sub")) else {
+        return reject("the composite token's `act` names no proxy (`sub` and NHS number)");
+    };
+    if proxy == patient {
+        return reject("a composite token cannot name the same person as patient and proxy");
+    }
+    // the proxy, who signs in, must be proved to P9: they will see someone else's record
+    if !vot.starts_with("P9") {
+        return reject("acting for someone else needs high identity proofing (P9)");
+    }
+    let mut identity = base_identity(config, claims, subject);
+    identity.assurance = 3;
+    identity.acr = Some(vot.to_owned());
+    identity.name = text(&actor, "family_name").map(|f| match text(&actor, "given_name") {
+        Some(given) => format!("{given} {f}"),
+        None => f,
+    });
+    identity.nhs_number = Some(proxy.to_string());
+    identity.proxy_for = Some(patient.to_string());
+    identity.fhir_user = None;
+    if identity.auth_time == 0 {
+        identity.auth_time = now;
+    }
+    Ok(identity)
+}
+
 pub fn nhs_login(config: &IdpConfig, claims: &Claims, trip: &RoundTrip, now: i64) -> Result<Identity, SignInError> {
     let reject = |why: String| Err(SignInError::Rejected(why));
     let vot = text(claims, "vot").unwrap_or_default();
@@ -157,6 +216,9 @@ pub fn nhs_login(config: &IdpConfig, claims: &Claims, trip: &RoundTrip, now: i64
             "NHS login returned vector of trust `{vot}`, which was not requested ({})",
             trip.requested_vtr.join(", ")
         ));
+    }
+    if claims.contains_key("act") {
+        return nhs_login_proxy(config, claims, &vot, now);
     }
     let Some(raw) = text(claims, "nhs_number") else {
         return reject("NHS login did not send an NHS number".into());

@@ -152,7 +152,10 @@ impl App {
                 description: answer.error_description.map(str::to_owned),
             }),
             (None, Some(code), Some(provider)) => {
-                provider.complete(&record.trip, &self.callback_url(), code, self.clock.now()).await
+                match provider.complete(&record.trip, &self.callback_url(), code, self.clock.now()).await {
+                    Ok(identity) if identity.proxy_for.is_some() => self.verify_proxy(identity).await,
+                    other => other,
+                }
             }
             (None, None, _) => Err(SignInError::Upstream("the answer carried neither a code nor an error".into())),
         };

@@ -30,6 +30,8 @@ pub async fn patients_for(store: &dyn ResourceStore, identity: &Identity) -> Res
         let Ok(patient) = serde_json::from_str::<Value>(&stored.data) else { continue };
         let visible = match (own, &identity.org) {
             (Some(own), _) => stored.id == own,
+            // a proxy (verified with VRS at sign-in) picks only the person they act for
+            (None, _) if identity.proxy_for.is_some() => identity.proxy_for.as_deref() == Some(stored.id.as_str()),
             (None, Some(org)) => managed_by(&patient, org),
             (None, None) => false,
         };

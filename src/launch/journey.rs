@@ -30,7 +30,13 @@ impl App {
             Ok(Some(client)) => client,
             _ => return Err(JourneyError::NotRegistered),
         };
-        let (Some(launch_uri), Some(patient)) = (client.launch_uri.clone(), identity.nhs_number.clone()) else {
+        // the patient is the person the journey is about: a proxy's is the person they act for
+        // (verified with VRS), never their own NHS number
+        let patient = match &identity.proxy_for {
+            Some(cared_for) => Some(cared_for.clone()),
+            None => identity.own_patient_id().map(str::to_owned),
+        };
+        let (Some(launch_uri), Some(patient)) = (client.launch_uri.clone(), patient) else {
             return Err(JourneyError::CannotOpen);
         };
         let launch = EhrLaunch {

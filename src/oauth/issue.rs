@@ -109,6 +109,12 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
         smart_style_url: context.smart_style_url.clone(),
         tenant: context.tenant.clone(),
         cnf: super::token_endpoint::confirmation(issue.dpop_jkt),
+        // a proxy acts for the patient in context: the actor is named (RFC 8693 §4.1)
+        act: issue
+            .identity
+            .proxy_for
+            .as_ref()
+            .map(|_| serde_json::json!({"sub": issue.identity.platform_subject(), "iss": issue.identity.issuer})),
         ..Default::default()
     };
     let ring = app.keys.ring();

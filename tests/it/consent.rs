@@ -321,8 +321,8 @@ async fn mary_makes_and_withdraws_choices_on_her_page_and_nothing_else_can() {
 
     // withdrawing the organisation choice lets them back in; the part choice still holds for them
     let html = mary.get(&app, "/my-record/sharing").await.text();
-    let first = html.find("Withdraw this choice").unwrap();
-    let id = hidden_value(&html[..first], "id");
+    let choice = html.find(&format!("with organisation {EXCLUDED}")).expect("the organisation choice is listed");
+    let id = hidden_value(&html[choice..], "id");
     let withdraw = [("csrf", csrf.as_str()), ("action", "withdraw"), ("id", id.as_str())];
     assert_eq!(mary.post(&app, "/my-record/sharing", &withdraw, &[]).await.status, 303);
     let html = mary.get(&app, "/my-record/sharing").await.text();

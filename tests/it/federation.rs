@@ -34,7 +34,7 @@ async fn sign_in(app: &TestApp, browser: &mut Browser, idp: &str, overrides: &[(
 }
 
 /// Follows a redirect to the provider and its redirect back to carebroker.
-async fn follow_provider(app: &TestApp, browser: &mut Browser, reply: &Reply) -> Reply {
+pub(crate) async fn follow_provider(app: &TestApp, browser: &mut Browser, reply: &Reply) -> Reply {
     assert_eq!(reply.status, 303, "{}", reply.text());
     let upstream = reply.header("location").unwrap().to_owned();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -389,6 +389,14 @@ async fn backchannel_logout_is_refused_for_providers_without_it() {
 }
 
 async fn nhs_app(idp: &FakeIdp) -> TestApp {
+    nhs_app_with(idp, |_| {}).await
+}
+
+/// An app behind the NHS App jump-off `careplan`, with `idp` as NHS login and `tweak` applied.
+pub(crate) async fn nhs_app_with(
+    idp: &FakeIdp,
+    tweak: impl FnOnce(&mut carebroker::config::Config) + Send + 'static,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let config = idp.config("nhs-login", dir.path());
     let assetlinks = dir.path().join("assetlinks.json");
@@ -405,6 +413,7 @@ async fn nhs_app(idp: &FakeIdp) -> TestApp {
             c.nhs_app.home_url = "https://www.nhsapp.service.nhs.uk/".into();
             c.nhs_app.journeys.insert("careplan".into(), carebroker::config::NhsAppJourney { client_id: APP.into() });
             c.nhs_app.assetlinks_file = Some(assetlinks);
+            tweak(c);
         })
         .with_dir(dir)
         .build()

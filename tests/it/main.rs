@@ -24,6 +24,7 @@ mod par;
 mod partner_app;
 mod pds;
 mod policy;
+mod proxy;
 mod registration;
 mod remote_jwks;
 mod saml;

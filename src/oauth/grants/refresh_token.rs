@@ -53,6 +53,20 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
         }
     }
 
+    if data.identity.proxy_for.is_some() {
+        // a proxy acts only while the relationship does: asked again at every refresh
+        match app.recheck_proxy(&data.identity).await {
+            Ok(()) => {}
+            Err(crate::federation::SignInError::Upstream(why)) => {
+                return Err(OAuthError::new(ErrorCode::TemporarilyUnavailable, why));
+            }
+            Err(why) => {
+                super::revoke_grant(app, &grant.id, now).await?;
+                return Err(OAuthError::invalid_grant(format!("you can no longer act for this person: {why}")));
+            }
+        }
+    }
+
     let original = ScopeSet::parse(&grant.scope).map_err(|_| OAuthError::server_error())?;
     let scope = match requested_scope {
         None => original,

@@ -12,6 +12,7 @@ pub mod services;
 pub mod simplesaml;
 pub mod smart;
 pub mod ssb_double;
+pub mod vrs_double;
 
 use std::sync::{Arc, OnceLock};
 

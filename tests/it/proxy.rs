@@ -1,0 +1,172 @@
+//! Proxy access: Mark signs in through the NHS App jump-off as Mary's proxy (an NHS login
+//! composite token: Mary as subject, Mark in `act`), the Validated Relationships Service confirms
+//! his role, and he gets Mary in context as his own verified RelatedPerson with `act` naming him.
+//! A role that ends stops the next refresh and every token already issued; a composite token
+//! without a VRS role, a forged one, or one naming a patient Mark may not act for signs nobody in.
+
+use serde_json::{Value, json};
+
+use crate::federation::{follow_provider, nhs_app_with};
+use crate::support::browser::Browser;
+use crate::support::fake_idp::FakeIdp;
+use crate::support::fhir::{ADVANCE, care_plan, create_plan, get};
+use crate::support::smart::*;
+use crate::support::vrs_double::VrsDouble;
+use crate::support::{TestApp, jwt_parts};
+
+const MARY: &str = "9434765919";
+const MARK: &str = "9000000017";
+
+/// The composite token's claims: Mary as the subject, Mark (who signs in) in `act`.
+fn composite(act: Value) -> serde_json::Map<String, Value> {
+    json!({"sub": MARY, "nhs_number": MARY, "family_name": "PATIENT", "act": act}).as_object().unwrap().clone()
+}
+
+fn mark() -> Value {
+    json!({"sub": "nhslogin-mark-7f3a", "nhs_number": MARK, "given_name": "Mark", "family_name": "CARER"})
+}
+
+async fn setup() -> (FakeIdp, VrsDouble, TestApp) {
+    let idp = FakeIdp::start("nhs_login").await;
+    let vrs = VrsDouble::default();
+    let base = vrs.start().await;
+    let app = nhs_app_with(&idp, move |c| {
+        c.vrs.enabled = true;
+        c.vrs.base_url = base;
+        c.policy.dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    })
+    .await;
+    (idp, vrs, app)
+}
+
+/// The jump-off, then the journey's app's authorization: the token response, or the page where
+/// the sign-in stopped.
+async fn jump_off(app: &TestApp) -> Result<Value, crate::support::Reply> {
+    let mut browser = Browser::new();
+    let entry = browser.get(app, "/nhs-app/careplan?assertedLoginIdentity=eyJhbGciOiJSUzUxMiJ9.e30.sig").await;
+    let back = follow_provider(app, &mut browser, &entry).await;
+    if back.status != 303 || !back.header("location").unwrap_or_default().starts_with("https://viewer.example/launch") {
+        return Err(back);
+    }
+    let launch_url = url::Url::parse(back.header("location").unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = launch_url.query_pairs().into_owned().collect();
+    let (verifier, challenge) = pkce_pair();
+    let scope = "launch openid fhirUser patient/*.rs offline_access";
+    let reply = browser.get(app, &authorize_path(&challenge, &[("launch", &q["launch"]), ("scope", scope)])).await;
+    let code = code_from(&reply, "st-123");
+    let tokens = exchange(app, &code, &verifier).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    Ok(tokens.json())
+}
+
+async fn refresh(app: &TestApp, token: &str) -> crate::support::Reply {
+    app.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", APP)], &[]).await
+}
+
+#[tokio::test]
+async fn mark_signs_in_through_the_nhs_app_as_marys_proxy_and_reads_her_plan_until_the_role_ends() {
+    let (idp, vrs, app) = setup().await;
+    let plan = create_plan(&app, &care_plan(MARY, ADVANCE, "2026-01-01")).await;
+    vrs.grant("role-mark-mary", MARK, MARY);
+    idp.set(|k| k.id_claims = composite(mark()));
+
+    let tokens = jump_off(&app).await.unwrap_or_else(|page| panic!("{} {}", page.status, page.text()));
+    assert_eq!(tokens["patient"], MARY, "the person cared for is in context");
+    let fhir_user = tokens["id_token"].as_str().map(|t| jwt_parts(t).1["fhirUser"].clone()).unwrap_or_default();
+    assert!(fhir_user.as_str().unwrap_or_default().contains("/RelatedPerson/rp-"), "{fhir_user}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (_, claims) = jwt_parts(&access);
+    assert_eq!(claims["sub"], "nhs-login:nhslogin-mark-7f3a", "Mark is the one signed in");
+    assert_eq!(claims["act"]["sub"], "nhs-login:nhslogin-mark-7f3a", "and is named as the actor");
+    assert_eq!(claims["patient"], MARY);
+    assert_eq!(vrs.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "VRS was asked");
+
+    // his RelatedPerson is carebroker's verified record of the role
+    let person_id = claims["fhirUser"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let person = app.state.stores.durable.read_resource("RelatedPerson", &person_id).await.unwrap().unwrap();
+    let person: Value = serde_json::from_str(&person.data).unwrap();
+    assert_eq!(person["patient"]["reference"], format!("Patient/{MARY}"));
+    assert_eq!(person["relationship"][0]["coding"][0]["code"], "health-and-welfare-lasting-power-of-attorney");
+
+    // he reads Mary's plan; break-glass is not for proxies
+    assert_eq!(get(&app, &access, &format!("/fhir/CarePlan/{plan}")).await.status, 200);
+    let emergency = app
+        .request(
+            axum::http::Method::GET,
+            &format!("/fhir/CarePlan?patient={MARY}"),
+            &[("authorization", &format!("Bearer {access}")), ("x-break-glass-reason", "I am worried")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(emergency.json()["total"], 1, "still only what a proxy may see: {}", emergency.text());
+    // a refresh asks VRS again and, while the role holds, rotates as usual
+    let refreshed = refresh(&app, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    assert_eq!(refreshed.json()["patient"], MARY);
+
+    // Mary's access history shows that Mark looked
+    let records = app.state.stores.durable.search_audit(Some(MARY), None, None, None, 1000).await.unwrap();
+    assert!(records.iter().any(|r| r.actor.as_deref() == Some("nhs-login:nhslogin-mark-7f3a")));
+
+    // the role ends: the next refresh is refused and revokes the grant, and the token he holds
+    // stops reaching Mary at once
+    vrs.end("role-mark-mary");
+    let ended = refresh(&app, refreshed.json()["refresh_token"].as_str().unwrap()).await;
+    ended.assert_error(400, "invalid_grant");
+    let access = refreshed.json()["access_token"].as_str().unwrap().to_owned();
+    let after = get(&app, &access, &format!("/fhir/CarePlan/{plan}")).await;
+    assert!(matches!(after.status.as_u16(), 401 | 403 | 404), "{} {}", after.status, after.text());
+}
+
+#[tokio::test]
+async fn a_composite_token_without_an_active_vrs_role_or_with_a_broken_act_signs_nobody_in() {
+    let (idp, vrs, app) = setup().await;
+    vrs.grant("role-other", MARK, "9000000009");
+    // a role for someone else is not a role for Mary
+    idp.set(|k| k.id_claims = composite(mark()));
+    let refused = jump_off(&app).await.expect_err("no role for Mary");
+    assert!(!refused.text().contains(MARY) || refused.status != 303);
+    assert_eq!(
+        app.state
+            .stores
+            .durable
+            .list_resources("RelatedPerson", 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.id.starts_with("rp-"))
+            .count(),
+        0
+    );
+
+    // an act naming no NHS number, naming Mary herself, or unreadable
+    for act in
+        [json!({"sub": "nhslogin-mark-7f3a"}), json!({"sub": "x", "nhs_number": MARY}), json!("not a token"), json!(42)]
+    {
+        vrs.grant("role-mark-mary", MARK, MARY);
+        idp.set(|k| k.id_claims = composite(act.clone()));
+        assert!(jump_off(&app).await.is_err(), "{act}");
+    }
+    // the proxy's own ID token in act (as NHS login describes it) is read from the signed token
+    let inner = idp.held_id_token(app.now(), |c| {
+        c.insert("sub".into(), json!("nhslogin-mark-7f3a"));
+        c.insert("nhs_number".into(), json!(MARK));
+    });
+    idp.set(|k| k.id_claims = composite(json!(inner)));
+    let tokens = jump_off(&app).await.unwrap_or_else(|page| panic!("{} {}", page.status, page.text()));
+    assert_eq!(tokens["patient"], MARY);
+
+    // a forged composite token (not signed by NHS login's key) is refused before VRS is asked
+    let hits = vrs.hits.load(std::sync::atomic::Ordering::SeqCst);
+    idp.set(|k| {
+        k.id_claims = composite(mark());
+        k.foreign_key = true;
+    });
+    assert!(jump_off(&app).await.is_err());
+    assert_eq!(vrs.hits.load(std::sync::atomic::Ordering::SeqCst), hits, "VRS is not asked about a forged token");
+
+    // VRS down: nobody is let in as a proxy
+    idp.set(|k| k.foreign_key = false);
+    vrs.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(jump_off(&app).await.is_err());
+}
