@@ -32,7 +32,7 @@ fn e2e_client(app_origin: &str, idp: Option<&str>) -> ClientMetadata {
 }
 
 /// Serves `app` on `listener` for the browser, on real time (the browser and the app page are).
-fn serve_live(app: &TestApp, listener: TcpListener) {
+pub(crate) fn serve_live(app: &TestApp, listener: TcpListener) {
     app.clock.set(carebroker::clock::Clock::now(&carebroker::clock::SystemClock));
     let state = app.state.clone();
     tokio::spawn(async move { carebroker::http::serve_on(state, listener, std::future::pending()).await });
@@ -40,12 +40,18 @@ fn serve_live(app: &TestApp, listener: TcpListener) {
 
 /// Runs `tests/e2e/smart_launch.mjs` with `args` and returns its JSON result (its last line).
 async fn smart_launch(args: Vec<String>) -> Value {
+    e2e_script("smart_launch.mjs", args).await
+}
+
+/// Runs the browser driver `tests/e2e/{script}` with `args` and returns its JSON result (its
+/// last line).
+pub(crate) async fn e2e_script(script: &str, args: Vec<String>) -> Value {
     let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
     assert!(
         std::path::Path::new(&format!("{e2e}/node_modules/fhirclient")).exists(),
         "tests/e2e/node_modules is missing: run the suite with scripts/test.sh (it runs npm ci there)"
     );
-    let mut all = vec![format!("{e2e}/smart_launch.mjs")];
+    let mut all = vec![format!("{e2e}/{script}")];
     all.extend(args);
     let output = tokio::task::spawn_blocking(move || Command::new("node").args(&all).output())
         .await

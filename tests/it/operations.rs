@@ -49,8 +49,14 @@ async fn metrics_count_requests_tokens_refusals_decisions_and_audit_without_nami
     let grew = |name: &str, labels: &[&str]| count(&after, name, labels) > count(&before, name, labels);
     assert!(grew("carebroker_tokens_issued_total", &["grant=\"client_credentials\""]), "{after}");
     assert!(grew("carebroker_oauth_refusals_total", &["error=\"invalid_client\""]), "{after}");
-    assert!(grew("carebroker_http_requests_total", &["route=\"/fhir/CarePlan/{id}\"", "method=\"GET\"", "status=\"200\""]), "{after}");
-    assert!(grew("carebroker_http_requests_total", &["route=\"/token\"", "method=\"POST\"", "status=\"401\""]), "{after}");
+    assert!(
+        grew("carebroker_http_requests_total", &["route=\"/fhir/CarePlan/{id}\"", "method=\"GET\"", "status=\"200\""]),
+        "{after}"
+    );
+    assert!(
+        grew("carebroker_http_requests_total", &["route=\"/token\"", "method=\"POST\"", "status=\"401\""]),
+        "{after}"
+    );
     assert!(grew("carebroker_http_request_duration_seconds_count", &["route=\"/fhir/CarePlan/{id}\""]), "{after}");
     assert!(grew("carebroker_fhir_refusals_total", &["status=\"404\""]), "{after}");
     assert!(grew("carebroker_policy_decisions_total", &["effect=\"permit\""]), "{after}");

@@ -27,6 +27,11 @@ fn mark() -> Value {
 }
 
 async fn setup() -> (FakeIdp, VrsDouble, TestApp) {
+    setup_at(None).await
+}
+
+/// The app (at `public_url` when a browser must reach it), its NHS login and its VRS.
+async fn setup_at(public_url: Option<String>) -> (FakeIdp, VrsDouble, TestApp) {
     let idp = FakeIdp::start("nhs_login").await;
     let vrs = VrsDouble::default();
     let base = vrs.start().await;
@@ -34,6 +39,9 @@ async fn setup() -> (FakeIdp, VrsDouble, TestApp) {
         c.vrs.enabled = true;
         c.vrs.base_url = base;
         c.policy.dir = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+        if let Some(url) = public_url {
+            c.server.public_url = url;
+        }
     })
     .await;
     (idp, vrs, app)
@@ -169,4 +177,55 @@ async fn a_composite_token_without_an_active_vrs_role_or_with_a_broken_act_signs
     idp.set(|k| k.foreign_key = false);
     vrs.down.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(jump_off(&app).await.is_err());
+}
+
+/// In Chromium with the NHS App's user agent: Mark jumps off as Mary's proxy and his app reads
+/// her plan; then Mary jumps off, sees that Mark looked, and keeps her plan from an organisation,
+/// whose clinician is then refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nhs_app_journeys_of_a_proxy_and_the_patient_in_chromium() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = format!("http://{}", listener.local_addr().unwrap());
+    let (idp, vrs, app) = setup_at(Some(broker.clone())).await;
+    let plan = create_plan(&app, &care_plan(MARY, ADVANCE, "2026-01-01")).await;
+    crate::browser::serve_live(&app, listener);
+    vrs.grant("role-mark-mary", MARK, MARY);
+    let args = |mode: &str| {
+        let mut args: Vec<String> =
+            ["--broker", &broker, "--mode", mode, "--client-id", APP, "--app-origin", "https://viewer.example"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        if let Ok(dir) = std::env::var("CAREBROKER_E2E_SCREENSHOTS") {
+            args.extend(["--screenshots".to_owned(), dir]);
+        }
+        args
+    };
+
+    let live = carebroker::clock::Clock::now(&carebroker::clock::SystemClock);
+    idp.set(|k| {
+        k.id_claims = composite(mark());
+        k.now = Some(live);
+    });
+    let proxy = crate::browser::e2e_script("patient_journeys.mjs", args("proxy")).await;
+    assert_eq!(proxy["patient"], MARY, "{proxy}");
+    assert!(proxy["fhir_user"].as_str().unwrap_or_default().starts_with("RelatedPerson/rp-"), "{proxy}");
+    assert_eq!(proxy["act"]["sub"], "nhs-login:nhslogin-mark-7f3a", "{proxy}");
+    assert_eq!(proxy["plans"], 1, "{proxy}");
+
+    idp.set(|k| k.id_claims = serde_json::Map::new());
+    let mary = crate::browser::e2e_script("patient_journeys.mjs", args("patient")).await;
+    let history = mary["history"]["text"].as_str().unwrap_or_default();
+    assert!(history.contains("Mark CARER"), "Mary sees that Mark looked: {history}");
+    assert!(!history.contains(MARK), "and nothing of Mark but his name and role: {history}");
+    assert_eq!(mary["history"]["header"], 0, "no service header inside the NHS App");
+    assert_eq!(mary["history"]["back"], "https://www.nhsapp.service.nhs.uk/");
+    let sharing = mary["sharing"]["text"].as_str().unwrap_or_default();
+    assert!(sharing.contains("Do not share your care plan with organisation B86011"), "{sharing}");
+
+    let mut nurse = crate::support::fhir::user_claims(&app, "patient/*.rs", Some(MARY));
+    nurse.roles = vec!["clinician".into()];
+    nurse.org = Some("B86011".into());
+    let nurse = crate::support::fhir::token(&app, &nurse);
+    assert_eq!(get(&app, &nurse, &format!("/fhir/CarePlan/{plan}")).await.status, 403, "Mary's choice holds");
 }

@@ -33,6 +33,8 @@ pub struct Knobs {
     pub userinfo_sub: Option<String>,
     /// An OAuth error to answer the authorization with instead of a code.
     pub authorize_error: Option<String>,
+    /// The provider's clock (default: the tests' fixed `T0`, as the relying party under test).
+    pub now: Option<i64>,
 }
 
 #[derive(Default)]
@@ -296,7 +298,8 @@ async fn token(State(idp): State<FakeIdp>, headers: HeaderMap, body: String) -> 
     }
     let knobs = idp.knobs.lock().clone();
     // The relying party under test runs on a fixed clock at T0.
-    let mut claims = idp.base_claims(record["nonce"].as_str().unwrap_or_default(), crate::support::T0);
+    let now = idp.knobs.lock().now.unwrap_or(crate::support::T0);
+    let mut claims = idp.base_claims(record["nonce"].as_str().unwrap_or_default(), now);
     if let Some(i) = &knobs.issuer {
         claims.insert("iss".into(), json!(i));
     }
@@ -307,7 +310,7 @@ async fn token(State(idp): State<FakeIdp>, headers: HeaderMap, body: String) -> 
         claims.insert("nonce".into(), json!(n));
     }
     if let Some(off) = knobs.exp_offset {
-        claims.insert("exp".into(), json!(crate::support::T0 + off));
+        claims.insert("exp".into(), json!(now + off));
     }
     for (k, v) in &knobs.id_claims {
         if v.is_null() {
