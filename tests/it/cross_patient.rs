@@ -3,7 +3,8 @@
 //! patient open through patient/ and user/ scopes, a student, an admin, care-home staff, a
 //! patient, proxies, plan-maintaining and availability systems, an auditor, break-glass, and
 //! callers with no or a forged token) sends a seeded random stream of every FHIR interaction and
-//! search parameter, hostile ones included. After each request it asserts:
+//! search parameter, hostile ones included: care plans, patients, related persons, access
+//! histories, the availability check, and the patients' sharing choices (Consent). After each request it asserts:
 //!
 //! - no answer discloses a patient outside the caller's reach (a table written from the policy's
 //!   intent, independent of the code under test);
@@ -62,6 +63,8 @@ struct Reach {
     related_persons: Vec<&'static str>,
     audit_events: Vec<&'static str>,
     availability: Vec<&'static str>,
+    /// Whose sharing choices (Consent) they may see.
+    consents: Vec<&'static str>,
     /// May create or change plans (of the care-plan patients).
     writes: bool,
 }
@@ -139,7 +142,7 @@ fn personas(app: &TestApp) -> Vec<Persona> {
                 &["clinician"],
                 Some("A9A5A"),
             ),
-            Reach::same(&[PETER], true),
+            Reach { consents: vec![PETER], ..Reach::same(&[PETER], true) },
         ),
         identified(
             "nurse with Jane open (user/)",
@@ -151,7 +154,7 @@ fn personas(app: &TestApp) -> Vec<Persona> {
                 &["clinician"],
                 Some("A9A5A"),
             ),
-            Reach::same(&[JANE], true),
+            Reach { consents: vec![JANE], ..Reach::same(&[JANE], true) },
         ),
         identified(
             "student with Arthur open",
@@ -179,7 +182,7 @@ fn personas(app: &TestApp) -> Vec<Persona> {
                 None,
             ),
             // a patient also reads who has looked at their own record
-            Reach { audit_events: vec![PETER], ..Reach::same(&[PETER], true) },
+            Reach { audit_events: vec![PETER], consents: vec![PETER], ..Reach::same(&[PETER], true) },
         ),
         identified(
             "Jane's verified carer",
@@ -191,7 +194,13 @@ fn personas(app: &TestApp) -> Vec<Persona> {
                 &["proxy"],
                 None,
             ),
-            Reach { care_plans: vec![JANE], patients: vec![JANE], related_persons: vec![JANE], ..Reach::default() },
+            Reach {
+                care_plans: vec![JANE],
+                patients: vec![JANE],
+                related_persons: vec![JANE],
+                consents: vec![JANE],
+                ..Reach::default()
+            },
         ),
         identified(
             "someone claiming to be Jane's carer",
@@ -258,6 +267,25 @@ async fn world() -> (TestApp, Vec<(String, &'static str)>) {
         )
         .await;
     }
+    // sharing choices: Peter keeps his plan from one organisation, Jane her crisis plan from
+    // everyone but her GP practice
+    for (id, patient, choice) in [
+        (
+            "consent-peter",
+            PETER,
+            json!({"type": "deny", "actor": [{"reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B99999"}}}]}),
+        ),
+        (
+            "consent-jane",
+            JANE,
+            json!({"type": "deny", "code": [{"coding": [{"system": CRISIS.0, "code": CRISIS.1}]}],
+            "provision": [{"type": "permit", "actor": [{"reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "A9A5A"}}}]}]}),
+        ),
+    ] {
+        let mut consent = sharing_choice(patient, choice);
+        consent["id"] = json!(id);
+        put_resource(&app, &consent).await;
+    }
     let mut plans = Vec::new();
     for patient in PATIENTS {
         for (category, start) in [(ADVANCE, "2026-01-01"), (CRISIS, "2026-06-01")] {
@@ -265,6 +293,15 @@ async fn world() -> (TestApp, Vec<(String, &'static str)>) {
         }
     }
     (app, plans)
+}
+
+/// A sharing choice (Consent) of `patient` with one `deny` provision.
+fn sharing_choice(patient: &str, deny: Value) -> Value {
+    json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{patient}")},
+        "provision": {"type": "permit", "provision": [deny]}})
 }
 
 fn any_patient(rng: &mut Rng) -> &'static str {
@@ -324,7 +361,7 @@ fn request(rng: &mut Rng, plans: &[(String, &'static str)]) -> (Method, String, 
     let plan = |rng: &mut Rng| -> String {
         if rng.chance(90) { rng.pick(plans).0.clone() } else { rng.pick(&["missing", "..%2Fx", "a.b-c"]).to_string() }
     };
-    match rng.below(14) {
+    match rng.below(17) {
         0 | 1 => (Method::GET, format!("/fhir/CarePlan/{}", plan(rng)), None),
         2 => (Method::GET, format!("/fhir/CarePlan/{}/_history/{}", plan(rng), 1 + rng.below(3)), None),
         3 => (Method::GET, format!("/fhir/CarePlan/{}/_history", plan(rng)), None),
@@ -337,6 +374,16 @@ fn request(rng: &mut Rng, plans: &[(String, &'static str)]) -> (Method, String, 
             None,
         ),
         9 => (Method::GET, format!("/fhir/AuditEvent?patient={}", any_patient(rng)), None),
+        14 => {
+            let query =
+                form_urlencoded::Serializer::new(String::new()).append_pair("patient", &patient_value(rng)).finish();
+            (Method::GET, format!("/fhir/Consent?{query}"), None)
+        }
+        15 => (Method::GET, format!("/fhir/Consent/{}", rng.pick(&["consent-peter", "consent-jane", "none"])), None),
+        16 => {
+            let deny = json!({"type": "deny", "actor": [{"reference": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "B99999"}}}]});
+            (Method::POST, "/fhir/Consent".into(), Some(sharing_choice(any_patient(rng), deny)))
+        }
         10 => {
             let query = if rng.chance(50) {
                 format!("nhs_number={}", any_patient(rng))
@@ -397,6 +444,8 @@ fn reach_for<'a>(reach: &'a Reach, path: &str) -> &'a [&'static str] {
         &reach.related_persons
     } else if path.starts_with("/fhir/AuditEvent") {
         &reach.audit_events
+    } else if path.starts_with("/fhir/Consent") {
+        &reach.consents
     } else {
         &[]
     }
@@ -436,6 +485,7 @@ async fn no_request_reveals_a_patient_outside_the_callers_reach_and_every_disclo
     let personas = personas(&app);
     let mut rng = Rng(seed);
     let mut disclosures = 0usize;
+    let mut choices_shown = 0usize;
     let mut refusals = 0usize;
     let mut head = audit_head(&app).await;
     for case in 0..cases {
@@ -485,6 +535,9 @@ async fn no_request_reveals_a_patient_outside_the_callers_reach_and_every_disclo
             );
         }
         disclosures += shown.len();
+        if path.starts_with("/fhir/Consent") {
+            choices_shown += shown.len();
+        }
         if method != Method::GET {
             assert!(persona.reach.writes, "{context}: a caller who may not write wrote: {}", reply.text());
         }
@@ -498,6 +551,7 @@ async fn no_request_reveals_a_patient_outside_the_callers_reach_and_every_disclo
     // the stream really exercised both sides
     assert!(disclosures > cases / 10, "{disclosures} disclosures in {cases} requests");
     assert!(refusals > cases / 10, "{refusals} refusals in {cases} requests");
+    assert!(choices_shown > 0, "no sharing choice was ever shown");
     assert!(matches!(
         carebroker::audit::verify(app.state.stores.durable.as_ref()).await.unwrap(),
         carebroker::audit::Verification::Intact { .. }
