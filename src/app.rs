@@ -36,6 +36,8 @@ pub struct App {
     pub client_keys: ClientKeys,
     /// The Personal Demographics Service, when patients are verified there.
     pub pds: Option<PdsClient>,
+    /// Signs checkpoints of the audit log's Merkle tree.
+    pub checkpoints: crate::audit::checkpoint::Checkpointer,
     /// The Validated Relationships Service, when proxies may sign in.
     pub vrs: Option<crate::vrs::VrsClient>,
     /// The upstream identity providers.
@@ -67,6 +69,8 @@ pub enum StartError {
     Federation(#[from] crate::federation::FederationError),
     #[error("exchange.issuers: {0}")]
     Partner(String),
+    #[error("audit checkpoints: {0}")]
+    Checkpoint(crate::audit::checkpoint::CheckpointError),
     #[error("the policy files have {} problem(s):\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
     Policy(Vec<crate::policy::PolicyError>),
     #[error("cannot listen on `{addr}`: {source}")]
@@ -98,6 +102,7 @@ impl App {
             }
         };
         let pds = if config.pds.enabled { Some(PdsClient::new(&config.pds, stores.ephemeral.clone())?) } else { None };
+        let checkpoints = crate::audit::checkpoint::Checkpointer::new(&config).map_err(StartError::Checkpoint)?;
         let vrs = if config.vrs.enabled { Some(crate::vrs::VrsClient::new(&config.vrs)?) } else { None };
         let federation = Registry::build(&loaded.idps, &config, clock.clone())?;
         let client_keys = ClientKeys::new(&config.clients, clock.clone())?;
@@ -123,6 +128,7 @@ impl App {
             clients,
             client_keys,
             pds,
+            checkpoints,
             vrs,
             federation,
             partners,
@@ -247,6 +253,10 @@ pub fn spawn_housekeeping(app: &Arc<App>) -> tokio::task::JoinHandle<()> {
             ticker.tick().await;
             let now = app.clock.now();
             app.audit_refusal_summaries().await;
+            if let Err(e) = app.checkpoints.tick(app.stores.durable.as_ref(), now, app.clock.now_millis(), false).await
+            {
+                tracing::error!(error = %e, "audit checkpoint failed");
+            }
             match app.keys.refresh(now) {
                 Ok(true) => tracing::info!("signing keys reloaded"),
                 Ok(false) => {}

@@ -181,9 +181,13 @@ struct ExplainArgs {
 
 #[derive(Debug, Subcommand)]
 enum AuditAction {
-    /// Walk the hash chain; exit non-zero and name the first record that was edited, deleted or
-    /// moved.
+    /// Walk the hash chain, then prove the log against every signed checkpoint (stored and in
+    /// the witness file); exit 3 and name the first record that was edited, deleted or moved,
+    /// a cut tail, a rewritten history or a fork.
     Verify,
+    /// Print an inclusion proof of record SEQ against the newest checkpoint covering it (JSON:
+    /// RFC 9162 §2.1.3 audit path, the signed checkpoint and the log's public key).
+    Prove { seq: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,12 +293,12 @@ fn main() -> ExitCode {
         },
         Command::Launch(args) => launch_command(*args),
         Command::Policy { action } => policy_command(action),
-        Command::Audit { action: AuditAction::Verify, config } => {
+        Command::Audit { action, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
                 Ok(loaded) => loaded,
                 Err(code) => return code,
             };
-            audit_verify(&loaded.config)
+            audit_command(&loaded.config, action)
         }
         Command::Keys { action, config } => {
             let loaded = match load_config(config.as_deref(), Vec::new()) {
@@ -410,7 +414,7 @@ fn launch_command(args: LaunchArgs) -> ExitCode {
     }
 }
 
-fn audit_verify(config: &config::Config) -> ExitCode {
+fn audit_command(config: &config::Config, action: AuditAction) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -426,21 +430,67 @@ fn audit_verify(config: &config::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match carebroker::audit::verify(stores.durable.as_ref()).await {
-            Ok(carebroker::audit::Verification::Intact { records, head }) => {
-                println!("audit log intact: {records} record(s), head {head}");
-                ExitCode::SUCCESS
-            }
-            Ok(carebroker::audit::Verification::Broken { seq, reason }) => {
-                eprintln!("audit log TAMPERED at record {seq}: {reason}");
-                ExitCode::from(3)
-            }
-            Err(e) => {
-                eprintln!("carebroker: cannot read the audit log: {e}");
-                ExitCode::FAILURE
-            }
+        let store = stores.durable.as_ref();
+        match action {
+            AuditAction::Verify => audit_verify(store, config).await,
+            AuditAction::Prove { seq } => match carebroker::audit::checkpoint::prove_record(store, config, seq).await {
+                Ok(proof) => {
+                    println!("{}", serde_json::to_string_pretty(&proof).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("carebroker: {e}");
+                    ExitCode::FAILURE
+                }
+            },
         }
     })
+}
+
+async fn audit_verify(store: &dyn carebroker::store::DurableStore, config: &config::Config) -> ExitCode {
+    use carebroker::audit::checkpoint::{Proven, verify_log};
+    let records = match carebroker::audit::verify(store).await {
+        Ok(carebroker::audit::Verification::Intact { records, head }) => {
+            println!("audit chain intact: {records} record(s), head {head}");
+            records
+        }
+        Ok(carebroker::audit::Verification::Broken { seq, reason }) => {
+            eprintln!("audit log TAMPERED at record {seq}: {reason}");
+            return ExitCode::from(3);
+        }
+        Err(e) => {
+            eprintln!("carebroker: cannot read the audit log: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let progress = |read: usize| {
+        if records >= 100_000 && read % 100_000 < 5000 {
+            eprintln!("  … {read} of {records} records in the tree");
+        }
+    };
+    match verify_log(store, config, progress).await {
+        Ok(Proven::Consistent { checkpoints: 0, .. }) => {
+            println!(
+                "no signed checkpoint yet: nothing proves the tail (a server signs one every {} records or {} s)",
+                config.audit.checkpoint_every_records, config.audit.checkpoint_every_secs
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Proven::Consistent { checkpoints, latest }) => {
+            println!(
+                "checkpoints: {checkpoints} verified; the newest signs {latest} record(s), and the log holds all of them"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Proven::Contradicted(why)) => {
+            eprintln!("audit log TAMPERED: {why}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("carebroker: cannot check the checkpoints: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn load_policy(dir: &std::path::Path) -> Result<carebroker::policy::LoadedPolicy, ExitCode> {

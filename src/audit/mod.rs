@@ -4,6 +4,7 @@
 //! task per process: a caller waits until its record is durable. `verify` walks the chain and
 //! names the first record that was edited, deleted or moved.
 
+pub mod checkpoint;
 pub mod fhir;
 pub mod limiter;
 

@@ -92,6 +92,7 @@ pub fn load_from(
             "pages" => section_into(value, &path).map(|v| config.pages = v),
             "pds" => section_into(value, &path).map(|v| config.pds = v),
             "vrs" => section_into(value, &path).map(|v| config.vrs = v),
+            "audit" => section_into(value, &path).map(|v| config.audit = v),
             "availability" => section_into(value, &path).map(|v| config.availability = v),
             "federation" => section_into(value, &path).map(|v| config.federation = v),
             "nhs_app" => section_into(value, &path).map(|v| config.nhs_app = v),

@@ -57,6 +57,7 @@ pub struct Config {
     pub pages: PagesConfig,
     pub pds: PdsConfig,
     pub vrs: VrsConfig,
+    pub audit: AuditConfig,
     pub availability: AvailabilityConfig,
     pub federation: FederationConfig,
     pub nhs_app: NhsAppConfig,
@@ -314,6 +315,49 @@ pub struct FhirConfig {
 pub struct PagesConfig {
     /// EHR origins allowed to frame carebroker's pages (`frame-ancestors`); none by default.
     pub frame_ancestors: Vec<String>,
+}
+
+/// Signed checkpoints of the audit log's Merkle tree, and where they are published.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Sign a checkpoint once this many records were added since the last one...
+    pub checkpoint_every_records: u64,
+    /// ...or this long after the last one, when anything was added.
+    pub checkpoint_every_secs: u64,
+    /// The checkpoints' origin line and key name (default: the public URL's host and port, then
+    /// `/audit`).
+    pub checkpoint_origin: Option<String>,
+    /// A file every checkpoint is appended to (a witness the database cannot rewrite).
+    pub witness_file: Option<PathBuf>,
+    /// An HTTP endpoint every checkpoint is POSTed to (`text/plain`).
+    pub witness_url: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_records: 1000,
+            checkpoint_every_secs: 300,
+            checkpoint_origin: None,
+            witness_file: None,
+            witness_url: None,
+        }
+    }
+}
+
+impl Config {
+    /// The audit checkpoints' origin (and key name).
+    pub fn checkpoint_origin(&self) -> String {
+        self.audit.checkpoint_origin.clone().unwrap_or_else(|| {
+            let url = url::Url::parse(&self.server.public_url).ok();
+            let host = url.as_ref().and_then(|u| u.host_str()).unwrap_or("carebroker").to_owned();
+            match url.and_then(|u| u.port()) {
+                Some(port) => format!("{host}:{port}/audit"),
+                None => format!("{host}/audit"),
+            }
+        })
+    }
 }
 
 /// The Validated Relationships Service FHIR API: proxy roles (FHIR `Consent`), checked when a

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod jwk;
 pub mod launch;
 pub mod markup;
+pub mod merkle;
 pub mod nhs_number;
 pub mod pkce;
 pub mod scope;

@@ -137,6 +137,82 @@ fn the_cli_reports_tampering_with_a_non_zero_exit() {
     let _ = Method::GET;
 }
 
+/// The chain alone cannot see a deleted tail (what is left still links up); the signed
+/// checkpoints can, even when the attacker deletes the stored checkpoints too, because the
+/// witness file keeps them. Any record can be proved against a checkpoint by RFC 9162 alone.
+#[test]
+fn a_cut_tail_is_caught_by_the_signed_checkpoints_and_any_record_can_be_proved() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use carebroker::domain::merkle;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(app_with_history());
+    let store = app.state.stores.durable.clone();
+    let (now, now_ms) = (app.now(), app.now() * 1000);
+    let checkpoint = runtime
+        .block_on(app.state.checkpoints.tick(store.as_ref(), now, now_ms, true))
+        .unwrap()
+        .expect("five new records: a checkpoint");
+    assert_eq!(checkpoint.size, 5);
+    assert!(
+        runtime.block_on(app.state.checkpoints.tick(store.as_ref(), now, now_ms, true)).unwrap().is_none(),
+        "nothing new"
+    );
+    let witness = app.dir.path().join("witness");
+    std::fs::write(&witness, &checkpoint.note).unwrap();
+    let db = app.dir.path().join("carebroker.db");
+    let config = &app.state.config;
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_carebroker"))
+            .args(args)
+            .env("CAREBROKER__STORE__SQLITE_PATH", &db)
+            .env("CAREBROKER__KEYS__DIR", &config.keys.dir)
+            .env("CAREBROKER__SERVER__PUBLIC_URL", &config.server.public_url)
+            .env("CAREBROKER__AUDIT__WITNESS_FILE", &witness)
+            .env("CAREBROKER__FHIR__SEED_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev/fhir"))
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["audit", "verify"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("checkpoints: 2 verified"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // an inclusion proof of record 3 checks out with nothing but the RFC's algorithm
+    let proved = run(&["audit", "prove", "3"]);
+    assert!(proved.status.success(), "{}", String::from_utf8_lossy(&proved.stderr));
+    let proof: serde_json::Value = serde_json::from_slice(&proved.stdout).unwrap();
+    let hash =
+        |v: &serde_json::Value| -> merkle::Hash { STANDARD.decode(v.as_str().unwrap()).unwrap().try_into().unwrap() };
+    let leaf = merkle::leaf_hash(proof["leaf_input"].as_str().unwrap().as_bytes());
+    let path: Vec<merkle::Hash> = proof["inclusion_proof"].as_array().unwrap().iter().map(hash).collect();
+    assert!(merkle::verify_inclusion(2, 5, &leaf, &path, &hash(&proof["root"])));
+    assert!(!merkle::verify_inclusion(3, 5, &leaf, &path, &hash(&proof["root"])), "not as another record");
+    assert!(proof["checkpoint"].as_str().unwrap().contains("\n5\n"));
+    assert_eq!(run(&["audit", "prove", "9"]).status.code(), Some(1), "no checkpoint covers a record not yet written");
+
+    // cut the tail: the chain that is left still links up...
+    runtime.block_on(tamper(&app, "DELETE FROM audit_log WHERE seq >= 4"));
+    assert!(matches!(runtime.block_on(verify(store.as_ref())).unwrap(), Verification::Intact { records: 3, .. }));
+    // ...but the checkpoint says five were signed
+    let cut = run(&["audit", "verify"]);
+    assert_eq!(cut.status.code(), Some(3), "{}", String::from_utf8_lossy(&cut.stdout));
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("CUT TAIL"), "{}", String::from_utf8_lossy(&cut.stderr));
+    // deleting the stored checkpoints as well does not help: the witness keeps one
+    runtime.block_on(tamper(&app, "DELETE FROM resources WHERE resource_type = 'AuditCheckpoint'"));
+    let still = run(&["audit", "verify"]);
+    assert_eq!(still.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&still.stderr).contains("CUT TAIL"));
+    // and a witness note that was not signed by this log's key is named as forged
+    std::fs::write(&witness, checkpoint.note.replacen("\n5\n", "\n3\n", 1)).unwrap();
+    let forged = run(&["audit", "verify"]);
+    assert_eq!(forged.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&forged.stderr).contains("FORGED"), "{}", String::from_utf8_lossy(&forged.stderr));
+}
+
 #[tokio::test]
 async fn each_audit_event_says_whether_its_record_verifies() {
     let app = app_with_history().await;

@@ -198,6 +198,22 @@ async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
         "{verdict:?} after {ok} appends"
     );
     assert_eq!(ok, 40, "no append is lost to contention between nodes");
+
+    // both nodes see one tree: checkpoints they sign of the same size agree, and a different
+    // root at a size already signed is refused as a fork
+    use carebroker::audit::checkpoint::{self, Signer};
+    let keys = tempfile::tempdir().unwrap();
+    let signer = Signer::load_or_create(keys.path(), "carebroker.test/audit").unwrap();
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    checkpoint::extend_leaves(a.as_ref(), &mut from_a, |_| {}).await.unwrap();
+    checkpoint::extend_leaves(b.as_ref(), &mut from_b, |_| {}).await.unwrap();
+    assert_eq!(from_a, from_b);
+    let root = carebroker::domain::merkle::root(&from_a);
+    let size = from_a.len() as u64;
+    assert!(checkpoint::store(a.as_ref(), &signer.sign(size, root, 1), 1000).await.unwrap());
+    assert!(!checkpoint::store(b.as_ref(), &signer.sign(size, root, 2), 2000).await.unwrap(), "the same tree");
+    let forked = signer.sign(size, carebroker::domain::merkle::leaf_hash(b"other"), 3);
+    assert!(checkpoint::store(b.as_ref(), &forked, 3000).await.unwrap_err().to_string().contains("FORK"));
 }
 
 /// Two stores on one SQLite file stand for two processes: the audit append takes SQLite's write
