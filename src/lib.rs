@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod federation;
 pub mod fhir;
+pub mod fuzz_bodies;
 pub mod http;
 pub mod keyspaces;
 pub mod launch;

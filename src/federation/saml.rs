@@ -458,6 +458,13 @@ fn decode(encoded: &str, engine: &base64::engine::GeneralPurpose) -> Result<Stri
     Ok(xml)
 }
 
+/// The checks a `SAMLResponse` meets before any XML signature work (size, encoding, no DTD, no
+/// comments, well-formed, one assertion): what an unauthenticated sender can reach. For fuzzing.
+pub fn precheck_response(encoded: &str) -> Result<Option<String>, SignInError> {
+    let xml = decode(encoded, &base64::engine::general_purpose::STANDARD)?;
+    outer_facts(&xml).map(|(destination, _)| destination)
+}
+
 /// The issuer a base64url assertion names, read before verification only to pick who must then
 /// verify it.
 pub fn unverified_assertion_issuer(encoded: &str) -> Option<String> {

@@ -18,6 +18,7 @@ mod ehr_presented;
 mod federation;
 mod federation_node;
 mod fhir_api;
+mod fuzz_corpus;
 mod introspection;
 mod operations;
 mod par;
