@@ -112,8 +112,11 @@ pub fn dpop(data: &[u8]) {
     let _ = crate::token::dpop::verify(text, &expected);
 }
 
+/// A target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target by name, for the corpus runner and `scripts/fuzz`.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Body); 7] = [
     ("scope", scope),
     ("policy", policy),
     ("jws", jws),

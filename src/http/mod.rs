@@ -10,6 +10,7 @@ mod forms;
 mod interaction;
 mod middleware;
 mod my_record;
+mod openapi;
 mod nhs_app;
 mod oauth;
 mod oidc;
@@ -147,6 +148,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_document))
         .route_layer(axum::middleware::from_fn(middleware::measure))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
@@ -170,6 +172,11 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> ax
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {what}")).into_response()
         }
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI 3.1 document of carebroker's own endpoints.
+async fn openapi_document(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
+    axum::Json(openapi::document(app.issuer())).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format (`telemetry` lists what is exported).

@@ -39,6 +39,33 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the OpenAPI document.
+    pub const ALL: [ErrorCode; 23] = [
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnauthorizedClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::AccessDenied,
+        Self::UnsupportedResponseType,
+        Self::ServerError,
+        Self::TemporarilyUnavailable,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::UnsupportedTokenType,
+        Self::InvalidRedirectUri,
+        Self::InvalidClientMetadata,
+        Self::InvalidTarget,
+        Self::LoginRequired,
+        Self::InteractionRequired,
+        Self::ConsentRequired,
+        Self::NotFound,
+        Self::InvalidRequestUri,
+        Self::InvalidDpopProof,
+        Self::UseDpopNonce,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",
