@@ -83,7 +83,7 @@ impl FhirError {
     }
 
     /// The issues of this error.
-    fn issues(&self) -> Vec<Issue> {
+    pub fn issues(&self) -> Vec<Issue> {
         let one = |code: &'static str, text: &str| {
             vec![Issue { severity: "error", code, diagnostics: text.to_owned(), expression: None }]
         };

@@ -1,6 +1,7 @@
 //! The only module that knows axum and tower: the router, the one error-to-response mapping,
 //! middleware, and start-up/shutdown of the server.
 
+pub mod audit_viewer;
 mod discovery;
 pub mod error;
 mod extract;
@@ -10,10 +11,10 @@ mod forms;
 mod interaction;
 mod middleware;
 mod my_record;
-mod openapi;
 mod nhs_app;
 mod oauth;
 mod oidc;
+mod openapi;
 pub mod page;
 pub mod pages;
 mod saml;
@@ -136,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/nhs-app/{journey}", get(nhs_app::nhs_app_entry))
         .route("/my-record/access-history", get(my_record::access_history))
         .route("/my-record/sharing", get(my_record::sharing).post(my_record::change_sharing))
+        .route("/audit", get(audit_viewer::audit_viewer))
         .layer(sessions);
 
     Router::new()

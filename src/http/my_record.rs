@@ -26,7 +26,7 @@ use crate::token::access::AccessTokenClaims;
 /// The most entries the access-history page lists.
 const MAX_ENTRIES: i64 = 500;
 /// The client id pages act under in the audit and the policy.
-const PAGES_CLIENT: &str = "carebroker-pages";
+pub(super) const PAGES_CLIENT: &str = "carebroker-pages";
 const SHARING_PATH: &str = "/my-record/sharing";
 
 /// The page policy and the way back into the NHS App, when the page is opened there.
@@ -85,9 +85,14 @@ pub async fn access_history(State(app): State<AppState>, session: Session, heade
     pages::history::access_history(&name, &events, back.as_deref(), &policy)
 }
 
-/// The patient as a FHIR caller: what a patient app's token for them would carry, with the
-/// roles the policy maps their sign-in to.
+/// The patient as a FHIR caller: what a patient app's token for them would carry.
 fn patient_caller(app: &App, user: &SessionUser, patient: &str) -> Caller {
+    page_caller(app, user, "patient/Consent.cruds patient/CarePlan.rs", Some(patient))
+}
+
+/// The signed-in user as a FHIR caller on one of carebroker's pages: `scope`, the patient in
+/// context, and the roles the policy maps their sign-in to, exactly as a token would carry them.
+pub(super) fn page_caller(app: &App, user: &SessionUser, scope: &str, patient: Option<&str>) -> Caller {
     let now = app.clock.now();
     let policy = app.policy.load_full();
     let holder = crate::oauth::scope_policy::user_holder(&**policy, &user.identity, PAGES_CLIENT);
@@ -99,10 +104,10 @@ fn patient_caller(app: &App, user: &SessionUser, patient: &str) -> Caller {
         iat: now,
         jti: crate::token::random_token(12),
         client_id: PAGES_CLIENT.into(),
-        scope: "patient/Consent.cruds patient/CarePlan.rs".into(),
+        scope: scope.into(),
         grant_id: Some(user.session_id.clone()),
         fhir_user: user.identity.fhir_user.clone(),
-        patient: Some(patient.to_owned()),
+        patient: patient.map(str::to_owned),
         roles: holder.roles,
         org: holder.org,
         assurance: Some(holder.assurance),

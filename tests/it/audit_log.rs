@@ -239,3 +239,63 @@ async fn each_audit_event_says_whether_its_record_verifies() {
         assert_eq!(verifies, id != "3", "record {id}");
     }
 }
+
+#[tokio::test]
+async fn the_audit_viewer_shows_auditors_emergency_access_first_and_only_auditors() {
+    use crate::support::browser::{Browser, dev_signed_in};
+    let app = crate::support::TestApp::builder()
+        .with_client(public_app())
+        .with_dev_users()
+        .with_shipped_policy()
+        .build()
+        .await;
+    let mut nurse = user_claims(&app, "patient/*.rs", Some("9434765919"));
+    nurse.roles = vec!["clinician".into()];
+    nurse.assurance = Some(3);
+    let nurse = token(&app, &nurse);
+    assert_eq!(get(&app, &nurse, "/fhir/Patient/9434765919").await.status, 200);
+    assert_eq!(get(&app, &nurse, "/fhir/Patient/9000000009").await.status, 404);
+    let emergency = app
+        .request(
+            Method::GET,
+            "/fhir/Patient/9000000009",
+            &[("authorization", &format!("Bearer {nurse}")), ("x-break-glass-reason", "collapsed in the waiting room")],
+            Vec::new(),
+        )
+        .await;
+    assert!(emergency.status.as_u16() < 500);
+
+    assert_eq!(Browser::new().get(&app, "/audit").await.status, 401);
+    let mut staff = dev_signed_in(&app, "nurse").await;
+    assert_eq!(staff.get(&app, "/audit").await.status, 403, "only the auditor role");
+
+    let mut auditor = dev_signed_in(&app, "auditor").await;
+    let empty = auditor.get(&app, "/audit").await;
+    assert_eq!(empty.status, 200);
+    assert!(empty.text().contains("Search the access log") && !empty.text().contains("<table"));
+
+    let found = auditor.get(&app, "/audit?patient=9000000009").await.text();
+    let emergency_at = found.find("Emergency (break-glass) access").expect("emergency access is shown");
+    let table_at = found.find("<table").expect("the records");
+    assert!(emergency_at < table_at, "emergency access first");
+    assert!(found.contains("collapsed in the waiting room"), "{found}");
+    assert!(found.contains("cell\">Yes<") && !found.contains("NO: investigate"), "every record verifies: {found}");
+
+    let refused = auditor.get(&app, "/audit?patient=9434765919&outcome=refused").await.text();
+    assert!(!refused.contains("cell\">Allowed<"), "{refused}");
+    let allowed = auditor.get(&app, "/audit?patient=9434765919&outcome=success&org=A9A5A").await.text();
+    assert!(allowed.contains("cell\">Allowed<") && !allowed.contains("cell\">Refused<"), "{allowed}");
+    assert!(!allowed.contains("/_history/"), "patients by NHS number: {allowed}");
+    let other_org = auditor.get(&app, "/audit?patient=9434765919&org=ZZ999").await.text();
+    assert!(other_org.contains("No record matches"), "{other_org}");
+
+    // bad input is explained, never run, never echoed as markup
+    let bad = auditor.get(&app, "/audit?patient=123&user=%3Cscript%3Ealert(1)%3C/script%3E").await;
+    assert_eq!(bad.status, 200);
+    assert!(bad.text().contains("An NHS number is 10 digits") && !bad.text().contains("<script>alert"));
+    assert!(auditor.get(&app, "/audit?since=yesterday").await.text().contains("must be a date"));
+
+    // the auditor's searches are on the record too
+    let records = app.state.stores.durable.search_audit(None, Some("dev:auditor"), None, None, 100).await.unwrap();
+    assert!(records.iter().any(|r| r.data.contains("AuditEvent")), "the viewer's searches are audited");
+}

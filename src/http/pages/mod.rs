@@ -3,6 +3,7 @@
 //! a CSRF token in every form, and a Content-Security-Policy that allows framing only by the
 //! configured EHR origins.
 
+pub mod audit;
 pub mod consent;
 pub mod history;
 pub mod sharing;
