@@ -26,6 +26,9 @@ pub struct ProxyRole {
 #[error("the Validated Relationships Service {0}")]
 pub struct VrsError(pub String);
 
+/// The most roles read from one answer.
+const MAX_ROLES: usize = 100;
+
 #[derive(Debug, Clone)]
 pub struct VrsClient {
     http: reqwest::Client,
@@ -84,12 +87,37 @@ impl VrsClient {
         patient: &NhsNumber,
         now: i64,
     ) -> Result<Option<ProxyRole>, VrsError> {
+        let patient_param = format!("{NHS_NUMBER_SYSTEM}|{patient}");
+        let roles = self.consents(proxy, Some(&patient_param)).await?;
+        let (proxy, patient) = (proxy.to_string(), patient.to_string());
+        Ok(roles.iter().find_map(|c| role_in(c, &proxy, &patient, now)))
+    }
+
+    /// Every patient (NHS number) `proxy` holds an active role for now: the people they may act
+    /// for, as VRS lists them.
+    pub async fn patients_of(&self, proxy: &NhsNumber, now: i64) -> Result<Vec<String>, VrsError> {
+        let roles = self.consents(proxy, None).await?;
+        let proxy = proxy.to_string();
+        let mut patients: Vec<String> = roles
+            .iter()
+            .filter_map(|c| {
+                let patient = nhs_number_of(&c["patient"]["identifier"])?;
+                role_in(c, &proxy, patient, now).map(|_| patient.to_owned())
+            })
+            .collect();
+        patients.sort();
+        patients.dedup();
+        Ok(patients)
+    }
+
+    /// `GET /Consent` for `proxy` (and `patient:identifier`, when given), active roles only.
+    async fn consents(&self, proxy: &NhsNumber, patient: Option<&str>) -> Result<Vec<Value>, VrsError> {
         let url = format!("{}/Consent", self.config.base_url.trim_end_matches('/'));
-        let query = [
-            ("performer:identifier", format!("{NHS_NUMBER_SYSTEM}|{proxy}")),
-            ("patient:identifier", format!("{NHS_NUMBER_SYSTEM}|{patient}")),
-            ("status", "active".to_owned()),
-        ];
+        let mut query = vec![("performer:identifier", format!("{NHS_NUMBER_SYSTEM}|{proxy}"))];
+        if let Some(patient) = patient {
+            query.push(("patient:identifier", patient.to_owned()));
+        }
+        query.push(("status", "active".to_owned()));
         let mut request = self
             .http
             .get(&url)
@@ -113,8 +141,7 @@ impl VrsClient {
         if body["resourceType"] != "Bundle" {
             return Err(VrsError("answered with something other than a Bundle".into()));
         }
-        let (proxy, patient) = (proxy.to_string(), patient.to_string());
-        Ok(body["entry"].as_array().into_iter().flatten().find_map(|e| role_in(&e["resource"], &proxy, &patient, now)))
+        Ok(body["entry"].as_array().into_iter().flatten().map(|e| e["resource"].clone()).take(MAX_ROLES).collect())
     }
 }
 

@@ -48,6 +48,35 @@ impl App {
         }
     }
 
+    /// The people a signed-in NHS login user may act for (VRS), for the patient picker's
+    /// "someone you care for". None when VRS is not configured, the user is already acting for
+    /// someone, or VRS cannot say (the user can still act for themselves).
+    pub async fn may_act_for(&self, identity: &Identity) -> Vec<String> {
+        let (Some(vrs), None, Some(own)) =
+            (self.vrs.as_ref(), identity.proxy_for.as_ref(), identity.nhs_number.as_deref())
+        else {
+            return Vec::new();
+        };
+        if identity.source != crate::config::idps::IdpKind::NhsLogin.as_str() {
+            return Vec::new();
+        }
+        let Ok(own) = NhsNumber::parse(own) else { return Vec::new() };
+        match vrs.patients_of(&own, self.clock.now()).await {
+            Ok(patients) => patients.into_iter().filter(|p| *p != own.as_str()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list whom the user may act for");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The signed-in user chose, in the picker, to act for `patient`: confirmed with VRS again
+    /// and made a proxy identity (their verified RelatedPerson) for this authorization.
+    pub async fn act_for(&self, identity: &Identity, patient: &str) -> Result<Identity, SignInError> {
+        let acting = Identity { proxy_for: Some(patient.to_owned()), fhir_user: None, ..identity.clone() };
+        self.verify_proxy(acting).await
+    }
+
     /// Confirms a proxy sign-in with VRS and records the relationship as carebroker's own
     /// verified RelatedPerson; the identity comes back as that RelatedPerson.
     pub async fn verify_proxy(&self, mut identity: Identity) -> Result<Identity, SignInError> {

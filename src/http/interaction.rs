@@ -15,7 +15,7 @@ use super::pages::{self, consent::consent as consent_page};
 use crate::audit::{Actor, AuditEvent, AuditKind, AuditOutcome};
 use crate::domain::scope::ScopeSet;
 use crate::federation::session::{SessionLimits, SignInSession};
-use crate::launch::{directory, register::take_launch};
+use crate::launch::register::take_launch;
 use crate::oauth::authorize::{self, SessionView};
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
@@ -114,20 +114,35 @@ pub async fn sign_in_submit(State(app): State<AppState>, form: PostedForm) -> Re
 /// `GET /authorize/patient`.
 pub async fn picker_page(State(app): State<AppState>, page: PendingPage) -> Result<Response, PageError> {
     let identity = page.pending.identity.as_ref().ok_or_else(OAuthError::server_error)?;
-    let patients =
-        directory::patients_for(app.stores.durable.as_ref(), identity).await.map_err(|_| PageError::Session)?;
+    let patients = app.patient_choices(identity).await.map_err(|_| PageError::Session)?;
     Ok(pages::patient_picker(&page.csrf, &page.pending.id, &patients, None, &policy(&app, Some(&page.client))))
 }
 
 /// `POST /authorize/patient`.
 pub async fn picker_submit(State(app): State<AppState>, form: PostedForm) -> Result<Response, PageError> {
-    let (pending, client) = form.pending(&app).await?;
+    let (mut pending, client) = form.pending(&app).await?;
     let identity = pending.identity.clone().ok_or_else(OAuthError::server_error)?;
-    let patients =
-        directory::patients_for(app.stores.durable.as_ref(), &identity).await.map_err(|_| PageError::Session)?;
+    let patients = app.patient_choices(&identity).await.map_err(|_| PageError::Session)?;
     let allowed: Vec<String> = patients.iter().map(|p| p.id.clone()).collect();
     let pending_id = pending.id.clone();
     let chosen = form.fields.get("patient").unwrap_or_default();
+    // acting for someone else: confirmed with VRS again, and this authorization is the proxy's
+    if patients.iter().any(|p| p.acting_for && p.id == chosen) {
+        match app.act_for(&identity, chosen).await {
+            Ok(proxy) => pending.identity = Some(proxy),
+            Err(e) => {
+                let csrf = form.session.csrf_token().await.unwrap_or_default();
+                let message = format!("You cannot act for this person: {e}");
+                return Ok(pages::patient_picker(
+                    &csrf,
+                    &pending_id,
+                    &patients,
+                    Some(&message),
+                    &policy(&app, Some(&client)),
+                ));
+            }
+        }
+    }
     match authorize::patient_chosen(&app, pending, &client, chosen, &allowed).await? {
         Ok(outcome) => Ok(respond(&app, &form.session, outcome, Some(&client), StatusCode::SEE_OTHER).await),
         Err(message) => {

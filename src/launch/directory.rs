@@ -12,6 +12,8 @@ pub struct PatientSummary {
     pub id: String,
     pub name: String,
     pub birth_date: Option<String>,
+    /// Someone the user cares for (a proxy role VRS confirmed), not the user themselves.
+    pub acting_for: bool,
 }
 
 const MAX_PATIENTS: i64 = 500;
@@ -40,8 +42,29 @@ pub async fn patients_for(store: &dyn ResourceStore, identity: &Identity) -> Res
                 id: stored.id.clone(),
                 name: display_name(&patient),
                 birth_date: patient["birthDate"].as_str().map(str::to_owned),
+                acting_for: false,
             });
         }
     }
     Ok(out)
+}
+
+impl crate::app::App {
+    /// The picker's rows: [`patients_for`], then everyone VRS says an NHS login user may act for
+    /// who has a record here.
+    pub async fn patient_choices(&self, identity: &Identity) -> Result<Vec<PatientSummary>, StoreError> {
+        let mut out = patients_for(self.stores.durable.as_ref(), identity).await?;
+        for nhs in self.may_act_for(identity).await {
+            if let Some(stored) = self.stores.durable.read_resource("Patient", &nhs).await? {
+                let Ok(patient) = serde_json::from_str::<Value>(&stored.data) else { continue };
+                out.push(PatientSummary {
+                    id: stored.id.clone(),
+                    name: display_name(&patient),
+                    birth_date: patient["birthDate"].as_str().map(str::to_owned),
+                    acting_for: true,
+                });
+            }
+        }
+        Ok(out)
+    }
 }

@@ -51,11 +51,13 @@ impl App {
         self.remember_upstream_session(&upstream.idp, &identity, &session_id).await;
         match upstream.purpose {
             Purpose::Authorize { pending_id } => {
-                let (pending, client) = crate::oauth::authorize::load_pending(self, &pending_id)
+                let (mut pending, client) = crate::oauth::authorize::load_pending(self, &pending_id)
                     .await
                     .ok()
                     .flatten()
                     .ok_or(FinishError::Expired)?;
+                // someone who may act for others chooses whom this sign-in is for
+                pending.offer_acting_for = pending.needs_patient && !self.may_act_for(&identity).await.is_empty();
                 let outcome = crate::oauth::authorize::signed_in(self, pending, &client, identity, session_id).await?;
                 Ok(Finished::Authorization { outcome, client })
             }

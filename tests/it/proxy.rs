@@ -229,3 +229,79 @@ async fn the_nhs_app_journeys_of_a_proxy_and_the_patient_in_chromium() {
     let nurse = crate::support::fhir::token(&app, &nurse);
     assert_eq!(get(&app, &nurse, &format!("/fhir/CarePlan/{plan}")).await.status, 403, "Mary's choice holds");
 }
+
+/// Jane signs in with NHS login herself (a standalone launch, not a composite token). VRS says she
+/// may act for Mary, so the picker offers "you" or Mary; choosing Mary makes this authorization
+/// hers as Mary's verified proxy, choosing herself keeps it hers, and anyone else is refused.
+#[tokio::test]
+async fn an_nhs_login_user_who_cares_for_someone_chooses_whom_the_sign_in_is_for() {
+    use crate::support::browser::hidden_value;
+    const JANE: &str = "9000000009";
+    let (idp, vrs, app) = setup().await;
+    vrs.grant("role-jane-mary", JANE, MARY);
+    idp.set(|k| {
+        k.id_claims = json!({"sub": "nhslogin-jane-51c0", "nhs_number": JANE, "family_name": "JONES"})
+            .as_object()
+            .unwrap()
+            .clone();
+    });
+    let mut browser = Browser::new();
+    let (page, verifier) = picker(&app, &mut browser).await;
+    let html = page.text();
+    assert_eq!(page.status, 200, "{html}");
+    assert!(html.contains(&format!("value=\"{JANE}\"")) && html.contains(&format!("value=\"{MARY}\"")), "{html}");
+    assert!(html.contains("someone you care for"), "{html}");
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    // nobody else, whatever the form says
+    let other = browser
+        .post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", "9449306621")], &[])
+        .await;
+    assert_eq!(other.status, 400, "{}", other.text());
+    let chosen =
+        browser.post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", MARY)], &[]).await;
+    let tokens = exchange(&app, &code_from(&chosen, "st-123"), &verifier).await.json();
+    assert_eq!(tokens["patient"], MARY, "{tokens}");
+    let (_, claims) = jwt_parts(tokens["access_token"].as_str().unwrap());
+    assert!(claims["fhirUser"].as_str().unwrap_or_default().starts_with("RelatedPerson/rp-"), "{claims}");
+    assert_eq!(claims["act"]["sub"], "nhs-login:nhslogin-jane-51c0");
+    assert_eq!(claims["roles"], json!(["proxy"]));
+
+    // choosing herself keeps the sign-in hers
+    let mut browser = Browser::new();
+    let (page, verifier) = picker(&app, &mut browser).await;
+    let html = page.text();
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    let chosen =
+        browser.post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", JANE)], &[]).await;
+    let tokens = exchange(&app, &code_from(&chosen, "st-123"), &verifier).await.json();
+    assert_eq!(tokens["patient"], JANE);
+    let (_, claims) = jwt_parts(tokens["access_token"].as_str().unwrap());
+    assert_eq!(claims["fhirUser"], format!("Patient/{JANE}"));
+    assert!(claims.get("act").is_none());
+
+    // a role that ends between the picker and the choice is refused there
+    let mut browser = Browser::new();
+    let (page, _) = picker(&app, &mut browser).await;
+    let html = page.text();
+    let (csrf, req) = (hidden_value(&html, "csrf"), hidden_value(&html, "req"));
+    vrs.end("role-jane-mary");
+    let refused =
+        browser.post(&app, "/authorize/patient", &[("csrf", &csrf), ("req", &req), ("patient", MARY)], &[]).await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+}
+
+/// A standalone launch through NHS login up to the page after the provider: (that page, the
+/// PKCE verifier).
+async fn picker(app: &TestApp, browser: &mut Browser) -> (crate::support::Reply, String) {
+    let (verifier, challenge) = pkce_pair();
+    let scope = "launch/patient openid fhirUser patient/*.rs";
+    let start = browser.get(app, &authorize_path(&challenge, &[("idp_hint", "nhs-login"), ("scope", scope)])).await;
+    let start = if start.status == 303 && start.header("location").is_some_and(|l| l.starts_with('/')) {
+        browser.follow(app, &start).await
+    } else {
+        start
+    };
+    let back = follow_provider(app, browser, &start).await;
+    let page = browser.follow(app, &back).await;
+    (page, verifier)
+}

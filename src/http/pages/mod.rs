@@ -165,9 +165,10 @@ pub fn patient_picker(
         let born = p.birth_date.as_deref().map(|d| format!(", born {}", escape(d))).unwrap_or_default();
         items.push_str(&format!(
             "<div class=\"nhsuk-radios__item\"><input class=\"nhsuk-radios__input\" id=\"patient-{i}\" name=\"patient\" type=\"radio\" value=\"{id}\">\
-             <label class=\"nhsuk-label nhsuk-radios__label\" for=\"patient-{i}\">{name} (NHS number {id}{born})</label></div>",
+             <label class=\"nhsuk-label nhsuk-radios__label\" for=\"patient-{i}\">{name} (NHS number {id}{born}){whose}</label></div>",
             id = escape(&p.id),
             name = escape(&p.name),
+            whose = if p.acting_for { " — someone you care for" } else { "" },
         ));
     }
     let body = format!(
