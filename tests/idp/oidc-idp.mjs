@@ -7,7 +7,11 @@
 //              (with --client-jwks) or client_secret_basic, account 555057896106 with
 //              acr/amr/assurance claims in the ID token and RBAC claims from userinfo.
 //   nhs_login  NHS login look-alike: private_key_jwt (RS512 assertions) required, RS512 ID
-//              tokens, `vtr` -> `vot`, `asserted_login_identity` silent sign-in.
+//              tokens, `vtr` -> `vot`, `asserted_login_identity` silent sign-in. An asserted
+//              identity of `proxy-for:<NHS number>` signs the account in as that patient's proxy:
+//              the ID token is then a composite token as the national proxy service describes it
+//              (the patient's NHS number and demographics as the subject's, the signed-in proxy
+//              in `act`; docs/proxy-access.md).
 //
 // Usage:
 //   NODE_ENV=production node tests/idp/oidc-idp.mjs --port P --profile plain|cis2|nhs_login \
@@ -101,6 +105,9 @@ function votFor(vtr) {
   }
   return satisfied;
 }
+
+// The account id of a composite (proxy) sign-in: this prefix, then the patient's NHS number.
+const COMPOSITE = 'composite:';
 
 const profiles = {
   plain: () => ({
@@ -197,7 +204,7 @@ const profiles = {
     clientAssertionAlgs: ['RS512'],
     account: { sub: 'nhslogin-8dc9fc1d', logins: ['nhslogin-8dc9fc1d', '9434765919'] },
     claims: {
-      openid: ['sub', 'auth_time', 'vot', 'vtm'],
+      openid: ['sub', 'auth_time', 'vot', 'vtm', 'act'],
       profile: ['nhs_number', 'family_name', 'birthdate', 'identity_proofing_level'],
     },
     accountClaims: (use, ctx) => ({
@@ -220,7 +227,11 @@ const profiles = {
         if (value === 'expired') {
           throw new errors.CustomOIDCProviderError('sso_login_required', 'asserted login identity has expired');
         }
-        ctx.oidc.session.loginAccount({ accountId: profile.account.sub });
+        const patient = value.startsWith('proxy-for:') ? value.slice('proxy-for:'.length) : null;
+        if (patient !== null && !/^\d{10}$/.test(patient)) {
+          throw new errors.InvalidRequest('proxy-for: needs a 10-digit NHS number');
+        }
+        ctx.oidc.session.loginAccount({ accountId: patient ? `${COMPOSITE}${patient}` : profile.account.sub });
       },
     },
   }),
@@ -403,6 +414,21 @@ const configuration = {
   clientBasedCORS: () => false,
 
   findAccount(ctx, id) {
+    if (args.profile === 'nhs_login' && id.startsWith(COMPOSITE)) {
+      // a composite token: the patient's NHS number and demographics, the proxy (this account) in act
+      const patient = id.slice(COMPOSITE.length);
+      return {
+        accountId: id,
+        claims: (use) => ({
+          ...profile.accountClaims(use, ctx),
+          sub: id,
+          nhs_number: patient,
+          family_name: 'CARED-FOR',
+          birthdate: '1931-11-23',
+          act: { sub: profile.account.sub, nhs_number: '9434765919', given_name: 'Peter', family_name: 'PATIENT' },
+        }),
+      };
+    }
     if (id !== profile.account.sub) return undefined;
     return {
       accountId: id,
