@@ -177,6 +177,9 @@ struct ExplainArgs {
     /// The patient's sharing choices (their Consents) exclude this caller (`consent_refuses`).
     #[arg(long)]
     consent_refuses: bool,
+    /// The patient lets this caller add notes to their plan (`patient_allows_notes`).
+    #[arg(long)]
+    patient_allows_notes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -569,6 +572,7 @@ fn policy_command(action: PolicyAction) -> ExitCode {
                 availability_check: args.availability_check,
                 delegated: args.delegated,
                 consent_refuses: args.consent_refuses,
+                patient_allows_notes: args.patient_allows_notes,
                 expect: String::new(),
                 rule: String::new(),
             };

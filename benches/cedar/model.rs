@@ -126,6 +126,7 @@ pub fn question(r: &AccessRequest<'_>) -> CedarQuestion {
             "onlyNotesChanged": r.only_notes_changed,
             "availabilityCheck": r.availability_check,
             "consentRefuses": r.consent_refuses,
+            "patientAllowsNotes": r.patient_allows_notes,
             "minute": r.minute_of_day,
         }),
         None,

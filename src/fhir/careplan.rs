@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::consent::{Choice, codings, refused_by};
+use super::consent::{Choices, codings, refused_by};
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
 use super::resources::{careplan_patient, index_of, managing_org, new_id, validate_careplan, with_meta};
@@ -22,7 +22,7 @@ pub(super) struct PatientFacts {
     /// The ODS code of the organisation managing the patient (for `same_organisation`).
     pub org: Option<String>,
     /// The patient's sharing choices in force (for `consent_refuses`).
-    pub choices: Vec<Choice>,
+    pub choices: Choices,
 }
 
 const TYPE: &str = "CarePlan";
@@ -75,12 +75,15 @@ impl App {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
         let facts = self.patient_facts(patient.as_deref(), orgs).await?;
-        let consent_refuses = refused_by(&facts.choices, caller.claims.org.as_deref(), &codings(&plan["category"]));
+        let consent_refuses =
+            refused_by(&facts.choices.deny, caller.claims.org.as_deref(), &codings(&plan["category"]));
+        let patient_allows_notes = facts.choices.allow_notes_by(caller.claims.fhir_user.as_deref());
         let record = Record {
             patient: patient.as_deref(),
             org: facts.org.as_deref(),
             only_notes_changed,
             consent_refuses,
+            patient_allows_notes,
             ..Record::default()
         };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
@@ -299,7 +302,8 @@ impl App {
             patient: Some(&patient),
             org: subject.as_ref().and_then(managing_org),
             only_notes_changed,
-            consent_refuses: refused_by(&choices, caller.claims.org.as_deref(), &codings(&plan["category"])),
+            consent_refuses: refused_by(&choices.deny, caller.claims.org.as_deref(), &codings(&plan["category"])),
+            patient_allows_notes: choices.allow_notes_by(caller.claims.fhir_user.as_deref()),
             ..Record::default()
         };
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;

@@ -86,6 +86,25 @@ impl Choice {
     }
 }
 
+/// A patient's choices in force: what they keep from whom, and which of their proxies (by
+/// RelatedPerson id) may add notes to their plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Choices {
+    pub deny: Vec<Choice>,
+    pub notes_by: Vec<String>,
+}
+
+impl Choices {
+    /// Whether the caller whose `fhirUser` this is may add notes (a proxy the patient named).
+    pub fn allow_notes_by(&self, fhir_user: Option<&str>) -> bool {
+        let id = fhir_user.and_then(|u| u.strip_prefix("RelatedPerson/"));
+        id.is_some_and(|id| self.notes_by.iter().any(|n| n == id))
+    }
+}
+
+/// The consentaction code of "add notes to the plan" (correct: update).
+const NOTES_ACTION: &str = "correct";
+
 /// Whether any of `choices` keeps a record with `categories` from a caller of `org`.
 pub fn refused_by(choices: &[Choice], org: Option<&str>, categories: &[(String, String)]) -> bool {
     choices.iter().any(|c| c.refuses(org, categories))
@@ -138,7 +157,7 @@ fn is_ods_code(code: &str) -> bool {
 }
 
 /// Checks a Consent and reads its choices; the issues name everything carebroker cannot enforce.
-pub fn read_choices(consent: &Value) -> Result<Vec<Choice>, Vec<Issue>> {
+pub fn read_choices(consent: &Value) -> Result<Choices, Vec<Issue>> {
     let mut issues = Vec::new();
     let Value::Object(fields) = consent else {
         return Err(vec![issue("structure", TYPE, "the body must be a JSON object")]);
@@ -189,9 +208,13 @@ pub fn read_choices(consent: &Value) -> Result<Vec<Choice>, Vec<Issue>> {
     if nested.len() > MAX_PROVISIONS {
         issues.push(issue("too-costly", "Consent.provision.provision", format!("at most {MAX_PROVISIONS} choices")));
     }
-    let mut choices = Vec::new();
+    let mut choices = Choices::default();
     for (i, deny) in nested.iter().take(MAX_PROVISIONS).enumerate() {
         let at = format!("Consent.provision.provision[{i}]");
+        if deny["type"] == "permit" {
+            choices.notes_by.extend(notes_permission(deny, &at, &mut issues));
+            continue;
+        }
         if deny["type"] != "deny" {
             issues.push(issue("not-supported", format!("{at}.type"), "each choice is a `deny` provision"));
         }
@@ -227,13 +250,42 @@ pub fn read_choices(consent: &Value) -> Result<Vec<Choice>, Vec<Issue>> {
             }
             except.extend(named_organisations(&permit["actor"], &format!("{at}.actor"), &mut issues));
         }
-        choices.push(Choice { organisations, codes, except });
+        choices.deny.push(Choice { organisations, codes, except });
     }
     if issues.is_empty() { Ok(choices) } else { Err(issues) }
 }
 
+/// A `permit` provision letting proxies add notes: action `correct`, actors by
+/// `RelatedPerson/{id}`; the RelatedPerson ids, or issues.
+fn notes_permission(permit: &Value, at: &str, issues: &mut Vec<Issue>) -> Vec<String> {
+    let keys_ok =
+        permit.as_object().is_some_and(|m| m.keys().all(|k| ["type", "action", "actor"].contains(&k.as_str())));
+    let actions = codings(&permit["action"]);
+    if !keys_ok || actions.len() != 1 || actions[0].1 != NOTES_ACTION {
+        issues.push(issue(
+            "not-supported",
+            at,
+            "a `permit` choice lets the people it names add notes: action `correct`, actors by RelatedPerson",
+        ));
+        return Vec::new();
+    }
+    let mut ids = Vec::new();
+    for (j, actor) in permit["actor"].as_array().into_iter().flatten().take(MAX_LIST).enumerate() {
+        match actor["reference"]["reference"].as_str().and_then(|r| r.strip_prefix("RelatedPerson/")) {
+            Some(id) if !id.is_empty() && id.len() <= 64 => ids.push(id.to_owned()),
+            _ => {
+                issues.push(issue("not-supported", format!("{at}.actor[{j}]"), "name the proxy as RelatedPerson/{id}"))
+            }
+        }
+    }
+    if ids.is_empty() {
+        issues.push(issue("required", format!("{at}.actor"), "name at least one proxy (RelatedPerson)"));
+    }
+    ids
+}
+
 /// A Consent the caller sent, checked: its choices, or the 400/422 to answer.
-pub fn accept(consent: &Value) -> Result<Vec<Choice>, FhirError> {
+pub fn accept(consent: &Value) -> Result<Choices, FhirError> {
     read_choices(consent).map_err(|issues| {
         if issues.iter().any(|i| i.code == "structure") {
             FhirError::BadRequest(issues)
@@ -245,18 +297,19 @@ pub fn accept(consent: &Value) -> Result<Vec<Choice>, FhirError> {
 
 impl App {
     /// The sharing choices `patient` has in force (their active Consents), as the policy sees them.
-    pub async fn sharing_choices(&self, patient: &str) -> Result<Vec<Choice>, FhirError> {
+    pub async fn sharing_choices(&self, patient: &str) -> Result<Choices, FhirError> {
         let criteria = [
             Criterion { key: "patient".into(), values: vec![patient.to_owned()] },
             Criterion { key: "status".into(), values: vec!["active".into()] },
         ];
-        let mut choices = Vec::new();
+        let mut choices = Choices::default();
         for stored in self.stores.durable.search_resources(TYPE, &criteria, MAX_STORED).await? {
             let consent: Value = serde_json::from_str(&stored.data).unwrap_or_default();
             // checked when written: one that no longer reads is damage, and nothing is shown past it
             let read = read_choices(&consent)
                 .map_err(|_| FhirError::Unavailable(format!("the patient's Consent {} is unreadable", stored.id)))?;
-            choices.extend(read);
+            choices.deny.extend(read.deny);
+            choices.notes_by.extend(read.notes_by);
         }
         Ok(choices)
     }
@@ -457,7 +510,8 @@ mod tests {
             {"type": "deny", "code": [{"coding": [{"system": psych.0, "code": psych.1}]}],
              "provision": [{"type": "permit", "actor": [ods("A81001")]}]}
         ])))
-        .unwrap();
+        .unwrap()
+        .deny;
         let other = ("https://example.org/cat".to_owned(), "medical".to_owned());
         assert!(
             refused_by(&choices, Some("B86011"), std::slice::from_ref(&other)),
@@ -471,12 +525,29 @@ mod tests {
     }
 
     #[test]
+    fn a_patient_lets_named_proxies_add_notes() {
+        let permit = json!({"type": "permit", "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "correct"}]}],
+            "actor": [{"reference": {"reference": "RelatedPerson/rp-mark"}}]});
+        let choices = read_choices(&consent(json!([permit]))).unwrap();
+        assert!(choices.deny.is_empty());
+        assert!(choices.allow_notes_by(Some("RelatedPerson/rp-mark")));
+        assert!(!choices.allow_notes_by(Some("RelatedPerson/rp-other")));
+        assert!(!choices.allow_notes_by(Some("Practitioner/rp-mark")));
+        assert!(!choices.allow_notes_by(None));
+    }
+
+    #[test]
     fn what_cannot_be_enforced_is_refused_and_named() {
         let cases = [
             (json!([{"type": "deny"}]), "national data opt-out"),
             (json!([{"type": "deny", "actor": [{"reference": {"reference": "Organization/x"}}]}]), "ODS code"),
             (json!([{"type": "deny", "actor": [ods("B86011")], "period": {"end": "2027-01-01"}}]), "`period`"),
-            (json!([{"type": "permit", "actor": [ods("B86011")]}]), "`deny` provision"),
+            (json!([{"type": "permit", "actor": [ods("B86011")]}]), "`permit` choice"),
+            (
+                json!([{"type": "permit", "action": [{"coding": [{"code": "correct"}]}], "actor": [ods("B86011")]}]),
+                "RelatedPerson",
+            ),
+            (json!([{"type": "allow", "actor": [ods("B86011")]}]), "`deny` provision"),
             (json!([]), "at least one choice"),
             (json!([{"type": "deny", "actor": [ods("B86011")], "provision": [{"type": "deny"}]}]), "exception"),
         ];

@@ -47,6 +47,8 @@ pub struct Record<'a> {
     pub availability_check: bool,
     /// The patient's sharing choices exclude this caller from the record.
     pub consent_refuses: bool,
+    /// The patient lets this caller add notes to their plan.
+    pub patient_allows_notes: bool,
 }
 
 /// How a request is allowed, by the widest matching scope.
@@ -238,6 +240,7 @@ impl Caller {
             availability_check: record.availability_check,
             delegated: self.claims.act.is_some(),
             consent_refuses: record.consent_refuses,
+            patient_allows_notes: record.patient_allows_notes,
         }
     }
 

@@ -67,6 +67,8 @@ pub enum Condition {
     /// A sharing choice the record's patient has made (an active FHIR `Consent`) excludes this
     /// caller's organisation from this record.
     ConsentRefuses,
+    /// The record's patient lets this caller (their proxy's RelatedPerson) add notes to their plan.
+    PatientAllowsNotes,
     Not(Box<Condition>),
 }
 
@@ -87,6 +89,7 @@ impl std::fmt::Display for Condition {
             Self::AvailabilityCheck => f.write_str("availability_check"),
             Self::Delegated => f.write_str("delegated"),
             Self::ConsentRefuses => f.write_str("consent_refuses"),
+            Self::PatientAllowsNotes => f.write_str("patient_allows_notes"),
             Self::Not(c) => write!(f, "not {c}"),
         }
     }
@@ -125,6 +128,7 @@ impl Condition {
             "availability_check" => return Ok(Self::AvailabilityCheck),
             "delegated" => return Ok(Self::Delegated),
             "consent_refuses" => return Ok(Self::ConsentRefuses),
+            "patient_allows_notes" => return Ok(Self::PatientAllowsNotes),
             _ => {}
         }
         if let Some(role) = text.strip_prefix("has_role ") {

@@ -30,6 +30,7 @@ enum Op {
     AvailabilityCheck,
     Delegated,
     ConsentRefuses,
+    PatientAllowsNotes,
     Not(Box<Op>),
 }
 
@@ -118,6 +119,7 @@ fn compile_condition(condition: &Condition, role_bit: &dyn Fn(&str) -> u64) -> O
         Condition::AvailabilityCheck => Op::AvailabilityCheck,
         Condition::Delegated => Op::Delegated,
         Condition::ConsentRefuses => Op::ConsentRefuses,
+        Condition::PatientAllowsNotes => Op::PatientAllowsNotes,
         Condition::Not(inner) => Op::Not(Box::new(compile_condition(inner, role_bit))),
     }
 }
@@ -138,6 +140,7 @@ fn run(op: &Op, r: &AccessRequest<'_>, roles: u64) -> bool {
         Op::AvailabilityCheck => r.availability_check,
         Op::Delegated => r.delegated,
         Op::ConsentRefuses => r.consent_refuses,
+        Op::PatientAllowsNotes => r.patient_allows_notes,
         Op::Not(inner) => !run(inner, r, roles),
     }
 }

@@ -67,6 +67,9 @@ pub struct Case {
     /// The patient's sharing choices exclude this caller from the record.
     #[serde(default)]
     pub consent_refuses: bool,
+    /// The patient lets this caller add notes to their plan.
+    #[serde(default)]
+    pub patient_allows_notes: bool,
     /// `permit` or `deny`.
     pub expect: String,
     /// The rule expected to decide.
@@ -139,6 +142,7 @@ impl Case {
             availability_check: self.availability_check,
             delegated: self.delegated,
             consent_refuses: self.consent_refuses,
+            patient_allows_notes: self.patient_allows_notes,
         })
     }
 }

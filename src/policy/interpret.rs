@@ -24,6 +24,7 @@ fn holds(condition: &Condition, r: &AccessRequest<'_>) -> bool {
         Condition::AvailabilityCheck => r.availability_check,
         Condition::Delegated => r.delegated,
         Condition::ConsentRefuses => r.consent_refuses,
+        Condition::PatientAllowsNotes => r.patient_allows_notes,
         Condition::Not(inner) => !holds(inner, r),
     }
 }

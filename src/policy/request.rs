@@ -43,6 +43,8 @@ pub struct AccessRequest<'a> {
     pub delegated: bool,
     /// The record's patient has a sharing choice in force that excludes this caller from it.
     pub consent_refuses: bool,
+    /// The record's patient lets this caller add notes to their plan (a Consent naming them).
+    pub patient_allows_notes: bool,
 }
 
 /// Obligations of a permit as bits.

@@ -340,3 +340,47 @@ async fn mary_makes_and_withdraws_choices_on_her_page_and_nothing_else_can() {
     let stranger = [("csrf", csrf.as_str()), ("action", "withdraw"), ("id", "not-a-consent")];
     assert_eq!(mary.post(&app, "/my-record/sharing", &stranger, &[]).await.status, 422);
 }
+
+/// Mary lets her carer Mark (his verified RelatedPerson) add notes to her plan; he can add a note
+/// and nothing else, and without her word he cannot even do that.
+#[tokio::test]
+async fn a_proxy_adds_notes_only_where_the_patient_allows_it() {
+    let app = app().await;
+    crate::support::fhir::put_resource(
+        &app,
+        &json!({"resourceType": "RelatedPerson", "id": "rp-mark", "active": true,
+            "patient": {"reference": format!("Patient/{MARY}")},
+            "identifier": [{"system": carebroker::fhir::guard::SUBJECT_SYSTEM, "value": "nhs-login:mark"}]}),
+    )
+    .await;
+    let plan_id = create_plan(&app, &care_plan(MARY, ADVANCE, "2026-01-01")).await;
+    let path = format!("/fhir/CarePlan/{plan_id}");
+    let mut mark = user_claims(&app, "patient/CarePlan.rus", Some(MARY));
+    mark.sub = "nhs-login:mark".into();
+    mark.fhir_user = Some("RelatedPerson/rp-mark".into());
+    mark.roles = vec!["proxy".into()];
+    mark.org = None;
+    let mark = token(&app, &mark);
+    let current = get(&app, &mark, &path).await;
+    assert_eq!(current.status, 200, "he reads her plan");
+    let mut with_note = current.json();
+    with_note["note"] = json!([{"text": "She prefers to be seen at home"}]);
+
+    let refused = send(&app, Method::PUT, &mark, &path, &with_note, Some("W/\"1\"")).await;
+    assert_eq!(refused.status, 403, "not without her word: {}", refused.text());
+
+    let me = mary(&app, "patient/Consent.cruds");
+    let allow = json!([{"type": "permit",
+        "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "correct"}]}],
+        "actor": [{"reference": {"reference": "RelatedPerson/rp-mark"}}]}]);
+    let recorded = send(&app, Method::POST, &me, "/fhir/Consent", &consent(MARY, allow), None).await;
+    assert_eq!(recorded.status, 201, "{}", recorded.text());
+
+    let added = send(&app, Method::PUT, &mark, &path, &with_note, Some("W/\"1\"")).await;
+    assert_eq!(added.status, 200, "{}", added.text());
+    assert_eq!(added.json()["note"][0]["text"], "She prefers to be seen at home");
+    let mut more = added.json();
+    more["status"] = json!("revoked");
+    let changed = send(&app, Method::PUT, &mark, &path, &more, Some("W/\"2\"")).await;
+    assert_eq!(changed.status, 403, "notes only: {}", changed.text());
+}

@@ -175,6 +175,7 @@ fn condition() -> impl Strategy<Value = Condition> {
         Just(Condition::AvailabilityCheck),
         Just(Condition::Delegated),
         Just(Condition::ConsentRefuses),
+        Just(Condition::PatientAllowsNotes),
         (0usize..5).prop_map(|i| Condition::HasRole(ROLES[i].into())),
         (0u8..4).prop_map(Condition::AssuranceAtLeast),
         proptest::sample::subsequence(vec!["c1", "c2", "c3"], 1..3)
@@ -236,6 +237,7 @@ struct Req {
     availability: bool,
     delegated: bool,
     consent_refuses: bool,
+    allows_notes: bool,
 }
 
 fn request() -> impl Strategy<Value = Req> {
@@ -253,7 +255,7 @@ fn request() -> impl Strategy<Value = Req> {
         (any::<bool>(), 0u16..1440),
         proptest::sample::select(vec!["CarePlan", "Patient", "AuditEvent", "Practitioner"]).prop_map(str::to_owned),
         proptest::sample::select(vec![1u8, 2, 4, 8, 16]),
-        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        (patient(), org(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -267,7 +269,7 @@ fn request() -> impl Strategy<Value = Req> {
                 (break_glass, minute),
                 resource,
                 interaction,
-                (record_patient, record_org, restricted, notes, availability, delegated, consent_refuses),
+                (record_patient, record_org, restricted, notes, availability, delegated, consent_refuses, allows_notes),
             )| Req {
                 roles,
                 org,
@@ -287,6 +289,7 @@ fn request() -> impl Strategy<Value = Req> {
                 availability,
                 delegated,
                 consent_refuses,
+                allows_notes,
             },
         )
 }
@@ -313,6 +316,7 @@ impl Req {
             availability_check: self.availability,
             delegated: self.delegated,
             consent_refuses: self.consent_refuses,
+            patient_allows_notes: self.allows_notes,
         }
     }
 }
@@ -498,6 +502,7 @@ async fn a_changed_policy_is_reloaded_and_a_broken_one_keeps_the_running_policy(
         availability_check: false,
         delegated: false,
         consent_refuses: false,
+        patient_allows_notes: false,
         expect: String::new(),
         rule: String::new(),
     };

@@ -172,6 +172,14 @@ async fn a_composite_token_without_an_active_vrs_role_or_with_a_broken_act_signs
     });
     assert!(jump_off(&app).await.is_err());
     assert_eq!(vrs.hits.load(std::sync::atomic::Ordering::SeqCst), hits, "VRS is not asked about a forged token");
+    // nor about an unsigned one (`alg: none`)
+    idp.set(|k| {
+        k.foreign_key = false;
+        k.alg_none = true;
+    });
+    assert!(jump_off(&app).await.is_err());
+    assert_eq!(vrs.hits.load(std::sync::atomic::Ordering::SeqCst), hits, "VRS is not asked about an unsigned token");
+    idp.set(|k| k.alg_none = false);
 
     // VRS down: nobody is let in as a proxy
     idp.set(|k| k.foreign_key = false);

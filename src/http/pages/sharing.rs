@@ -29,6 +29,15 @@ fn organisations(actors: &Value) -> Vec<String> {
 
 /// One choice in words.
 fn describe(deny: &Value, parts: &[(String, String, String)]) -> String {
+    if deny["type"] == "permit" {
+        let who: Vec<&str> = deny["actor"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["reference"]["reference"].as_str())
+            .collect();
+        return format!("Let {} add notes to your plan", who.join(", "));
+    }
     let orgs = organisations(&deny["actor"]);
     let codes: Vec<String> = crate::fhir::consent::codings(&deny["code"])
         .into_iter()
