@@ -22,6 +22,15 @@ struct Setup {
 
 /// A broker on a real port (the provider calls it back) with `profile` configured as `idp_id`.
 async fn setup(profile: &str, idp_id: &str) -> Setup {
+    setup_with(profile, idp_id, |_| {}).await
+}
+
+/// [`setup`], with `tweak` applied to the broker's configuration.
+async fn setup_with(
+    profile: &str,
+    idp_id: &str,
+    tweak: impl FnOnce(&mut carebroker::config::Config) + Send + 'static,
+) -> Setup {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broker = format!("http://{}", listener.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +95,10 @@ async fn setup(profile: &str, idp_id: &str) -> Setup {
         .with_client(public_app())
         .with_dev_users()
         .with_idp(config)
-        .with_config(move |c| c.server.public_url = issuer)
+        .with_config(move |c| {
+            c.server.public_url = issuer;
+            tweak(c);
+        })
         .with_dir(dir)
         .build()
         .await;
@@ -190,4 +202,54 @@ async fn an_nhs_login_shaped_provider_signs_a_patient_in() {
     assert_eq!(access["sub"], "nhs-login:nhslogin-8dc9fc1d");
     assert_eq!(access["fhirUser"], "Patient/9434765919");
     assert_eq!(access["acr"], "P9.Cp.Cd");
+}
+
+/// node-oidc-provider's NHS login profile issues a composite token for the asserted identity
+/// `proxy-for:<NHS number>` (the patient as subject, the signed-in proxy in `act`); with VRS
+/// confirming the role, the NHS App journey opens the patient's plan for their proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nhs_login_provider_signs_a_proxy_in_with_a_composite_token_that_vrs_confirms() {
+    let vrs = crate::support::vrs_double::VrsDouble::default();
+    let base = vrs.start().await;
+    vrs.grant("role-1", "9434765919", "9000000009");
+    let s = setup_with("nhs_login", "nhs-login", move |c| {
+        c.vrs.enabled = true;
+        c.vrs.base_url = base;
+        c.nhs_app.enabled = true;
+        c.nhs_app.idp = "nhs-login".into();
+        c.nhs_app.journeys.insert("careplan".into(), carebroker::config::NhsAppJourney { client_id: APP.into() });
+    })
+    .await;
+    let mut browser = Browser::new();
+    let entry = browser.get(&s.app, "/nhs-app/careplan?assertedLoginIdentity=proxy-for:9000000009").await;
+    assert_eq!(entry.status, 303, "{}", entry.text());
+    let upstream = entry.header("location").unwrap().to_owned();
+    assert!(upstream.starts_with(&s.idp.root), "{upstream}");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = http.get(&upstream).send().await.unwrap();
+    let back = answer.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let path = back.trim_start_matches(&s.broker).to_owned();
+    assert!(path.starts_with("/federation/callback"), "{back}");
+    let launched = browser.get(&s.app, &path).await;
+    let launch_url = launched.header("location").unwrap_or_default().to_owned();
+    assert!(launch_url.starts_with("https://viewer.example/launch"), "{launch_url} {}", launched.text());
+    assert!(vrs.hits.load(std::sync::atomic::Ordering::SeqCst) >= 1, "VRS was asked");
+    let people = s.app.state.stores.durable.list_resources("RelatedPerson", 100).await.unwrap();
+    let person = people.iter().find(|p| p.id.starts_with("rp-")).expect("the verified relationship is recorded");
+    let person: serde_json::Value = serde_json::from_str(&person.data).unwrap();
+    assert_eq!(person["patient"]["reference"], "Patient/9000000009");
+    assert_eq!(person["identifier"][1]["value"], "9434765919", "the proxy is the signed-in account");
+
+    // a proxy-for a patient VRS holds no role for signs nobody in
+    let mut browser = Browser::new();
+    let entry = browser.get(&s.app, "/nhs-app/careplan?assertedLoginIdentity=proxy-for:9449306621").await;
+    let upstream = entry.header("location").unwrap().to_owned();
+    let answer = http.get(&upstream).send().await.unwrap();
+    let back = answer.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let refused = browser.get(&s.app, back.trim_start_matches(&s.broker)).await;
+    assert!(
+        !refused.header("location").unwrap_or_default().starts_with("https://viewer.example/launch"),
+        "{}",
+        refused.text()
+    );
 }
