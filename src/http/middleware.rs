@@ -19,10 +19,15 @@ impl MakeRequestId for RandomRequestId {
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How long a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
 /// Adds security headers a route has not set itself: no sniffing, no framing (pages that may be
-/// framed by an EHR set their own `frame-ancestors`), no referrer, and HSTS behind https.
+/// framed by an EHR set their own `frame-ancestors`), no referrer, HSTS behind https, and
+/// `Retry-After` on every 503.
 pub async fn security_headers(https: bool, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
+    let response_is_unavailable = response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
     let defaults: [(HeaderName, &'static str); 4] = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -34,6 +39,10 @@ pub async fn security_headers(https: bool, request: Request, next: Next) -> Resp
         if !headers.contains_key(&name) {
             headers.insert(name, HeaderValue::from_static(value));
         }
+    }
+    // a store outage (or anything else unavailable) says when to come back (RFC 9110 §10.2.3)
+    if response_is_unavailable && !headers.contains_key(header::RETRY_AFTER) {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
     }
     if https && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
         headers

@@ -245,12 +245,25 @@ async fn readiness_follows_the_stores_and_liveness_does_not() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let postgres_url = services::fresh_postgres_database().await;
-    let app = TestApp::builder().with_store(StoreChoice::RedisPostgres { redis_url: url, postgres_url }).build().await;
+    let key = crate::support::keys::ClientKey::generate(carebroker::token::jose::Algorithm::ES256);
+    let app = TestApp::builder()
+        .with_store(StoreChoice::RedisPostgres { redis_url: url, postgres_url })
+        .with_client(crate::support::keys::backend_client("backend", &key, "system/CarePlan.rs"))
+        .build()
+        .await;
     assert_eq!(app.get("/readyz").await.status, 200);
     redis.kill().unwrap();
     redis.wait().unwrap();
     let reply = app.get("/readyz").await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert!(reply.text().contains("ephemeral store"), "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    // a token request that needs the ephemeral store (its jti is remembered there) is a 503 in
+    // OAuth's own error form, with Retry-After, and nothing is issued
+    let assertion = key.assertion("backend", app.now());
+    let form = crate::support::keys::backend_form(&assertion, "system/CarePlan.rs");
+    let refused = app.post_form("/token", &form, &[]).await;
+    refused.assert_error(503, "temporarily_unavailable");
+    assert_eq!(refused.header("retry-after"), Some("5"));
     assert_eq!(app.get("/healthz").await.status, 200, "liveness does not depend on the stores");
 }
