@@ -103,6 +103,14 @@ impl Signer {
         Ok(Self { key, origin: origin.to_owned() })
     }
 
+    /// Loads the key from `dir` for checking only: `None` when there is none (never made here).
+    pub fn load_existing(dir: &Path, origin: &str) -> Result<Option<Self>, CheckpointError> {
+        if !dir.join(KEY_FILE).exists() {
+            return Ok(None);
+        }
+        Self::load_or_create(dir, origin).map(Some)
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -295,7 +303,12 @@ pub async fn verify_log(
     if notes.is_empty() {
         return Ok(Proven::Consistent { checkpoints: 0, latest: 0 });
     }
-    let signer = Signer::load_or_create(&config.keys.dir, &config.checkpoint_origin())?;
+    let Some(signer) = Signer::load_existing(&config.keys.dir, &config.checkpoint_origin())? else {
+        return Err(CheckpointError::Key {
+            path: config.keys.dir.join(KEY_FILE),
+            reason: "missing: the log's checkpoints cannot be checked without the key that signed them".into(),
+        });
+    };
     let mut opened = Vec::with_capacity(notes.len());
     for note in &notes {
         match open(note, signer.origin(), &signer.public_key()) {
@@ -320,7 +333,9 @@ pub async fn prove_record(
 ) -> Result<serde_json::Value, CheckpointError> {
     let mut leaves = Vec::new();
     extend_leaves(store, &mut leaves, |_| {}).await?;
-    let signer = Signer::load_or_create(&config.keys.dir, &config.checkpoint_origin())?;
+    let signer = Signer::load_existing(&config.keys.dir, &config.checkpoint_origin())?.ok_or_else(|| {
+        CheckpointError::Malformed("no checkpoint key in keys.dir: no checkpoint was ever signed here".into())
+    })?;
     let checkpoint = stored(store)
         .await?
         .into_iter()

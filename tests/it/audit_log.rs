@@ -211,6 +211,24 @@ fn a_cut_tail_is_caught_by_the_signed_checkpoints_and_any_record_can_be_proved()
     let forged = run(&["audit", "verify"]);
     assert_eq!(forged.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&forged.stderr).contains("FORGED"), "{}", String::from_utf8_lossy(&forged.stderr));
+    // without the key that signed them, checkpoints are not checked, and verify says why
+    let no_key = tempfile::tempdir().unwrap();
+    let keyless = std::process::Command::new(env!("CARGO_BIN_EXE_carebroker"))
+        .args(["audit", "verify"])
+        .env("CAREBROKER__STORE__SQLITE_PATH", &db)
+        .env("CAREBROKER__KEYS__DIR", no_key.path())
+        .env("CAREBROKER__SERVER__PUBLIC_URL", &config.server.public_url)
+        .env("CAREBROKER__AUDIT__WITNESS_FILE", &witness)
+        .env("CAREBROKER__FHIR__SEED_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/config/dev/fhir"))
+        .output()
+        .unwrap();
+    assert_eq!(keyless.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&keyless.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&keyless.stderr)
+    );
+    assert!(!no_key.path().join("audit-checkpoint.ed25519.pk8").exists(), "verify makes no key");
 }
 
 #[tokio::test]
