@@ -15,6 +15,7 @@ mod discovery;
 mod dpop;
 mod ehr_launch;
 mod ehr_presented;
+mod faults;
 mod federation;
 mod federation_node;
 mod fhir_api;

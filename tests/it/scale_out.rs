@@ -232,18 +232,9 @@ async fn readiness_follows_the_stores_and_liveness_does_not() {
 
     // a Redis of this test's own, stopped halfway
     let port = crate::support::free_port();
-    let mut redis = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server runs");
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = services::own_redis(port, dir.path()).await;
     let url = format!("redis://127.0.0.1:{port}/");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
     let postgres_url = services::fresh_postgres_database().await;
     let key = crate::support::keys::ClientKey::generate(carebroker::token::jose::Algorithm::ES256);
     let app = TestApp::builder()
