@@ -12,7 +12,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-30}"
-command -v st >/dev/null || python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+# the `st` console script of this Python (not a shim that may not know a fresh install yet)
+st="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/st"
+if [ ! -x "$st" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==4.32.5"
+fi
+[ -x "$st" ] || st=$(command -v st)
 binary=target/debug/carebroker
 [ -x "$binary" ] || cargo build --locked --bin carebroker
 dir=$(mktemp -d)
@@ -27,7 +32,7 @@ for _ in $(seq 1 100); do
   curl -fs "$base/readyz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-st run "$base/openapi.json" \
+"$st" run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance,missing_required_header \
   --max-examples "$examples" --seed 20261202 \
   --auth "ehr-demo:$(tr -d '\n' < certs/test/ehr-demo.secret)" \
