@@ -5,13 +5,13 @@ use serde_json::{Value, json};
 use super::consent::{Choices, codings, refused_by};
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
-use super::resources::{careplan_patient, index_of, managing_org, new_id, validate_careplan, with_meta};
+use super::resources::{careplan_patient, managing_org, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
 use super::{App, FhirResponse, parse_if_match, parse_json, single};
 use crate::audit::AuditKind;
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::Permissions;
-use crate::store::{Criterion, ResourceWrite, StoredResource, UpdateOutcome};
+use crate::store::{Criterion, StoredResource};
 
 /// What is known of each patient already looked up in this request.
 pub(super) type PatientMemo = std::collections::HashMap<String, PatientFacts>;
@@ -19,6 +19,8 @@ pub(super) type PatientMemo = std::collections::HashMap<String, PatientFacts>;
 /// The facts about a patient that decisions on their records need.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PatientFacts {
+    /// A Patient record of theirs is held here.
+    pub known: bool,
     /// The ODS code of the organisation managing the patient (for `same_organisation`).
     pub org: Option<String>,
     /// The patient's sharing choices in force (for `consent_refuses`).
@@ -46,8 +48,9 @@ impl App {
         if let Some(facts) = memo.get(patient) {
             return Ok(facts.clone());
         }
-        let org = self.patient_resource(patient).await?.and_then(|p| managing_org(&p).map(str::to_owned));
-        let facts = PatientFacts { org, choices: self.sharing_choices(patient).await? };
+        let subject = self.patient_resource(patient).await?;
+        let org = subject.as_ref().and_then(|p| managing_org(p).map(str::to_owned));
+        let facts = PatientFacts { known: subject.is_some(), org, choices: self.sharing_choices(patient).await? };
         memo.insert(patient.to_owned(), facts.clone());
         Ok(facts)
     }
@@ -75,17 +78,7 @@ impl App {
             return Err(FhirError::Hidden("the record is outside the granted granular scope".into()));
         }
         let facts = self.patient_facts(patient.as_deref(), orgs).await?;
-        let consent_refuses =
-            refused_by(&facts.choices.deny, caller.claims.org.as_deref(), &codings(&plan["category"]));
-        let patient_allows_notes = facts.choices.allow_notes_by(caller.claims.fhir_user.as_deref());
-        let record = Record {
-            patient: patient.as_deref(),
-            org: facts.org.as_deref(),
-            only_notes_changed,
-            consent_refuses,
-            patient_allows_notes,
-            ..Record::default()
-        };
+        let record = plan_record(caller, patient.as_deref(), &facts, &plan, only_notes_changed);
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
         Ok(plan)
     }
@@ -296,18 +289,10 @@ impl App {
         if !access.admits(plan) {
             return Err(FhirError::Denied { reason: "the plan is outside the granted granular scope".into() });
         }
-        let subject = self.patient_resource(&patient).await?;
-        let choices = self.sharing_choices(&patient).await?;
-        let record = Record {
-            patient: Some(&patient),
-            org: subject.as_ref().and_then(managing_org),
-            only_notes_changed,
-            consent_refuses: refused_by(&choices.deny, caller.claims.org.as_deref(), &codings(&plan["category"])),
-            patient_allows_notes: choices.allow_notes_by(caller.claims.fhir_user.as_deref()),
-            ..Record::default()
-        };
+        let facts = self.patient_facts(Some(&patient), &mut PatientMemo::new()).await?;
+        let record = plan_record(caller, Some(&patient), &facts, plan, only_notes_changed);
         caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
-        if subject.is_none() {
+        if !facts.known {
             return Err(FhirError::Unprocessable(vec![Issue {
                 severity: "error",
                 code: "not-found",
@@ -331,25 +316,8 @@ impl App {
             }
             patient = careplan_patient(&plan).filter(|p| NhsNumber::parse(p).is_ok());
             self.accept_careplan(caller, &access, &plan, None, Permissions::CREATE, false).await?;
-            let id = new_id();
-            let data = plan.to_string();
-            let index = index_of(TYPE, &plan);
-            let now = self.clock.now_millis();
-            self.stores
-                .durable
-                .create_resource_if_absent(ResourceWrite {
-                    resource_type: TYPE,
-                    id: &id,
-                    data: &data,
-                    index: &index,
-                    now,
-                })
-                .await?;
-            let stored =
-                StoredResource { resource_type: TYPE.into(), id: id.clone(), version: 1, last_updated: now, data };
-            created_id = Some(id.clone());
-            let mut response = single(&stored, 201);
-            response.location = Some(format!("{}/{TYPE}/{id}/_history/1", self.fhir_base()));
+            let (id, response) = self.store_new(TYPE, &plan).await?;
+            created_id = Some(id);
             Ok(response)
         }
         .await;
@@ -401,20 +369,29 @@ impl App {
             }
             let notes_only = only_notes_added(&previous, &plan);
             self.accept_careplan(caller, &access, &plan, Some(id), Permissions::UPDATE, notes_only).await?;
-            let data = plan.to_string();
-            let index = index_of(TYPE, &plan);
-            let write =
-                ResourceWrite { resource_type: TYPE, id, data: &data, index: &index, now: self.clock.now_millis() };
-            match self.stores.durable.update_resource(write, expected).await? {
-                UpdateOutcome::Updated(stored) => Ok(single(&stored, 200)),
-                UpdateOutcome::VersionConflict { current } => Err(FhirError::PreconditionFailed(format!(
-                    "If-Match names version {expected} but the plan is at version {current}"
-                ))),
-                UpdateOutcome::NotFound => Err(FhirError::NotFound),
-            }
+            self.store_version(TYPE, id, &plan, expected).await
         }
         .await;
         self.audited(caller, AuditKind::FhirUpdate, (TYPE, Some(id)), &Vec::from_iter(patient), result).await
+    }
+}
+
+/// The policy's facts about `plan` of `patient` for `caller`: the patient's organisation, and
+/// whether their sharing choices keep the plan from the caller or let the caller add notes.
+fn plan_record<'a>(
+    caller: &Caller,
+    patient: Option<&'a str>,
+    facts: &'a PatientFacts,
+    plan: &Value,
+    only_notes_changed: bool,
+) -> Record<'a> {
+    Record {
+        patient,
+        org: facts.org.as_deref(),
+        only_notes_changed,
+        consent_refuses: refused_by(&facts.choices.deny, caller.claims.org.as_deref(), &codings(&plan["category"])),
+        patient_allows_notes: facts.choices.allow_notes_by(caller.claims.fhir_user.as_deref()),
+        ..Record::default()
     }
 }
 

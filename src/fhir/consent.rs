@@ -24,18 +24,17 @@
 //! that names neither would hide the plan from every professional, which is an objection to the
 //! shared record itself (the national data opt-out), not a sharing choice: it is refused.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::careplan::PatientMemo;
+use super::careplan::{PatientFacts, PatientMemo};
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
-use super::resources::{index_of, new_id};
 use super::search::{Query, paging, searchset};
 use super::{App, FhirResponse, parse_if_match, parse_json, single};
 use crate::audit::AuditKind;
 use crate::domain::nhs_number::NhsNumber;
 use crate::domain::scope::Permissions;
-use crate::store::{Criterion, ResourceWrite, StoredResource, UpdateOutcome};
+use crate::store::Criterion;
 
 pub const TYPE: &str = "Consent";
 pub const SCOPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
@@ -321,11 +320,12 @@ impl App {
         access: &Access,
         patient: &str,
         interaction: Permissions,
-    ) -> Result<(), FhirError> {
+    ) -> Result<PatientFacts, FhirError> {
         within_compartment(access, Some(patient))?;
         let facts = self.patient_facts(Some(patient), &mut PatientMemo::new()).await?;
         let record = Record { patient: Some(patient), org: facts.org.as_deref(), ..Record::default() };
-        caller.decide(&**self.policy.load_full(), TYPE, interaction, record)
+        caller.decide(&**self.policy.load_full(), TYPE, interaction, record)?;
+        Ok(facts)
     }
 
     /// Checks a new or changed Consent: enforceable, within the caller's compartment, permitted,
@@ -345,8 +345,7 @@ impl App {
                 reason: "a patient/ token records choices only for its own patient".into(),
             });
         }
-        self.admit_consent(caller, access, &patient, interaction).await?;
-        if self.patient_resource(&patient).await?.is_none() {
+        if !self.admit_consent(caller, access, &patient, interaction).await?.known {
             return Err(FhirError::Unprocessable(vec![issue(
                 "not-found",
                 "Consent.patient",
@@ -368,15 +367,8 @@ impl App {
             }
             patient = consent_patient(&consent).filter(|p| NhsNumber::parse(p).is_ok());
             self.accept_consent(caller, &access, &consent, Permissions::CREATE).await?;
-            let (id, data, now) = (new_id(), consent.to_string(), self.clock.now_millis());
-            let index = index_of(TYPE, &consent);
-            let write = ResourceWrite { resource_type: TYPE, id: &id, data: &data, index: &index, now };
-            self.stores.durable.create_resource_if_absent(write).await?;
-            let stored =
-                StoredResource { resource_type: TYPE.into(), id: id.clone(), version: 1, last_updated: now, data };
-            created = Some(id.clone());
-            let mut response = single(&stored, 201);
-            response.location = Some(format!("{}/{TYPE}/{id}/_history/1", self.fhir_base()));
+            let (id, response) = self.store_new(TYPE, &consent).await?;
+            created = Some(id);
             Ok(response)
         }
         .await;
@@ -419,17 +411,7 @@ impl App {
                 )]));
             }
             self.accept_consent(caller, &access, &consent, Permissions::UPDATE).await?;
-            let data = consent.to_string();
-            let index = index_of(TYPE, &consent);
-            let write =
-                ResourceWrite { resource_type: TYPE, id, data: &data, index: &index, now: self.clock.now_millis() };
-            match self.stores.durable.update_resource(write, expected).await? {
-                UpdateOutcome::Updated(stored) => Ok(single(&stored, 200)),
-                UpdateOutcome::VersionConflict { current } => Err(FhirError::PreconditionFailed(format!(
-                    "If-Match names version {expected} but the Consent is at version {current}"
-                ))),
-                UpdateOutcome::NotFound => Err(FhirError::NotFound),
-            }
+            self.store_version(TYPE, id, &consent, expected).await
         }
         .await;
         self.audited(caller, AuditKind::FhirUpdate, (TYPE, Some(id)), &Vec::from_iter(patient), result).await
@@ -479,6 +461,89 @@ impl App {
         }
         .await;
         self.audited(caller, AuditKind::FhirSearch, (TYPE, None), &Vec::from_iter(audited_patient), result).await
+    }
+}
+
+/// A choice as a person asks for it on the sharing page: `kind` `organisation` (keep the plan
+/// from `organisation`) or `part` (keep the plan category `part`, `system|code`, from everyone
+/// but `except`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChoiceRequest<'a> {
+    pub kind: Option<&'a str>,
+    pub organisation: Option<&'a str>,
+    pub part: Option<&'a str>,
+    pub except: Option<&'a str>,
+}
+
+impl ChoiceRequest<'_> {
+    /// The patient's Consent recording this choice, or what is wrong with the request, in words.
+    pub fn consent(&self, patient: &str, now_ms: i64) -> Result<Value, String> {
+        let ods = |value: Option<&str>| -> Result<Option<Value>, String> {
+            match value.map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(code) if code.len() <= 10 && code.bytes().all(|b| b.is_ascii_alphanumeric()) => Ok(Some(
+                    json!([{"reference": {"identifier": {"system": ODS_SYSTEM, "value": code.to_ascii_uppercase()}}}]),
+                )),
+                Some(_) => Err("An organisation code is 3 to 10 letters and numbers, like B86011.".into()),
+            }
+        };
+        let deny = match self.kind {
+            Some("organisation") => {
+                let actor = ods(self.organisation)?.ok_or("Enter the code of the organisation.")?;
+                json!({"type": "deny", "actor": actor})
+            }
+            Some("part") => {
+                let (system, code) = self.part.and_then(|p| p.rsplit_once('|')).ok_or("Choose a part of your plan.")?;
+                let mut deny = json!({"type": "deny", "code": [{"coding": [{"system": system, "code": code}]}]});
+                if let Some(gp) = ods(self.except)? {
+                    deny["provision"] = json!([{"type": "permit", "actor": gp}]);
+                }
+                deny
+            }
+            _ => return Err("Choose what you want to keep private.".into()),
+        };
+        Ok(json!({
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": {"coding": [{"system": SCOPE_SYSTEM, "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Consent Document"}]}],
+            "patient": {"reference": format!("Patient/{patient}")},
+            "dateTime": crate::audit::fhir::instant(now_ms),
+            "provision": {"type": "permit", "provision": [deny]}
+        }))
+    }
+}
+
+impl App {
+    /// Withdraws Consent `id` (status `inactive`) at the version it has now.
+    pub async fn withdraw_consent(&self, caller: &Caller, id: &str) -> Result<FhirResponse, FhirError> {
+        let current = self.read_consent(caller, id).await?;
+        let mut consent = current.body;
+        consent["status"] = json!("inactive");
+        let version = format!("W/\"{}\"", current.version.unwrap_or_default());
+        self.update_consent(caller, id, Some(&version), consent.to_string().as_bytes()).await
+    }
+
+    /// The parts of `patient`'s plans a choice can name: each category (system, code, and a name
+    /// where the plan gives one), read through the caller's own CarePlan search.
+    pub async fn plan_parts(&self, caller: &Caller, patient: &str) -> Result<Vec<(String, String, String)>, FhirError> {
+        let plans = self.search_careplans(caller, Some(&format!("patient={patient}"))).await?;
+        let mut parts: Vec<(String, String, String)> = Vec::new();
+        for plan in plans.body["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
+            let codings = plan["category"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| c["coding"].as_array().into_iter().flatten());
+            for coding in codings {
+                let (Some(system), Some(code)) = (coding["system"].as_str(), coding["code"].as_str()) else { continue };
+                if !parts.iter().any(|(s, c, _)| s == system && c == code) {
+                    let name = coding["display"].as_str().or_else(|| plan["title"].as_str()).unwrap_or(code);
+                    parts.push((system.to_owned(), code.to_owned(), name.to_owned()));
+                }
+            }
+        }
+        Ok(parts)
     }
 }
 

@@ -41,6 +41,49 @@ impl FhirResponse {
     }
 }
 
+impl App {
+    /// Stores `resource` as a new `resource_type` with a server-assigned id: its id and the 201
+    /// answer (Location and ETag of version 1).
+    async fn store_new(&self, resource_type: &str, resource: &Value) -> Result<(String, FhirResponse), FhirError> {
+        let (id, data, now) = (resources::new_id(), resource.to_string(), self.clock.now_millis());
+        let index = resources::index_of(resource_type, resource);
+        let write = crate::store::ResourceWrite { resource_type, id: &id, data: &data, index: &index, now };
+        self.stores.durable.create_resource_if_absent(write).await?;
+        let stored = crate::store::StoredResource {
+            resource_type: resource_type.into(),
+            id: id.clone(),
+            version: 1,
+            last_updated: now,
+            data,
+        };
+        let mut response = single(&stored, 201);
+        response.location = Some(format!("{}/{resource_type}/{id}/_history/1", self.fhir_base()));
+        Ok((id, response))
+    }
+
+    /// Stores `resource` as the next version of `resource_type/id` if `expected` is the current
+    /// one (the compare-and-set of `If-Match`): the 200 answer, 412 on a conflict, 404 if gone.
+    async fn store_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        resource: &Value,
+        expected: i64,
+    ) -> Result<FhirResponse, FhirError> {
+        let data = resource.to_string();
+        let index = resources::index_of(resource_type, resource);
+        let now = self.clock.now_millis();
+        let write = crate::store::ResourceWrite { resource_type, id, data: &data, index: &index, now };
+        match self.stores.durable.update_resource(write, expected).await? {
+            crate::store::UpdateOutcome::Updated(stored) => Ok(single(&stored, 200)),
+            crate::store::UpdateOutcome::VersionConflict { current } => Err(FhirError::PreconditionFailed(format!(
+                "If-Match names version {expected} but the {resource_type} is at version {current}"
+            ))),
+            crate::store::UpdateOutcome::NotFound => Err(FhirError::NotFound),
+        }
+    }
+}
+
 /// A request body as JSON, or 400.
 fn parse_json(body: &[u8]) -> Result<Value, FhirError> {
     serde_json::from_slice(body).map_err(|e| FhirError::bad_request(format!("the body is not JSON: {e}")))

@@ -8,9 +8,9 @@ use super::outcome::FhirError;
 use super::resources::{managing_org, normalise_phone, with_meta};
 use super::search::{Query, date_param, paging, searchset};
 use super::{App, FhirResponse};
-use crate::audit::AuditKind;
 use crate::audit::fhir::to_audit_event;
 use crate::audit::filed_as_hashed;
+use crate::audit::{AuditKind, AuditOutcome};
 use crate::domain::nhs_number::{NHS_NUMBER_SYSTEM, NhsNumber};
 use crate::domain::scope::{Permissions, Scope};
 use crate::pds::PdsVerdict;
@@ -280,15 +280,36 @@ impl App {
     }
 
     /// The access history of `patient`'s own record, newest first, as the patient sees it (see
-    /// [`crate::audit::fhir::patient_view`]), at most `limit` entries. The caller audits the
-    /// disclosure.
-    /// Each entry comes with its record's time (Unix milliseconds).
-    pub async fn patient_access_history(&self, patient: &str, limit: i64) -> Result<Vec<(i64, Value)>, FhirError> {
-        let records = self.filed_audit_records(Some(patient), None, None, None, limit).await?;
-        let (times, events): (Vec<i64>, Vec<Value>) =
-            records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.time, e))).unzip();
-        let events = self.as_patient_sees_them(events, patient).await?;
-        Ok(times.into_iter().zip(events).collect())
+    /// [`crate::audit::fhir::patient_view`]), at most `limit` entries, for `reader` (the patient,
+    /// signed in). Reading it is itself a disclosure about the patient, audited as one before it is
+    /// answered. Each entry comes with its record's time (Unix milliseconds).
+    pub async fn patient_access_history(
+        &self,
+        reader: &crate::domain::identity::Identity,
+        patient: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, Value)>, FhirError> {
+        let result = async {
+            let records = self.filed_audit_records(Some(patient), None, None, None, limit).await?;
+            let (times, events): (Vec<i64>, Vec<Value>) =
+                records.iter().filter_map(|r| to_audit_event(r).map(|e| (r.time, e))).unzip();
+            let events = self.as_patient_sees_them(events, patient).await?;
+            Ok(times.into_iter().zip(events).collect())
+        }
+        .await;
+        let actor = crate::audit::Actor {
+            subject: Some(reader.platform_subject()),
+            name: reader.name.clone(),
+            fhir_user: reader.fhir_user.clone(),
+            ..Default::default()
+        };
+        let outcome = if result.is_ok() { AuditOutcome::Success } else { AuditOutcome::Failed };
+        let event = crate::audit::AuditEvent::new(AuditKind::FhirSearch, outcome, actor)
+            .target("AuditEvent", None, None)
+            .patient(Some(patient))
+            .detail("access history page");
+        self.audit.record(&event).await?;
+        result
     }
 
     /// Audit records by the indexed columns, newest first, keeping only those whose columns agree

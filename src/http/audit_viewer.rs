@@ -12,7 +12,6 @@ use serde_json::Value;
 use tower_sessions::Session;
 
 use super::AppState;
-use super::my_record::page_caller;
 use super::page::PageError;
 use super::pages::{self, PagePolicy};
 use crate::federation::session::SignInSession;
@@ -106,12 +105,9 @@ pub async fn audit_viewer(State(app): State<AppState>, session: Session, Query(f
         }
         Err(e) => return PageError::from(e).into_response(),
     };
-    let holder = crate::oauth::scope_policy::user_holder(
-        &**app.policy.load_full(),
-        &user.identity,
-        super::my_record::PAGES_CLIENT,
-    );
-    if !holder.roles.iter().any(|r| r == "auditor") {
+    // the auditor as the FHIR AuditEvent API will judge them: the roles their sign-in maps to
+    let caller = app.page_caller(&user, "user/AuditEvent.rs", None);
+    if !caller.claims.roles.iter().any(|r| r == "auditor") {
         let why = "The access log is for information governance staff (the auditor role).";
         return pages::error_page(StatusCode::FORBIDDEN, "You cannot review the access log", why, &policy);
     }
@@ -125,7 +121,6 @@ pub async fn audit_viewer(State(app): State<AppState>, session: Session, Query(f
         Err(problem) => (Vec::new(), Some(problem)),
         Ok(_) if !searched => (Vec::new(), None),
         Ok(query) => {
-            let caller = page_caller(&app, &user, "user/AuditEvent.rs", None);
             match app.search_audit_events(&caller, Some(&query)).await {
                 Ok(bundle) => {
                     let mut events: Vec<Value> = bundle.body["entry"]

@@ -132,6 +132,11 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
     response
 }
 
+/// The `If-Match` header of an update.
+fn if_match(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+}
+
 pub async fn careplan_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {
     app.read_careplan(&caller, &id).await
 }
@@ -164,8 +169,7 @@ pub async fn careplan_update(
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult {
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    app.update_careplan(&caller, &id, if_match, &body).await
+    app.update_careplan(&caller, &id, if_match(&headers), &body).await
 }
 
 pub async fn consent_search(State(app): State<AppState>, caller: Caller, RawQuery(q): RawQuery) -> FhirResult {
@@ -188,8 +192,7 @@ pub async fn consent_update(
     headers: HeaderMap,
     body: Bytes,
 ) -> FhirResult {
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    app.update_consent(&caller, &id, if_match, &body).await
+    app.update_consent(&caller, &id, if_match(&headers), &body).await
 }
 
 pub async fn patient_read(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> FhirResult {

@@ -114,7 +114,7 @@ pub async fn sign_in_submit(State(app): State<AppState>, form: PostedForm) -> Re
 /// `GET /authorize/patient`.
 pub async fn picker_page(State(app): State<AppState>, page: PendingPage) -> Result<Response, PageError> {
     let identity = page.pending.identity.as_ref().ok_or_else(OAuthError::server_error)?;
-    let patients = app.patient_choices(identity).await.map_err(|_| PageError::Session)?;
+    let patients = app.patient_choices(identity, &page.pending.acting_for).await.map_err(|_| PageError::Session)?;
     Ok(pages::patient_picker(&page.csrf, &page.pending.id, &patients, None, &policy(&app, Some(&page.client))))
 }
 
@@ -122,7 +122,7 @@ pub async fn picker_page(State(app): State<AppState>, page: PendingPage) -> Resu
 pub async fn picker_submit(State(app): State<AppState>, form: PostedForm) -> Result<Response, PageError> {
     let (mut pending, client) = form.pending(&app).await?;
     let identity = pending.identity.clone().ok_or_else(OAuthError::server_error)?;
-    let patients = app.patient_choices(&identity).await.map_err(|_| PageError::Session)?;
+    let patients = app.patient_choices(&identity, &pending.acting_for).await.map_err(|_| PageError::Session)?;
     let allowed: Vec<String> = patients.iter().map(|p| p.id.clone()).collect();
     let pending_id = pending.id.clone();
     let chosen = form.fields.get("patient").unwrap_or_default();

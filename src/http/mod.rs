@@ -15,6 +15,7 @@ mod nhs_app;
 mod oauth;
 mod oidc;
 mod openapi;
+mod operations;
 pub mod page;
 pub mod pages;
 mod saml;
@@ -148,9 +149,9 @@ pub fn app(state: AppState) -> Router {
         .route("/static/nhs.css", get(stylesheet))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_document))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
+        .route("/openapi.json", get(operations::openapi_document))
         .route_layer(axum::middleware::from_fn(middleware::measure))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
@@ -162,32 +163,6 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(middleware::X_REQUEST_ID.clone(), middleware::RandomRequestId))
         .with_state(state)
-}
-
-/// `GET /readyz`: 200 once the keys, the policy and both stores are ready, else 503 naming what
-/// is not (`/healthz` is the liveness probe).
-async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
-    match app.readiness().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(what) => {
-            tracing::warn!(not_ready = %what, "readiness probe failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {what}")).into_response()
-        }
-    }
-}
-
-/// `GET /openapi.json`: the OpenAPI 3.1 document of carebroker's own endpoints.
-async fn openapi_document(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
-    axum::Json(openapi::document(app.issuer())).into_response()
-}
-
-/// `GET /metrics`: Prometheus text format (`telemetry` lists what is exported).
-async fn metrics(axum::extract::State(app): axum::extract::State<AppState>) -> axum::response::Response {
-    let since = app.keys.ring().signers_since();
-    match crate::telemetry::render(since, app.clock.now()) {
-        Some(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics are reported to another recorder").into_response(),
-    }
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -50,12 +50,16 @@ pub async fn patients_for(store: &dyn ResourceStore, identity: &Identity) -> Res
 }
 
 impl crate::app::App {
-    /// The picker's rows: [`patients_for`], then everyone VRS says an NHS login user may act for
-    /// who has a record here.
-    pub async fn patient_choices(&self, identity: &Identity) -> Result<Vec<PatientSummary>, StoreError> {
+    /// The picker's rows: [`patients_for`], then each of `acting_for` (the people VRS said at
+    /// sign-in the user may act for) who has a record here.
+    pub async fn patient_choices(
+        &self,
+        identity: &Identity,
+        acting_for: &[String],
+    ) -> Result<Vec<PatientSummary>, StoreError> {
         let mut out = patients_for(self.stores.durable.as_ref(), identity).await?;
-        for nhs in self.may_act_for(identity).await {
-            if let Some(stored) = self.stores.durable.read_resource("Patient", &nhs).await? {
+        for nhs in acting_for {
+            if let Some(stored) = self.stores.durable.read_resource("Patient", nhs).await? {
                 let Ok(patient) = serde_json::from_str::<Value>(&stored.data) else { continue };
                 out.push(PatientSummary {
                     id: stored.id.clone(),

@@ -57,11 +57,50 @@ impl App {
                     .flatten()
                     .ok_or(FinishError::Expired)?;
                 // someone who may act for others chooses whom this sign-in is for
-                pending.offer_acting_for = pending.needs_patient && !self.may_act_for(&identity).await.is_empty();
+                if pending.needs_patient {
+                    pending.acting_for = self.may_act_for(&identity).await;
+                }
                 let outcome = crate::oauth::authorize::signed_in(self, pending, &client, identity, session_id).await?;
                 Ok(Finished::Authorization { outcome, client })
             }
             Purpose::NhsApp { journey } => Ok(Finished::Journey(self.open_journey(&journey, identity).await?)),
         }
+    }
+}
+
+/// The client id carebroker's own pages act under, in the audit and the policy.
+pub const PAGES_CLIENT: &str = "carebroker-pages";
+
+impl App {
+    /// The signed-in `user` as a FHIR caller on one of carebroker's own pages: `scope`, the
+    /// patient in context, and the roles the policy maps their sign-in to, exactly as a token
+    /// would carry them, so the page goes through the same guard, policy and audit as any app.
+    pub fn page_caller(
+        &self,
+        user: &crate::federation::session::SessionUser,
+        scope: &str,
+        patient: Option<&str>,
+    ) -> crate::fhir::guard::Caller {
+        let now = self.clock.now();
+        let policy = self.policy.load_full();
+        let holder = crate::oauth::scope_policy::user_holder(&**policy, &user.identity, PAGES_CLIENT);
+        let claims = crate::token::access::AccessTokenClaims {
+            iss: self.issuer().to_owned(),
+            sub: user.identity.platform_subject(),
+            aud: self.fhir_base().to_owned(),
+            exp: now + 60,
+            iat: now,
+            jti: crate::token::random_token(12),
+            client_id: PAGES_CLIENT.into(),
+            scope: scope.into(),
+            grant_id: Some(user.session_id.clone()),
+            fhir_user: user.identity.fhir_user.clone(),
+            patient: patient.map(str::to_owned),
+            roles: holder.roles,
+            org: holder.org,
+            assurance: Some(holder.assurance),
+            ..Default::default()
+        };
+        crate::fhir::guard::Caller::on_page(claims, None, now)
     }
 }

@@ -72,10 +72,11 @@ pub struct Pending {
     /// `idp_hint`: the identity provider to use without the chooser.
     #[serde(default)]
     pub idp_hint: Option<String>,
-    /// The signed-in patient may also act for others: the picker offers "you" or each of them
-    /// instead of choosing the patient themselves.
+    /// The people (NHS numbers) the signed-in patient may also act for, as VRS said at sign-in:
+    /// when there are any, the picker offers "you" or each of them instead of choosing the
+    /// patient themselves.
     #[serde(default)]
-    pub offer_acting_for: bool,
+    pub acting_for: Vec<String>,
 }
 
 /// What a code stands for (ephemeral, single use).
@@ -302,7 +303,7 @@ pub(crate) fn check_request(
         skip_consent: skip_consent && !prompt.contains(&"consent"),
         granted_scope: None,
         idp_hint: params.get("idp_hint").map(str::to_owned),
-        offer_acting_for: false,
+        acting_for: Vec::new(),
     })
 }
 
@@ -322,7 +323,7 @@ async fn advance(app: &App, client: &Client, mut pending: Pending) -> Result<Out
     let next = if pending.needs_login || pending.identity.is_none() {
         Some(interact(&pending, Step::SignIn, ErrorCode::LoginRequired))
     } else if pending.needs_patient && pending.context.patient.is_none() {
-        match pending.identity.as_ref().and_then(Identity::own_patient_id).filter(|_| !pending.offer_acting_for) {
+        match pending.identity.as_ref().and_then(Identity::own_patient_id).filter(|_| pending.acting_for.is_empty()) {
             Some(own) => {
                 pending.context.patient = Some(own.to_owned());
                 None

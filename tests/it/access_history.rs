@@ -23,12 +23,7 @@ fn clinician(app: &TestApp, patient: &str) -> String {
 }
 
 fn patient_token(app: &TestApp, nhs_number: &str) -> String {
-    let mut claims = user_claims(app, "patient/AuditEvent.s patient/CarePlan.rs", Some(nhs_number));
-    claims.sub = format!("nhs_login:{nhs_number}");
-    claims.fhir_user = Some(format!("Patient/{nhs_number}"));
-    claims.roles = vec!["patient".into()];
-    claims.org = None;
-    token(app, &claims)
+    crate::support::fhir::patient_token(app, nhs_number, "patient/AuditEvent.s patient/CarePlan.rs")
 }
 
 fn entries(reply: &crate::support::Reply) -> Vec<Value> {

@@ -22,12 +22,7 @@ async fn app() -> TestApp {
 }
 
 fn mary(app: &TestApp, scope: &str) -> String {
-    let mut claims = user_claims(app, scope, Some(MARY));
-    claims.sub = format!("nhs_login:{MARY}");
-    claims.fhir_user = Some(format!("Patient/{MARY}"));
-    claims.roles = vec!["patient".into()];
-    claims.org = None;
-    token(app, &claims)
+    crate::support::fhir::patient_token(app, MARY, scope)
 }
 
 /// A smartcard clinician at `org` with `patient` open.

@@ -27,6 +27,16 @@ pub fn user_claims(app: &TestApp, scope: &str, patient: Option<&str>) -> AccessT
     }
 }
 
+/// A token for the patient `nhs_number` themselves (NHS login), with `scope`.
+pub fn patient_token(app: &TestApp, nhs_number: &str, scope: &str) -> String {
+    let mut claims = user_claims(app, scope, Some(nhs_number));
+    claims.sub = format!("nhs_login:{nhs_number}");
+    claims.fhir_user = Some(format!("Patient/{nhs_number}"));
+    claims.roles = vec!["patient".into()];
+    claims.org = None;
+    token(app, &claims)
+}
+
 /// A backend-services token.
 pub fn system_claims(app: &TestApp, scope: &str) -> AccessTokenClaims {
     AccessTokenClaims {
