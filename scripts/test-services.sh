@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts a throwaway Redis and PostgreSQL on free loopback ports for the test suite.
-# Source it: it exports CAREBROKER_TEST_REDIS_URL, CAREBROKER_TEST_POSTGRES_URL and defines
+# Also a 3-master Redis Cluster (Debian's redis-server with --cluster-enabled, joined by
+# redis-cli --cluster create).
+# Source it: it exports CAREBROKER_TEST_REDIS_URL, CAREBROKER_TEST_REDIS_CLUSTER_URLS (comma-separated
+# seeds), CAREBROKER_TEST_POSTGRES_URL and defines
 # stop_test_services. Everything lives in one temporary folder, removed on stop.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -11,6 +14,24 @@ redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
   --pidfile "$services_dir/redis.pid" --logfile "$services_dir/redis.log" --dir "$services_dir" >/dev/null
 export CAREBROKER_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
+
+cluster_ports=()
+for node in 1 2 3; do
+  port=$(free_port)
+  mkdir -p "$services_dir/cluster-$node"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --cluster-enabled yes --cluster-config-file "$services_dir/cluster-$node/nodes.conf" --cluster-node-timeout 2000 \
+    --pidfile "$services_dir/cluster-$node/redis.pid" --logfile "$services_dir/cluster-$node/redis.log" \
+    --dir "$services_dir/cluster-$node" >/dev/null
+  cluster_ports+=("$port")
+done
+for port in "${cluster_ports[@]}"; do
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+done
+redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$services_dir/cluster-create.log" 2>&1
+until redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do sleep 0.1; done
+CAREBROKER_TEST_REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s/,' "${cluster_ports[@]}")
+export CAREBROKER_TEST_REDIS_CLUSTER_URLS="${CAREBROKER_TEST_REDIS_CLUSTER_URLS%,}"
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 pg_port=$(free_port)
@@ -27,6 +48,8 @@ export CAREBROKER_TEST_POSTGRES_URL="postgres://carebroker@127.0.0.1:$pg_port/po
 
 stop_test_services() {
   "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$services_dir/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  [ -f "$services_dir/redis.pid" ] && kill "$(cat "$services_dir/redis.pid")" 2>/dev/null || true
+  for pidfile in "$services_dir"/redis.pid "$services_dir"/cluster-*/redis.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   rm -rf "$services_dir"
 }

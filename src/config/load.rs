@@ -227,6 +227,27 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_are_one_server_unless_a_cluster_is_named() {
+        let store = |url: &str, cluster: &str| {
+            let mut vars = no_clients();
+            vars.extend(env(&[
+                ("CAREBROKER__STORE__KIND", "redis+postgres"),
+                ("CAREBROKER__STORE__POSTGRES_URL", "postgres://db/carebroker"),
+                ("CAREBROKER__STORE__REDIS_URL", url),
+                ("CAREBROKER__STORE__REDIS_CLUSTER", cluster),
+            ]));
+            load(None, vars).map(|_| ()).map_err(|p| p[0].message.clone())
+        };
+        let seeds = "redis://a:7000/,redis://b:7001/, redis://c:7002/";
+        assert_eq!(store("redis://a:6379/", "false"), Ok(()));
+        assert_eq!(store(seeds, "true"), Ok(()));
+        assert!(store(seeds, "false").unwrap_err().contains("redis_cluster"));
+        assert!(store("redis://a:7000/,http://b/", "true").unwrap_err().contains("redis://"));
+        let many = vec!["redis://a:7000/"; 17].join(",");
+        assert!(store(&many, "true").unwrap_err().contains("at most 16"));
+    }
+
+    #[test]
     fn a_missing_file_is_a_problem_not_a_panic() {
         let problems = load(Some(Path::new("/nonexistent/carebroker.toml")), no_clients()).expect_err("missing");
         assert!(problems[0].message.contains("cannot read"));

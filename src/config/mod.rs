@@ -99,8 +99,11 @@ pub enum StoreKind {
 pub struct StoreConfig {
     pub kind: StoreKind,
     pub sqlite_path: PathBuf,
+    /// One `redis://` URL, or with `redis_cluster` the seed nodes of a Redis Cluster, comma-separated.
     pub redis_url: Option<Secret>,
     pub redis_url_file: Option<PathBuf>,
+    /// `redis_url` names a Redis Cluster: keys are spread over its masters by slot.
+    pub redis_cluster: bool,
     pub redis_prefix: String,
     pub postgres_url: Option<Secret>,
     pub postgres_url_file: Option<PathBuf>,
@@ -113,6 +116,7 @@ impl Default for StoreConfig {
             sqlite_path: "data/carebroker.db".into(),
             redis_url: None,
             redis_url_file: None,
+            redis_cluster: false,
             redis_prefix: "carebroker:".into(),
             postgres_url: None,
             postgres_url_file: None,

@@ -9,6 +9,9 @@ use crate::domain::client::MAX_ACCESS_TOKEN_LIFETIME_SECS;
 use crate::domain::scope::ScopeSet;
 use crate::domain::url_rules::is_loopback_host;
 
+/// Seed nodes a Redis Cluster URL list may name (the client learns the rest from the cluster).
+const MAX_REDIS_SEEDS: usize = 16;
+
 /// Reads `*_file` secrets into their values; giving both the value and the file is a problem.
 pub(super) fn resolve_secret_files(config: &mut Config, problems: &mut Vec<ConfigProblem>) {
     let slots: [(&str, &mut Option<Secret>, &Option<PathBuf>); 5] = [
@@ -88,10 +91,16 @@ pub(super) fn validate(config: &Config, problems: &mut Vec<ConfigProblem>) {
     if config.store.kind == StoreKind::RedisPostgres {
         match &config.store.redis_url {
             None => push("store.redis_url", "is required when store.kind = \"redis+postgres\"".into()),
-            Some(url) if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) => {
-                push("store.redis_url", "must start with redis:// or rediss://".into())
+            Some(url) => {
+                let seeds: Vec<&str> = url.expose().split(',').map(str::trim).collect();
+                if seeds.iter().any(|s| !(s.starts_with("redis://") || s.starts_with("rediss://"))) {
+                    push("store.redis_url", "must start with redis:// or rediss://".into());
+                } else if !config.store.redis_cluster && seeds.len() > 1 {
+                    push("store.redis_url", "names one server unless store.redis_cluster = true".into());
+                } else if seeds.len() > MAX_REDIS_SEEDS {
+                    push("store.redis_url", format!("names at most {MAX_REDIS_SEEDS} cluster seed nodes"));
+                }
             }
-            Some(_) => {}
         }
         match &config.store.postgres_url {
             None => push("store.postgres_url", "is required when store.kind = \"redis+postgres\"".into()),

@@ -261,8 +261,14 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Stores,
         StoreKind::RedisPostgres => {
             let redis_url = config.redis_url.as_ref().map(|s| s.expose()).unwrap_or_default();
             let postgres_url = config.postgres_url.as_ref().map(|s| s.expose()).unwrap_or_default();
+            let ephemeral = if config.redis_cluster {
+                let seeds: Vec<&str> = redis_url.split(',').map(str::trim).collect();
+                redis::RedisStore::connect_cluster(&seeds, &config.redis_prefix).await?
+            } else {
+                redis::RedisStore::connect(redis_url, &config.redis_prefix).await?
+            };
             Ok(Stores {
-                ephemeral: Arc::new(redis::RedisStore::connect(redis_url, &config.redis_prefix).await?),
+                ephemeral: Arc::new(ephemeral),
                 durable: Arc::new(sql::SqlStore::connect(postgres_url).await?),
             })
         }

@@ -1,23 +1,43 @@
 //! Redis-backed ephemeral store for scale-out: every broker node sees the same codes, launches and
 //! `jti`s. `SET NX PX` for put-if-absent and `GETDEL` for take are single atomic commands.
+//!
+//! Standalone Redis or a Redis Cluster. Every operation the broker makes is ONE command on ONE
+//! key, so its atomicity does not depend on where the cluster puts the key: there is no
+//! multi-key operation and no script that a slot boundary could split. Should one ever be needed,
+//! its keys must share a hash tag (`{…}`) so they live in one slot.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
+use redis::cluster_async::ClusterConnection;
 
 use super::{EphemeralStore, StoreError};
+
+/// How long one command may wait for an answer before the store counts as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
 
 /// Redis-backed [`EphemeralStore`] (Redis 6.2 or later, for GETDEL).
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        let mode = match self.connection {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore").field("mode", &mode).field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -31,59 +51,66 @@ fn ttl_millis(ttl: Duration) -> u64 {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port/db`); keys are prefixed with `prefix`.
+    /// Connects to one server at `url` (`redis://host:port/db`); keys are prefixed with `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let connection = ConnectionManager::new(client).await.map_err(unavailable)?;
-        Ok(Self { connection, prefix: prefix.to_owned() })
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        Ok(Self { connection: Connection::Standalone(connection), prefix: prefix.to_owned() })
+    }
+
+    /// Connects to a Redis Cluster through any of its `seeds` (the client learns the slot map and
+    /// follows MOVED/ASK redirections); keys are prefixed with `prefix`.
+    pub async fn connect_cluster(seeds: &[&str], prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClient::builder(seeds.iter().copied())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(2)
+            .min_retry_wait(50)
+            .max_retry_wait(500)
+            .build()
+            .map_err(unavailable)?;
+        let connection = client.get_async_connection().await.map_err(unavailable)?;
+        Ok(Self { connection: Connection::Cluster(connection), prefix: prefix.to_owned() })
     }
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+        match &self.connection {
+            Connection::Standalone(c) => command.query_async(&mut c.clone()).await,
+            Connection::Cluster(c) => command.query_async(&mut c.clone()).await,
+        }
+        .map_err(unavailable)
     }
 }
 
 #[async_trait]
 impl EphemeralStore for RedisStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let mut c = self.connection.clone();
-        redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("PX")
-            .arg(ttl_millis(ttl))
-            .query_async::<()>(&mut c)
-            .await
-            .map_err(unavailable)
+        self.query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("PX").arg(ttl_millis(ttl))).await
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.connection.clone();
-        let reply: Option<String> = redis::cmd("SET")
-            .arg(self.key(key))
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl_millis(ttl))
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
+        let reply: Option<String> =
+            self.query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_millis(ttl))).await?;
         Ok(reply.is_some())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut c = self.connection.clone();
-        redis::cmd("GET").arg(self.key(key)).query_async(&mut c).await.map_err(unavailable)
+        self.query(redis::cmd("GET").arg(self.key(key))).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut c = self.connection.clone();
-        redis::cmd("GETDEL").arg(self.key(key)).query_async(&mut c).await.map_err(unavailable)
+        self.query(redis::cmd("GETDEL").arg(self.key(key))).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let mut c = self.connection.clone();
-        let removed: i64 = redis::cmd("DEL").arg(self.key(key)).query_async(&mut c).await.map_err(unavailable)?;
+        let removed: i64 = self.query(redis::cmd("DEL").arg(self.key(key))).await?;
         Ok(removed > 0)
     }
 }

@@ -1,17 +1,19 @@
 //! Two broker nodes sharing Redis and PostgreSQL (real servers) over real HTTP ports: a client
 //! assertion `jti` seen by one node is a replay on the other, even under 50 concurrent requests.
+//! The single-use tests run on a standalone Redis and on a 3-master Redis Cluster.
 
 use carebroker::token::jose::Algorithm;
 use tokio::net::TcpListener;
 
 use crate::support::keys::{ClientKey, backend_client, backend_form};
+use crate::support::services::Redis;
 use crate::support::{StoreChoice, TestApp, form, services};
 
-async fn node(key: &ClientKey, redis_url: &str, postgres_url: &str, prefix: &str) -> String {
+async fn node(key: &ClientKey, redis: Redis, postgres_url: &str, prefix: &str) -> String {
     let prefix = prefix.to_owned();
     let app = TestApp::builder()
         .with_client(backend_client("backend", key, "system/*.rs"))
-        .with_store(StoreChoice::RedisPostgres { redis_url: redis_url.into(), postgres_url: postgres_url.into() })
+        .with_store(redis.with_postgres(postgres_url))
         .with_config(move |c| c.store.redis_prefix = prefix)
         .build()
         .await;
@@ -27,12 +29,20 @@ async fn node(key: &ClientKey, redis_url: &str, postgres_url: &str, prefix: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_replays_across_two_nodes_yield_one_token() {
-    let redis_url = services::redis_url();
+    fifty_concurrent_replays(Redis::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_replays_across_two_nodes_on_a_redis_cluster_yield_one_token() {
+    fifty_concurrent_replays(Redis::Cluster).await;
+}
+
+async fn fifty_concurrent_replays(redis: Redis) {
     let postgres_url = services::fresh_postgres_database().await;
     let prefix = format!("scale-{}:", carebroker::token::random_token(6));
     let key = ClientKey::generate(Algorithm::ES384);
-    let a = node(&key, &redis_url, &postgres_url, &prefix).await;
-    let b = node(&key, &redis_url, &postgres_url, &prefix).await;
+    let a = node(&key, redis, &postgres_url, &prefix).await;
+    let b = node(&key, redis, &postgres_url, &prefix).await;
 
     let assertion = key.assertion("backend", crate::support::T0);
     let body = form(&backend_form(&assertion, "system/CarePlan.rs"));
@@ -114,17 +124,16 @@ async fn a_revocation_on_one_node_is_seen_by_the_other() {
 }
 
 /// Two nodes with the SMART app, EHR and dev users, sharing Redis and PostgreSQL.
-async fn smart_pair() -> (TestApp, TestApp) {
-    let redis_url = services::redis_url();
+async fn smart_pair(redis: Redis) -> (TestApp, TestApp) {
     let postgres_url = services::fresh_postgres_database().await;
     let prefix = format!("pair-{}:", carebroker::token::random_token(6));
     let build = || {
-        let (r, p, prefix) = (redis_url.clone(), postgres_url.clone(), prefix.clone());
+        let prefix = prefix.clone();
         TestApp::builder()
             .with_client(crate::support::smart::public_app())
             .with_client(crate::support::smart::trusted_ehr())
             .with_dev_users()
-            .with_store(StoreChoice::RedisPostgres { redis_url: r, postgres_url: p })
+            .with_store(redis.with_postgres(&postgres_url))
             .with_config(move |c| c.store.redis_prefix = prefix)
     };
     (build().build().await, build().build().await)
@@ -132,8 +141,17 @@ async fn smart_pair() -> (TestApp, TestApp) {
 
 #[tokio::test]
 async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other() {
+    launch_and_code_across_nodes(Redis::Standalone).await;
+}
+
+#[tokio::test]
+async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other_through_a_redis_cluster() {
+    launch_and_code_across_nodes(Redis::Cluster).await;
+}
+
+async fn launch_and_code_across_nodes(redis: Redis) {
     use crate::support::smart::*;
-    let (a, b) = smart_pair().await;
+    let (a, b) = smart_pair(redis).await;
     let launch = register_launch(&a, launch_body()).await;
     let (verifier, challenge) = pkce_pair();
     let reply = b
@@ -165,7 +183,7 @@ async fn a_launch_and_a_code_from_one_node_are_redeemed_on_the_other() {
 async fn a_browser_session_started_on_one_node_continues_on_the_other() {
     use crate::support::browser::{Browser, hidden_value};
     use crate::support::smart::*;
-    let (a, b) = smart_pair().await;
+    let (a, b) = smart_pair(Redis::Standalone).await;
     let (verifier, challenge) = pkce_pair();
     let mut browser = Browser::new();
     let reply = browser.get(&a, &authorize_path(&challenge, &[])).await;
@@ -189,13 +207,21 @@ async fn a_browser_session_started_on_one_node_continues_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_proof_used_on_one_node_is_a_replay_on_the_other() {
+    dpop_proof_across_nodes(Redis::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_used_on_one_node_is_a_replay_on_the_other_through_a_redis_cluster() {
+    dpop_proof_across_nodes(Redis::Cluster).await;
+}
+
+async fn dpop_proof_across_nodes(redis: Redis) {
     use carebroker::token::jose::SigningKey;
-    let redis_url = services::redis_url();
     let postgres_url = services::fresh_postgres_database().await;
     let prefix = format!("scale-{}:", carebroker::token::random_token(6));
     let key = ClientKey::generate(Algorithm::ES256);
-    let a = node(&key, &redis_url, &postgres_url, &prefix).await;
-    let b = node(&key, &redis_url, &postgres_url, &prefix).await;
+    let a = node(&key, redis, &postgres_url, &prefix).await;
+    let b = node(&key, redis, &postgres_url, &prefix).await;
 
     let dpop =
         SigningKey::from_pkcs8(Algorithm::ES256, &SigningKey::generate_pkcs8(Algorithm::ES256).unwrap()).unwrap();

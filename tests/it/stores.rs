@@ -265,6 +265,33 @@ async fn redis_store_meets_the_contract() {
     ephemeral_contract(store, async || tokio::time::sleep(Duration::from_millis(700)).await).await;
 }
 
+/// The same contract on a 3-master Redis Cluster; and the keys the contract made are spread over
+/// more than one master, so the cluster (not one node of it) is what was tested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_store_meets_the_contract() {
+    let seeds = services::redis_cluster_urls();
+    let seeds: Vec<&str> = seeds.split(',').collect();
+    assert_eq!(seeds.len(), 3);
+    let prefix = format!("cluster-{}:", carebroker::token::random_token(6));
+    let store = Arc::new(RedisStore::connect_cluster(&seeds, &prefix).await.expect("redis cluster"));
+    ephemeral_contract(store.clone(), async || tokio::time::sleep(Duration::from_millis(700)).await).await;
+    for i in 0..30 {
+        store.put(&format!("spread-{i}"), b"1", Duration::from_secs(60)).await.unwrap();
+    }
+    let mut masters_holding_keys = 0;
+    for seed in &seeds {
+        let mut c = redis::Client::open(*seed).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut c).await.unwrap();
+        masters_holding_keys += usize::from(!keys.is_empty());
+    }
+    assert!(masters_holding_keys >= 2, "keys on {masters_holding_keys} master(s)");
+    // a store with one seed learns the whole cluster, wherever a key lives
+    let one_seed = RedisStore::connect_cluster(&seeds[..1], &prefix).await.expect("one seed");
+    for i in 0..30 {
+        assert_eq!(one_seed.take(&format!("spread-{i}")).await.unwrap().as_deref(), Some(&b"1"[..]));
+    }
+}
+
 #[tokio::test]
 async fn postgres_store_meets_the_contract() {
     let url = services::fresh_postgres_database().await;

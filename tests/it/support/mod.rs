@@ -61,6 +61,8 @@ type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
 pub enum StoreChoice {
     Embedded,
     RedisPostgres { redis_url: String, postgres_url: String },
+    /// A Redis Cluster through its comma-separated seed URLs, and PostgreSQL.
+    RedisClusterPostgres { seeds: String, postgres_url: String },
 }
 
 pub struct TestAppBuilder {
@@ -224,9 +226,15 @@ impl TestAppBuilder {
         config.store.sqlite_path = dir.path().join("carebroker.db");
         config.keys.dir = dir.path().join("keys");
         config.clients.dir = dir.path().join("no-client-files");
-        if let StoreChoice::RedisPostgres { redis_url, postgres_url } = &self.store {
+        let (redis_url, postgres_url, cluster) = match &self.store {
+            StoreChoice::Embedded => (None, None, false),
+            StoreChoice::RedisPostgres { redis_url, postgres_url } => (Some(redis_url), Some(postgres_url), false),
+            StoreChoice::RedisClusterPostgres { seeds, postgres_url } => (Some(seeds), Some(postgres_url), true),
+        };
+        if let (Some(redis_url), Some(postgres_url)) = (redis_url, postgres_url) {
             config.store.kind = StoreKind::RedisPostgres;
             config.store.redis_url = Some(Secret::new(redis_url.clone()));
+            config.store.redis_cluster = cluster;
             config.store.postgres_url = Some(Secret::new(postgres_url.clone()));
             config.store.redis_prefix = format!("test-{}:", carebroker::token::random_token(6));
         }

@@ -9,6 +9,31 @@ pub fn redis_url() -> String {
         .expect("CAREBROKER_TEST_REDIS_URL is not set: run the suite with scripts/test.sh, which starts redis-server")
 }
 
+/// The comma-separated seed URLs of the suite's 3-master Redis Cluster.
+pub fn redis_cluster_urls() -> String {
+    std::env::var("CAREBROKER_TEST_REDIS_CLUSTER_URLS").expect(
+        "CAREBROKER_TEST_REDIS_CLUSTER_URLS is not set: run the suite with scripts/test.sh, which starts a Redis Cluster",
+    )
+}
+
+/// Which Redis the shared ephemeral state of a scale-out test lives in.
+#[derive(Debug, Clone, Copy)]
+pub enum Redis {
+    Standalone,
+    Cluster,
+}
+
+impl Redis {
+    /// The store choice for this Redis and `postgres_url`.
+    pub fn with_postgres(self, postgres_url: &str) -> crate::support::StoreChoice {
+        let postgres_url = postgres_url.to_owned();
+        match self {
+            Self::Standalone => crate::support::StoreChoice::RedisPostgres { redis_url: redis_url(), postgres_url },
+            Self::Cluster => crate::support::StoreChoice::RedisClusterPostgres { seeds: redis_cluster_urls(), postgres_url },
+        }
+    }
+}
+
 /// A fresh, empty PostgreSQL database for one test (so migrations never race).
 pub async fn fresh_postgres_database() -> String {
     let admin = std::env::var("CAREBROKER_TEST_POSTGRES_URL")
