@@ -105,6 +105,9 @@ pub struct SqlStore {
     audit_append: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How long a request waits for a database connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The PostgreSQL advisory-lock key that serialises audit appends across nodes ("cbaudit").
 const AUDIT_APPEND_LOCK: i64 = 0x0063_6261_7564_6974;
 
@@ -115,6 +118,11 @@ impl SqlStore {
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
+            // a database that is down (a failover) refuses quickly, as a 503, instead of holding
+            // the request for sqlx's default 30 s; a pooled connection is checked before use, so
+            // connections that died with the old primary are replaced, never handed out
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(true)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {

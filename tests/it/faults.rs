@@ -4,6 +4,8 @@
 //! a 503 in OAuth's own error form with `Retry-After` and issues nothing; every token answered 200
 //! before the fault is still active after it; no client-assertion `jti` is accepted twice across
 //! the fault; the audit chain verifies and holds a record of every token request answered.
+//! And the PostgreSQL pool through a failover: the server stops (every connection cut) and
+//! starts again; refusals meanwhile are 503s, and the pool serves again without a restart.
 //! Assertions are on correctness only, never on time.
 
 use carebroker::token::jose::Algorithm;
@@ -88,4 +90,58 @@ async fn a_redis_killed_under_load_loses_nothing_and_leaks_no_500() {
     println!("fault run: {refused} refused during the outage, answered again after {recovered_after} attempt(s)");
     redis.kill().ok();
     redis.wait().ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_pool_recovers_from_a_failover_and_refuses_with_503_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = services::OwnPostgres::start_new(crate::support::free_port(), dir.path());
+    let key = ClientKey::generate(Algorithm::ES256);
+    let app = TestApp::builder()
+        .with_store(services::Redis::Standalone.with_postgres(&pg.url()))
+        .with_client(backend_client("backend", &key, "system/CarePlan.rs"))
+        .build()
+        .await;
+    let ask = || async { app.post_form("/token", &backend_form(&key.assertion("backend", app.now()), "system/CarePlan.rs"), &[]).await };
+    let mut issued = Vec::new();
+    for _ in 0..10 {
+        let reply = ask().await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        issued.push(reply.json()["access_token"].as_str().unwrap().to_owned());
+    }
+
+    pg.stop();
+    for _ in 0..3 {
+        let reply = ask().await;
+        reply.assert_error(503, "temporarily_unavailable");
+        assert_eq!(reply.header("retry-after"), Some("5"));
+    }
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("durable store"), "{}", ready.text());
+
+    pg.start();
+    let mut answered_again = false;
+    for _ in 0..50 {
+        let reply = ask().await;
+        assert!(matches!(reply.status.as_u16(), 200 | 503), "{} {}", reply.status, reply.text());
+        if reply.status == 200 {
+            issued.push(reply.json()["access_token"].as_str().unwrap().to_owned());
+            answered_again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(answered_again, "the pool serves again once PostgreSQL is back, without a restart");
+    assert_eq!(app.get("/readyz").await.status, 200);
+    for token in &issued {
+        assert!(app.state.check_access_token(token, None).await.is_ok(), "issued tokens stay active");
+    }
+    let records = app.state.stores.durable.audit_records(0, 10_000).await.unwrap();
+    let answered = records.iter().filter(|r| r.data.contains("token-issue") && r.data.contains("\"success\"")).count();
+    assert_eq!(answered, issued.len(), "every 200 has its record, and nothing refused has one");
+    assert!(matches!(
+        carebroker::audit::verify(app.state.stores.durable.as_ref()).await.unwrap(),
+        carebroker::audit::Verification::Intact { .. }
+    ));
 }

@@ -63,3 +63,75 @@ pub async fn own_redis(port: u16, dir: &std::path::Path) -> std::process::Child 
     }
     child
 }
+
+/// A PostgreSQL server of a test's own, in `dir`, that the test can stop and start again (a
+/// failover as the pool sees it: every connection drops, then the server answers again).
+pub struct OwnPostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    socket_dir: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    /// Creates a cluster in `dir` and starts it on `port`.
+    pub fn start_new(port: u16, dir: &std::path::Path) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's postgresql is installed")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .max()
+            .expect("a PostgreSQL version");
+        let me = Self { bin, data: dir.join("data"), port, socket_dir: dir.to_path_buf() };
+        if is_root() {
+            std::process::Command::new("chown").arg("postgres").arg(dir).status().expect("chown");
+        }
+        assert!(me.run("initdb", &["-A", "trust", "-U", "carebroker", "--no-sync", "-D"]), "initdb");
+        me.start();
+        me
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://carebroker@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off",
+            self.port,
+            self.socket_dir.display()
+        );
+        assert!(self.run("pg_ctl", &["-w", "-o", &options, "-l", "/dev/null", "start", "-D"]), "pg_ctl start");
+    }
+
+    /// Stops it the way a failing primary goes: every session is cut (`-m fast`).
+    pub fn stop(&self) {
+        assert!(self.run("pg_ctl", &["-w", "-m", "fast", "stop", "-D"]), "pg_ctl stop");
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let mut command = if is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            std::process::Command::new(self.bin.join(tool))
+        };
+        let stdio = || std::process::Stdio::null();
+        command.args(args).arg(&self.data).stdout(stdio()).stderr(stdio()).status().is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("pg_ctl", &["-m", "immediate", "stop", "-D"]);
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
