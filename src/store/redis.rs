@@ -56,7 +56,12 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(unavailable)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // reconnect soon after a restart: short, few back-offs (each request that meets a
+            // broken connection is a 503 meanwhile, never a hang)
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(250));
         let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
         Ok(Self { connection: Connection::Standalone(connection), prefix: prefix.to_owned() })
     }

@@ -1,5 +1,5 @@
-//! The trimmed fault run (`scripts/fault` is not built yet; this holds the same correctness
-//! properties for one fault): Redis is killed with SIGKILL while backend services ask for tokens,
+//! The trimmed fault run (`scripts/fault` is the whole one: two nodes, mixed load, Redis, PostgreSQL
+//! and a node broken in turn; this holds the same correctness properties for one fault): Redis is killed with SIGKILL while backend services ask for tokens,
 //! then started again on its own data. No request gets a 500; every refusal during the outage is
 //! a 503 in OAuth's own error form with `Retry-After` and issues nothing; every token answered 200
 //! before the fault is still active after it; no client-assertion `jti` is accepted twice across
