@@ -6,6 +6,29 @@
 # seeds), CAREBROKER_TEST_POSTGRES_URL and defines
 # stop_test_services. Everything lives in one temporary folder, removed on stop.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A cluster node also listens on its port + 10000 (the cluster bus), so both must be free and the
+# port at most 55535.
+free_cluster_port() {
+  python3 - <<'PY'
+import random, socket
+while True:
+    port = random.randint(20000, 55535)
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); s.close()
+    except OSError:
+        continue
+    print(port)
+    break
+PY
+}
+# Waits up to 20 s for a command to succeed, else says what did not come up and fails.
+wait_for() {
+  local what=$1; shift
+  for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "test services: $what did not come up (logs in $services_dir)" >&2
+  return 1
+}
 
 services_dir=$(mktemp -d /tmp/carebroker-services.XXXXXX)
 chmod 755 "$services_dir"
@@ -17,7 +40,7 @@ export CAREBROKER_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/"
 
 cluster_ports=()
 for node in 1 2 3; do
-  port=$(free_port)
+  port=$(free_cluster_port)
   mkdir -p "$services_dir/cluster-$node"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --cluster-enabled yes --cluster-config-file "$services_dir/cluster-$node/nodes.conf" --cluster-node-timeout 2000 \
@@ -26,10 +49,11 @@ for node in 1 2 3; do
   cluster_ports+=("$port")
 done
 for port in "${cluster_ports[@]}"; do
-  until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.1; done
+  wait_for "Redis Cluster node on port $port" redis-cli -p "$port" ping
 done
 redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$services_dir/cluster-create.log" 2>&1
-until redis-cli -p "${cluster_ports[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do sleep 0.1; done
+cluster_ok() { redis-cli -p "${cluster_ports[0]}" cluster info | grep -q 'cluster_state:ok'; }
+wait_for "the Redis Cluster (cluster_state:ok)" cluster_ok
 CAREBROKER_TEST_REDIS_CLUSTER_URLS=$(printf 'redis://127.0.0.1:%s/,' "${cluster_ports[@]}")
 export CAREBROKER_TEST_REDIS_CLUSTER_URLS="${CAREBROKER_TEST_REDIS_CLUSTER_URLS%,}"
 

@@ -2,7 +2,9 @@
 //! `/introspect`, `/revoke`, `/register`, `/launch`, `/availability`), built from the code that
 //! serves them: the error codes are [`ErrorCode::ALL`], the grant types [`GrantType::ALL`], the
 //! server URL this server's issuer. Schemathesis checks the running server against it
-//! (`tests/schemathesis.sh`): no 5xx, every response as documented.
+//! (`tests/schemathesis.sh`): no 5xx, every response as documented. Each endpoint documents the
+//! OAuth error codes it answers with ([`ENDPOINT_ERRORS`]), and the suite reaches every one of
+//! them with a real request (`tests/it/error_codes.rs`).
 
 use serde_json::{Value, json};
 
@@ -18,19 +20,58 @@ fn json_response(description: &str, schema: Value) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": schema}}})
 }
 
-fn oauth_error(description: &str) -> Value {
-    json_response(description, json!({"$ref": "#/components/schemas/OAuthError"}))
+/// The OAuth error codes each endpoint answers with. A code is listed only if some request
+/// reaches it (the suite proves each), and a code not listed is never answered there
+/// (Schemathesis checks every answer against the document).
+pub const ENDPOINT_ERRORS: [(&str, &[ErrorCode]); 6] = {
+    use ErrorCode::*;
+    [
+        (
+            "/token",
+            &[
+                InvalidRequest,
+                InvalidClient,
+                InvalidGrant,
+                UnauthorizedClient,
+                UnsupportedGrantType,
+                InvalidScope,
+                InvalidTarget,
+                InvalidDpopProof,
+                UseDpopNonce,
+                TemporarilyUnavailable,
+            ],
+        ),
+        ("/par", &[InvalidRequest, InvalidClient, UnauthorizedClient, InvalidScope, InvalidTarget, TemporarilyUnavailable]),
+        ("/introspect", &[InvalidRequest, InvalidClient, InvalidToken, InsufficientScope, TemporarilyUnavailable]),
+        ("/revoke", &[InvalidRequest, InvalidClient, TemporarilyUnavailable]),
+        ("/register", &[InvalidToken, InvalidRedirectUri, InvalidClientMetadata, NotFound, TemporarilyUnavailable]),
+        ("/launch", &[InvalidRequest, InvalidClient, UnauthorizedClient, AccessDenied, TemporarilyUnavailable]),
+    ]
+};
+
+/// The error codes `path` documents.
+pub fn endpoint_errors(path: &str) -> &'static [ErrorCode] {
+    ENDPOINT_ERRORS.iter().find(|(p, _)| *p == path).map_or(&[], |(_, codes)| *codes)
 }
 
-/// The errors every OAuth endpoint may answer with, by status.
-fn oauth_errors() -> Value {
+fn oauth_error(description: &str, path: &str) -> Value {
+    let codes: Vec<&str> = endpoint_errors(path).iter().map(|c| c.as_str()).collect();
+    json_response(
+        description,
+        json!({"allOf": [{"$ref": "#/components/schemas/OAuthError"},
+            {"properties": {"error": {"enum": codes}}}]}),
+    )
+}
+
+/// The errors `path` may answer with, by status.
+fn oauth_errors(path: &str) -> Value {
     json!({
-        "400": oauth_error("The request was refused (RFC 6749 §5.2)"),
-        "401": oauth_error("Client authentication failed"),
+        "400": oauth_error("The request was refused (RFC 6749 §5.2)", path),
+        "401": oauth_error("Client authentication failed", path),
         "413": {"description": "The body is larger than the server accepts"},
         "415": {"description": "The body is not a form"},
-        "429": oauth_error("Too many requests from this client: try again later"),
-        "503": oauth_error("A store is unavailable: try again (Retry-After)"),
+        "429": oauth_error("Too many requests from this client: try again later", path),
+        "503": oauth_error("A store is unavailable: try again (Retry-After)", path),
     })
 }
 
@@ -72,29 +113,30 @@ pub fn document(issuer: &str) -> Value {
             "/token": {"post": {
                 "summary": "Token endpoint (RFC 6749, SMART Backend Services, RFC 8693 token exchange, RFC 9449 DPoP)",
                 "requestBody": form_body(token_form, &["grant_type"]),
-                "responses": with(json!({"200": json_response("Tokens", json!({"$ref": "#/components/schemas/TokenResponse"}))}), oauth_errors())}},
+                "responses": with(json!({"200": json_response("Tokens", json!({"$ref": "#/components/schemas/TokenResponse"}))}), oauth_errors("/token"))}},
             "/par": {"post": {
                 "summary": "Pushed authorization request (RFC 9126)",
                 "requestBody": form_body(par_form, &[]),
                 "responses": with(json!({"201": json_response("The request_uri to send to /authorize", json!({
                     "type": "object", "required": ["request_uri", "expires_in"],
-                    "properties": {"request_uri": {"type": "string"}, "expires_in": {"type": "integer"}}}))}), oauth_errors())}},
+                    "properties": {"request_uri": {"type": "string"}, "expires_in": {"type": "integer"}}}))}), oauth_errors("/par"))}},
             "/introspect": {"post": {
                 "summary": "Token introspection (RFC 7662, SMART profile)",
                 "requestBody": form_body(with(json!({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}), client_auth.clone()), &["token"]),
                 "responses": with(json!({"200": json_response("Whether the token is active, and its claims", json!({
-                    "type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}}))}), oauth_errors())}},
+                    "type": "object", "required": ["active"], "properties": {"active": {"type": "boolean"}}})),
+                    "403": oauth_error("The bearer token may not introspect", "/introspect")}), oauth_errors("/introspect"))}},
             "/revoke": {"post": {
                 "summary": "Token revocation (RFC 7009)",
                 "requestBody": form_body(with(json!({"token": {"type": "string"}, "token_type_hint": {"type": "string"}}), client_auth), &["token"]),
-                "responses": with(json!({"200": {"description": "Revoked, or never valid"}}), oauth_errors())}},
+                "responses": with(json!({"200": {"description": "Revoked, or never valid"}}), oauth_errors("/revoke"))}},
             "/register": {"post": {
                 "summary": "Dynamic client registration (RFC 7591), with an initial access token",
                 "security": [{"bearer": []}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object"}}}},
                 "responses": with(json!({
                     "201": json_response("The registered client", json!({"type": "object", "required": ["client_id"], "properties": {"client_id": {"type": "string"}}})),
-                    "404": oauth_error("Registration is switched off")}), oauth_errors())}},
+                    "404": oauth_error("Registration is switched off", "/register")}), oauth_errors("/register"))}},
             "/launch": {"post": {
                 "summary": "A trusted EHR registers a launch in context for a SMART app",
                 "security": [{"basic": []}],
@@ -105,7 +147,7 @@ pub fn document(issuer: &str) -> Value {
                     "201": json_response("The launch id and the app's launch URL", json!({"type": "object",
                         "required": ["launch", "launch_url", "expires_in"],
                         "properties": {"launch": {"type": "string"}, "launch_url": {"type": "string"}, "expires_in": {"type": "integer"}}})),
-                    "403": oauth_error("The EHR may not launch this app or vouch for this user")}), oauth_errors())}},
+                    "403": oauth_error("The EHR may not launch this app or vouch for this user", "/launch")}), oauth_errors("/launch"))}},
             "/availability": {"get": {
                 "summary": "Whether a patient has a care plan (existence and last update only)",
                 "security": [{"bearer": []}],

@@ -231,9 +231,14 @@ pub(crate) fn check_request(
         return Err(invalid("missing `aud`: name the FHIR server this token is for"));
     }
     if let Some(other) = targets.iter().find(|t| !app.names_fhir_base(t)) {
-        return Err(OAuthError::invalid_request(format!(
-            "`{other}` is not a FHIR server of this authorization server"
-        )));
+        let why = format!("`{other}` is not a FHIR server of this authorization server");
+        // an unacceptable RFC 8707 `resource` is `invalid_target` (RFC 8707 §2); SMART names no
+        // code for a wrong `aud`, and carebroker has always answered `invalid_request` for it
+        return Err(if params.get("aud") == Some(*other) {
+            OAuthError::invalid_request(why)
+        } else {
+            OAuthError::new(crate::oauth::error::ErrorCode::InvalidTarget, why)
+        });
     }
 
     let requested = ScopeSet::parse(params.get("scope").unwrap_or_default())

@@ -45,7 +45,7 @@ async fn every_other_error_redirects_with_error_state_and_iss() {
         (vec![("code_challenge", "too-short")], "invalid_request"),
         (vec![("aud", "")], "invalid_request"),
         (vec![("aud", "https://inferno.healthit.gov/invalid_aud")], "invalid_request"),
-        (vec![("aud", ""), ("resource", "https://elsewhere.example/fhir")], "invalid_request"),
+        (vec![("aud", ""), ("resource", "https://elsewhere.example/fhir")], "invalid_target"),
         (vec![("scope", "patient/CarePlan.zz")], "invalid_scope"),
         (vec![("scope", "system/*.rs")], "invalid_scope"),
         (vec![("scope", "user/Patient.d")], "invalid_scope"),
@@ -282,7 +282,7 @@ async fn resource_may_repeat_when_every_value_names_our_fhir_api() {
     let reply = app.get(&format!("{base}&resource={encoded}")).await;
     assert_eq!(reply.status, 303, "{}", reply.text());
     let elsewhere = app.get(&format!("{base}&resource=https%3A%2F%2Felsewhere.example%2Ffhir")).await;
-    assert_eq!(error_from(&elsewhere, Some("st-123")), "invalid_request");
+    assert_eq!(error_from(&elsewhere, Some("st-123")), "invalid_target");
     // `aud` itself may not repeat
     let doubled = app.get(&format!("{}&aud={encoded}", authorize_path(&challenge, &[]))).await;
     assert_eq!(doubled.status, 400, "{}", doubled.text());

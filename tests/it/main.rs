@@ -15,6 +15,7 @@ mod discovery;
 mod dpop;
 mod ehr_launch;
 mod ehr_presented;
+mod error_codes;
 mod faults;
 mod federation;
 mod federation_node;
