@@ -152,7 +152,14 @@ pub struct ClientMetadata {
     /// RFC 8693: the subject token types this client may exchange (`token_exchange` grant).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_exchange_subject_token_types: Vec<String>,
+    /// OpenID Connect Dynamic Client Registration §2: how its ID tokens are signed, `RS256`
+    /// (the default, which every OpenID client supports) or `ES256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
 }
+
+/// The ID-token signing algorithms a client may register.
+pub const ID_TOKEN_ALGS: [&str; 2] = ["RS256", "ES256"];
 
 /// Subject (and actor) token types carebroker can exchange (RFC 8693 §3).
 pub const EXCHANGEABLE_TOKEN_TYPES: [&str; 4] = [
@@ -263,6 +270,8 @@ pub struct Client {
     pub require_pushed_authorization_requests: bool,
     /// Subject token types it may exchange.
     pub token_exchange_subject_token_types: Vec<String>,
+    /// Its ID tokens are signed ES256 rather than RS256.
+    pub id_token_es256: bool,
     /// The metadata it was built from (stored, and echoed by registration).
     pub metadata: ClientMetadata,
 }
@@ -396,6 +405,12 @@ impl ClientMetadata {
                 problems.push(FieldProblem::new(field, "must be more than zero"));
             }
         }
+        if let Some(alg) = self.id_token_signed_response_alg.as_deref().filter(|a| !ID_TOKEN_ALGS.contains(a)) {
+            problems.push(FieldProblem::new(
+                "id_token_signed_response_alg",
+                format!("`{alg}` is not supported: use one of {}", ID_TOKEN_ALGS.join(", ")),
+            ));
+        }
         if self.access_token_lifetime_secs.is_some_and(|s| s > MAX_ACCESS_TOKEN_LIFETIME_SECS) {
             problems.push(FieldProblem::new(
                 "access_token_lifetime_secs",
@@ -423,6 +438,7 @@ impl ClientMetadata {
                 dpop_bound_access_tokens: self.dpop_bound_access_tokens,
                 require_pushed_authorization_requests: self.require_pushed_authorization_requests,
                 token_exchange_subject_token_types: self.token_exchange_subject_token_types.clone(),
+                id_token_es256: self.id_token_signed_response_alg.as_deref() == Some("ES256"),
                 metadata: self.clone(),
             }),
             _ => Err(problems),

@@ -8,7 +8,6 @@ use super::client_auth::CLIENT_ASSERTION_ALGS;
 use super::grants::ENABLED;
 use crate::app::App;
 use crate::domain::client::AuthMethod;
-use crate::token::keys::ID_TOKEN_ALG;
 
 /// SMART capabilities this server has.
 pub const CAPABILITIES: &[&str] = &[
@@ -147,7 +146,7 @@ pub fn openid_configuration(app: &App) -> Value {
     let c = &app.config;
     let mut doc = authorization_server_metadata(app);
     doc["subject_types_supported"] = json!(["public"]);
-    doc["id_token_signing_alg_values_supported"] = json!([ID_TOKEN_ALG.as_str()]);
+    doc["id_token_signing_alg_values_supported"] = json!(crate::domain::client::ID_TOKEN_ALGS);
     doc["userinfo_endpoint"] = Value::String(c.endpoint("/userinfo"));
     doc["end_session_endpoint"] = Value::String(c.endpoint("/logout"));
     doc["claims_supported"] = json!(CLAIMS_SUPPORTED);

@@ -153,7 +153,7 @@ pub fn issue_tokens(app: &App, issue: Issue<'_>) -> Result<TokenResponse, OAuthE
                 id["name"] = name.clone().into();
             }
         }
-        Some(ring.id_token_key().sign("JWT", &id).map_err(signing_failed)?)
+        Some(ring.id_token_key(issue.client.id_token_es256).sign("JWT", &id).map_err(signing_failed)?)
     } else {
         None
     };

@@ -13,7 +13,7 @@ use crate::domain::scope::{Scope, ScopeSet};
 use crate::keyspaces::SIGN_INS;
 use crate::token::access::CheckError;
 use crate::token::jose;
-use crate::token::keys::ID_TOKEN_ALG;
+use crate::token::keys::{ACCESS_TOKEN_ALG, ID_TOKEN_ALG};
 
 /// UserInfo: the claims of the signed-in user, for a token holding `openid`. A DPoP-bound token
 /// comes under the DPoP scheme with a proof of its key over this request (`method url`).
@@ -76,7 +76,11 @@ pub struct IdTokenHint {
 
 /// Verifies an ID token we issued (its expiry does not matter for logout).
 pub fn verify_id_token_hint(app: &App, hint: &str) -> Option<IdTokenHint> {
-    let jws = jose::decode(hint, &[ID_TOKEN_ALG]).ok()?;
+    let jws = jose::decode(hint, &[ID_TOKEN_ALG, ACCESS_TOKEN_ALG]).ok()?;
+    // an access token is signed by the same ES256 key as an ES256 ID token: only `typ: JWT` is one
+    if jws.header.typ.as_deref() != Some("JWT") {
+        return None;
+    }
     let ring = app.keys.ring();
     let key = ring.verifying_key(jws.header.kid.as_deref()?)?;
     let payload = jws.verify(key).ok()?;

@@ -266,9 +266,11 @@ impl KeyRing {
         &self.access
     }
 
-    /// The RS256 key that signs ID tokens.
-    pub fn id_token_key(&self) -> &SigningKey {
-        &self.id
+    /// The key that signs ID tokens: RS256, or for a client that registered
+    /// `id_token_signed_response_alg = ES256` the ES256 key (ID tokens carry `typ: JWT`, access
+    /// tokens `typ: at+jwt`, and each verifier insists on its own, so one is never taken for the other).
+    pub fn id_token_key(&self, es256: bool) -> &SigningKey {
+        if es256 { &self.access } else { &self.id }
     }
 
     /// A published verifying key by `kid`.

@@ -59,7 +59,7 @@ async fn openid_and_oauth_metadata_are_served_at_the_issuer() {
         }
     }
     let oidc = app.get("/.well-known/openid-configuration").await.json();
-    assert_eq!(oidc["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(oidc["id_token_signing_alg_values_supported"], serde_json::json!(["RS256", "ES256"]));
     assert_eq!(oidc["subject_types_supported"], serde_json::json!(["public"]));
     assert_eq!(oidc["response_types_supported"], serde_json::json!(["code"]));
     assert!(FHIR_BASE.starts_with(ISSUER));

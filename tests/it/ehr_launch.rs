@@ -164,3 +164,45 @@ async fn only_an_authenticated_trusted_ehr_may_register_launches() {
         .await
         .assert_error(400, "invalid_request");
 }
+
+/// A client that registered `id_token_signed_response_alg = ES256` gets ES256 ID tokens (at the
+/// code exchange and at every refresh), verifiable with the published JWKS; an access token,
+/// signed by the same ES256 key, is still never taken for an ID token (logout hint); an
+/// algorithm carebroker does not offer is refused at registration.
+#[tokio::test]
+async fn a_client_may_ask_for_es256_id_tokens_and_no_access_token_passes_as_one() {
+    let mut es256_app = public_app();
+    es256_app.id_token_signed_response_alg = Some("ES256".into());
+    let app = TestApp::builder().with_client(es256_app).with_client(trusted_ehr()).with_dev_users().build().await;
+    let launch = register_launch(&app, launch_body()).await;
+    let (verifier, challenge) = pkce_pair();
+    let scope = "launch openid fhirUser patient/*.rs offline_access";
+    let reply = app.get(&authorize_path(&challenge, &[("launch", &launch), ("scope", scope)])).await;
+    let tokens = exchange(&app, &code_from(&reply, "st-123"), &verifier).await.json();
+    let refreshed = app
+        .post_form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", APP)],
+            &[],
+        )
+        .await
+        .json();
+    let jwks: carebroker::domain::jwk::JwkSet = serde_json::from_value(app.get("/jwks.json").await.json()).unwrap();
+    for id_token in [tokens["id_token"].as_str().unwrap(), refreshed["id_token"].as_str().unwrap()] {
+        let jws = carebroker::token::jose::decode(id_token, &[carebroker::token::jose::Algorithm::ES256]).unwrap();
+        assert_eq!(jws.header.typ.as_deref(), Some("JWT"));
+        let jwk = jwks.keys.iter().find(|k| k.kid.as_deref() == jws.header.kid.as_deref()).expect("published");
+        let key = carebroker::token::jose::VerifyingKey::from_jwk(jwk, carebroker::token::jose::Algorithm::ES256).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&jws.verify(&key).expect("verifies")).unwrap();
+        assert_eq!(claims["aud"], APP);
+    }
+    // an access token (ES256, typ at+jwt) is no ID token hint
+    use carebroker::oauth::oidc::verify_id_token_hint;
+    assert!(verify_id_token_hint(&app.state, tokens["id_token"].as_str().unwrap()).is_some());
+    assert!(verify_id_token_hint(&app.state, tokens["access_token"].as_str().unwrap()).is_none());
+    // and only RS256 and ES256 may be registered
+    let mut hs = public_app();
+    hs.id_token_signed_response_alg = Some("HS256".into());
+    let problems = hs.validate().unwrap_err();
+    assert!(problems.iter().any(|p| p.field == "id_token_signed_response_alg"), "{problems:?}");
+}
