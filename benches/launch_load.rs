@@ -9,6 +9,8 @@
 //! - `peer-refresh`: POST /token grant_type=refresh_token, rotating (node-oidc-provider)
 //!
 //! Prints `RESULT target=… rps=… p50_us=… p99_us=… errors=…`.
+//! With `STOP_AFTER=N` in the environment it stops once N round trips have completed (the memory
+//! benchmark, `scripts/bench-memory`, makes an exact number of live grants that way).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,14 +195,16 @@ async fn main() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
+    let stop_after: u64 = std::env::var("STOP_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+    let completed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|i| {
-            let (http, target, errors) = (http.clone(), targets[i].clone(), errors.clone());
+            let (http, target, errors, completed) = (http.clone(), targets[i].clone(), errors.clone(), completed.clone());
             let mut token = seeds.get(i).cloned().unwrap_or_default();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && completed.fetch_add(1, Ordering::Relaxed) < stop_after {
                     let t0 = Instant::now();
                     let result = if refreshing {
                         refresh(&http, &target, &token).await

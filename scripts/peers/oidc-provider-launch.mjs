@@ -4,7 +4,7 @@
 //                carries the session cookie of a signed-in user whose grant already covers the
 //                requested scopes, so the answer is a 303 straight to the redirect_uri with `code`.
 //   POST /token  grant_type=authorization_code -> access token (JWT, ES256, aud = .../fhir),
-//                ID token (RS256) and refresh token.
+//                ID token (RS256, or ES256 with --id-token-alg) and refresh token.
 //   POST /token  grant_type=refresh_token -> new tokens; the refresh token rotates on every use
 //                and reusing a rotated one fails (and revokes the grant, as oidc-provider does).
 //
@@ -17,7 +17,7 @@
 // nothing to prompt for. Each call makes a fresh session + grant (e.g. one per load-gen worker).
 //
 // Usage:
-//   NODE_ENV=production node scripts/peers/oidc-provider-launch.mjs --port 9402 [--verbose]
+//   NODE_ENV=production node scripts/peers/oidc-provider-launch.mjs --port 9402 [--id-token-alg ES256] [--verbose]
 // Prints `listening http://127.0.0.1:PORT` once ready.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string', default: '9402' },
     verbose: { type: 'boolean', default: false }, // print why each rejected request failed
+    'id-token-alg': { type: 'string', default: 'RS256' }, // RS256 or ES256, as carebroker's client registers
   },
 });
 
@@ -142,14 +143,14 @@ const configuration = {
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     redirect_uris: [redirectUri],
-    id_token_signed_response_alg: 'RS256',
+    id_token_signed_response_alg: args['id-token-alg'],
   }],
   jwks,
   findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
   scopes: ['openid', 'offline_access'],
   responseTypes: ['code'],
   clientAuthMethods: ['none'],
-  enabledJWA: { idTokenSigningAlgValues: ['RS256'] },
+  enabledJWA: { idTokenSigningAlgValues: ['RS256', 'ES256'] },
   pkce: { required: () => true }, // only S256 is supported by oidc-provider 9
   ttl,
   // oidc-provider silently drops `offline_access` from an authorization request unless it also
