@@ -119,10 +119,12 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 4 } else { 16 })
             // a database that is down (a failover) refuses quickly, as a 503, instead of holding
-            // the request for sqlx's default 30 s; a pooled connection is checked before use, so
-            // connections that died with the old primary are replaced, never handed out
+            // the request for sqlx's default 30 s; a pooled PostgreSQL connection is checked
+            // before use, so connections that died with the old primary are replaced, never
+            // handed out. A SQLite file does not drop connections, and the check would be one
+            // more round trip to the connection's thread on every statement.
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(true)
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
@@ -593,6 +595,8 @@ fn audit_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, StoreError> {
 
 const AUDIT_COLUMNS: &str = "seq, time, patient, actor, data, prev_hash, hash";
 const AUDIT_APPEND_ATTEMPTS: usize = 8;
+/// Records per INSERT statement (7 parameters each: well under SQLite's and PostgreSQL's limits).
+const AUDIT_ROWS_PER_INSERT: usize = 64;
 
 impl SqlStore {
     async fn try_append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, sqlx::Error> {
@@ -612,25 +616,39 @@ impl SqlStore {
             Some(row) => (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?),
             None => (0, GENESIS_HASH.to_owned()),
         };
-        let mut out = Vec::with_capacity(drafts.len());
+        // chain every record first, then write them with one multi-row INSERT per chunk: a
+        // statement is a round trip to the connection's thread, so a batch of n records costs
+        // a handful of them instead of n
+        let mut rows = Vec::with_capacity(drafts.len());
         for draft in drafts {
             seq += 1;
             let hash = chain_hash(&prev, seq, draft.time, &draft.data);
+            rows.push((seq, draft, std::mem::replace(&mut prev, hash.clone()), hash));
+        }
+        for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+            let placeholders: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p: Vec<String> = (1..=7).map(|c| format!("${}", i * 7 + c)).collect();
+                    format!("({})", p.join(", "))
+                })
+                .collect();
             // INVARIANT: `seq` is the primary key, so even appenders the locks do not cover (two
             // processes on one SQLite file) cannot both commit on one tail: the loser retries.
-            sqlx::query(&format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
-                .bind(seq)
-                .bind(draft.time)
-                .bind(&draft.patient)
-                .bind(&draft.actor)
-                .bind(&draft.data)
-                .bind(&prev)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
-            out.push(seq);
-            prev = hash;
+            let sql = format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES {}", placeholders.join(", "));
+            let mut query = sqlx::query(&sql);
+            for (seq, draft, prev, hash) in chunk {
+                query = query
+                    .bind(*seq)
+                    .bind(draft.time)
+                    .bind(&draft.patient)
+                    .bind(&draft.actor)
+                    .bind(&draft.data)
+                    .bind(prev)
+                    .bind(hash);
+            }
+            query.execute(&mut *tx).await?;
         }
+        let out = rows.iter().map(|(seq, ..)| *seq).collect();
         tx.commit().await?;
         Ok(out)
     }
