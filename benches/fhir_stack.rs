@@ -93,6 +93,9 @@ impl GrantStore for NoAudit {
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         self.inner.refresh_token_grant(token_hash).await
     }
+    async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.inner.grant_by_refresh_token(token_hash).await
+    }
 }
 
 #[async_trait]

@@ -56,9 +56,9 @@ pub async fn revoke(app: &App, request: FormRequest<'_>) -> Result<Revoked, OAut
 
 /// Revokes the grant of a refresh token the client holds.
 async fn revoke_refresh_token(app: &App, client_id: &str, token: &str, now: i64) -> Result<Revoked, OAuthError> {
-    let durable = &app.stores.durable;
-    let Some(grant_id) = durable.refresh_token_grant(&token_hash(token)).await? else { return Ok(Revoked::Nothing) };
-    let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(Revoked::Nothing) };
+    let Some(grant) = app.stores.durable.grant_by_refresh_token(&token_hash(token)).await? else {
+        return Ok(Revoked::Nothing);
+    };
     if grant.client_id != client_id {
         tracing::warn!(client_id = %client_id, owner = %grant.client_id, "revocation of another client's refresh token ignored");
         return Ok(Revoked::Nothing);

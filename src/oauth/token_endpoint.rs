@@ -52,9 +52,8 @@ pub fn confirmation(dpop_jkt: Option<&str>) -> Option<serde_json::Value> {
 async fn public_client_of_refresh_token(app: &App, params: &Params) -> Result<AuthenticatedClient, OAuthError> {
     let unidentified = || OAuthError::invalid_client("the client did not identify itself");
     let token = params.get("refresh_token").ok_or_else(unidentified)?;
-    let durable = &app.stores.durable;
-    let grant_id = durable.refresh_token_grant(&super::issue::token_hash(token)).await?.ok_or_else(unidentified)?;
-    let grant = durable.get_grant(&grant_id).await?.ok_or_else(unidentified)?;
+    let hash = super::issue::token_hash(token);
+    let grant = app.stores.durable.grant_by_refresh_token(&hash).await?.ok_or_else(unidentified)?;
     let client = app.clients.get(&grant.client_id).await?.ok_or_else(unidentified)?;
     if !client.is_public() {
         return Err(OAuthError::invalid_client("this client must authenticate"));

@@ -116,6 +116,8 @@ pub trait GrantStore: Send + Sync + Debug {
     async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError>;
     /// The grant a refresh token belongs to, without using it.
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+    /// The whole grant a refresh token belongs to, without using it (one statement).
+    async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError>;
 }
 
 /// A stored FHIR resource at one version.

@@ -246,6 +246,8 @@ impl RevocationStore for SqlStore {
     }
 }
 
+const GRANT_COLUMNS: &str = "id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at";
+
 fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<GrantRecord, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("grant row: {e}"));
     Ok(GrantRecord {
@@ -284,9 +286,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at FROM grants WHERE id = $1",
-        )
+        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
@@ -354,6 +354,19 @@ impl GrantStore for SqlStore {
             Some(grant_id) => RefreshTokenUse::Reused { grant_id },
             None => RefreshTokenUse::Unknown,
         })
+    }
+
+    async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let columns: Vec<String> = GRANT_COLUMNS.split(", ").map(|c| format!("g.{c}")).collect();
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+            columns.join(", ")
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(grant_from_row).transpose()
     }
 
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {

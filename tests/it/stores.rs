@@ -88,8 +88,57 @@ async fn durable_contract(store: Arc<dyn DurableStore>) {
     assert!(store.purge_expired(1001).await.unwrap() >= 1);
     assert!(!store.is_revoked(&[&jti]).await.unwrap());
 
+    grant_contract(store.clone()).await;
     resource_contract(store.as_ref()).await;
     audit_contract(store.as_ref()).await;
+}
+
+async fn grant_contract(store: Arc<dyn DurableStore>) {
+    use carebroker::store::{GrantRecord, RefreshTokenUse};
+    let id = format!("g-{}", carebroker::token::random_token(6));
+    let grant = GrantRecord {
+        id: id.clone(),
+        client_id: "viewer".into(),
+        subject: "dev:nurse".into(),
+        scope: "patient/*.rs offline_access".into(),
+        session_id: Some(format!("s-{id}")),
+        data: "{\"dpop_jkt\":null}".into(),
+        created_at: 100,
+        expires_at: 10_000,
+        revoked_at: None,
+    };
+    store.insert_grant(&grant).await.unwrap();
+    assert_eq!(store.get_grant(&id).await.unwrap(), Some(grant.clone()));
+    let hash = format!("h-{id}");
+    store.insert_refresh_token(&hash, &id, 5_000, 100).await.unwrap();
+    assert_eq!(store.grant_by_refresh_token(&hash).await.unwrap(), Some(grant.clone()), "peeking spends nothing");
+    assert_eq!(store.refresh_token_grant(&hash).await.unwrap(), Some(id.clone()));
+    assert_eq!(store.grant_by_refresh_token("unknown").await.unwrap(), None);
+    assert_eq!(store.grants_of_session(&format!("s-{id}")).await.unwrap(), vec![id.clone()]);
+
+    // of concurrent uses of one refresh token exactly one is fresh, the rest are replays
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, hash) = (store.clone(), hash.clone());
+            tokio::spawn(async move { store.use_refresh_token(&hash, 200).await.unwrap() })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            RefreshTokenUse::Fresh { grant_id, expires_at } => {
+                assert_eq!((grant_id.as_str(), expires_at), (id.as_str(), 5_000));
+                fresh += 1;
+            }
+            RefreshTokenUse::Reused { grant_id } => assert_eq!(grant_id, id),
+            RefreshTokenUse::Unknown => panic!("the token is known"),
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one concurrent use of a refresh token wins");
+    assert_eq!(store.use_refresh_token("unknown", 200).await.unwrap(), RefreshTokenUse::Unknown);
+    assert!(store.revoke_grant(&id, 300).await.unwrap());
+    assert!(!store.revoke_grant(&id, 301).await.unwrap(), "already revoked");
+    assert_eq!(store.get_grant(&id).await.unwrap().unwrap().revoked_at, Some(300));
 }
 
 async fn resource_contract(store: &dyn DurableStore) {

@@ -101,9 +101,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
 /// A public client's refresh token bound to a DPoP key is refused, and not spent, without a
 /// proof made with that key (RFC 9449 §5).
 async fn check_refresh_binding(app: &crate::app::App, hash: &str, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
-    let durable = &app.stores.durable;
-    let Some(grant_id) = durable.refresh_token_grant(hash).await? else { return Ok(()) };
-    let Some(grant) = durable.get_grant(&grant_id).await? else { return Ok(()) };
+    let Some(grant) = app.stores.durable.grant_by_refresh_token(hash).await? else { return Ok(()) };
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
     match (data.dpop_jkt.as_deref(), dpop_jkt) {
         (Some(bound), Some(presented)) if bound == presented => Ok(()),
