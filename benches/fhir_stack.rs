@@ -115,7 +115,12 @@ impl ResourceStore for NoAudit {
     async fn resource_history(&self, kind: &str, id: &str) -> Result<Vec<StoredResource>, StoreError> {
         self.inner.resource_history(kind, id).await
     }
-    async fn search_resources(&self, kind: &str, c: &[Criterion], limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+    async fn search_resources(
+        &self,
+        kind: &str,
+        c: &[Criterion],
+        limit: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
         self.inner.search_resources(kind, c, limit).await
     }
     async fn list_resources(&self, kind: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError> {

@@ -200,7 +200,8 @@ async fn main() {
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|i| {
-            let (http, target, errors, completed) = (http.clone(), targets[i].clone(), errors.clone(), completed.clone());
+            let (http, target, errors, completed) =
+                (http.clone(), targets[i].clone(), errors.clone(), completed.clone());
             let mut token = seeds.get(i).cloned().unwrap_or_default();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();

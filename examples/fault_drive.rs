@@ -156,7 +156,9 @@ impl Ctx {
                     body["error"] == "temporarily_unavailable"
                 };
                 if !retry_after || !form_ok {
-                    ledger.violations.push(format!("{flow:?}: 503 without Retry-After or the spec's error form: {body}"));
+                    ledger
+                        .violations
+                        .push(format!("{flow:?}: 503 without Retry-After or the spec's error form: {body}"));
                 }
                 Answer::Refused
             }
@@ -181,7 +183,8 @@ impl Ctx {
             ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
             ("client_assertion", &assertion),
         ];
-        let Answer::Ok(body) = self.send(Flow::BackendToken, self.http.post(format!("{node}/token")).form(&form), false).await
+        let Answer::Ok(body) =
+            self.send(Flow::BackendToken, self.http.post(format!("{node}/token")).form(&form), false).await
         else {
             return None;
         };
@@ -257,7 +260,8 @@ impl Ctx {
     async fn refresh(&self, n: usize, token: &str) -> Option<String> {
         let node = self.node(n);
         let form = [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", "demo-app")];
-        let Answer::Ok(body) = self.send(Flow::Refresh, self.http.post(format!("{node}/token")).form(&form), false).await
+        let Answer::Ok(body) =
+            self.send(Flow::Refresh, self.http.post(format!("{node}/token")).form(&form), false).await
         else {
             return None;
         };
@@ -468,9 +472,11 @@ async fn check(ctx: &Ctx, postgres: &str, mended: &[(String, f64)]) -> bool {
         accepted_again += replay(ctx, &form).await;
     }
     for token in ledger.spent_refresh.iter().take(MAX_REPLAYS) {
-        accepted_again +=
-            replay(ctx, &[("grant_type", "refresh_token"), ("refresh_token", token.as_str()), ("client_id", "demo-app")])
-                .await;
+        accepted_again += replay(
+            ctx,
+            &[("grant_type", "refresh_token"), ("refresh_token", token.as_str()), ("client_id", "demo-app")],
+        )
+        .await;
     }
     println!(
         "single-use values tried again: {} jtis, {} codes, {} refresh tokens; accepted again: {accepted_again}",
@@ -496,7 +502,9 @@ async fn check(ctx: &Ctx, postgres: &str, mended: &[(String, f64)]) -> bool {
         violations.push(format!("{missing} acknowledged writes are not in the database"));
     }
     match carebroker::audit::verify(&store).await {
-        Ok(carebroker::audit::Verification::Intact { records, .. }) => println!("audit chain: intact, {records} records"),
+        Ok(carebroker::audit::Verification::Intact { records, .. }) => {
+            println!("audit chain: intact, {records} records")
+        }
         other => violations.push(format!("audit chain: {other:?}")),
     }
     let mut audited: BTreeMap<&str, u64> = BTreeMap::new();

@@ -41,7 +41,10 @@ pub const ENDPOINT_ERRORS: [(&str, &[ErrorCode]); 6] = {
                 TemporarilyUnavailable,
             ],
         ),
-        ("/par", &[InvalidRequest, InvalidClient, UnauthorizedClient, InvalidScope, InvalidTarget, TemporarilyUnavailable]),
+        (
+            "/par",
+            &[InvalidRequest, InvalidClient, UnauthorizedClient, InvalidScope, InvalidTarget, TemporarilyUnavailable],
+        ),
         ("/introspect", &[InvalidRequest, InvalidClient, InvalidToken, InsufficientScope, TemporarilyUnavailable]),
         ("/revoke", &[InvalidRequest, InvalidClient, TemporarilyUnavailable]),
         ("/register", &[InvalidToken, InvalidRedirectUri, InvalidClientMetadata, NotFound, TemporarilyUnavailable]),

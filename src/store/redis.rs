@@ -101,8 +101,9 @@ impl EphemeralStore for RedisStore {
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
-        let reply: Option<String> =
-            self.query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_millis(ttl))).await?;
+        let reply: Option<String> = self
+            .query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_millis(ttl)))
+            .await?;
         Ok(reply.is_some())
     }
 

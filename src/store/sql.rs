@@ -287,10 +287,10 @@ impl GrantStore for SqlStore {
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
         row.as_ref().map(grant_from_row).transpose()
     }
 

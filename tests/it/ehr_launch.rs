@@ -182,7 +182,11 @@ async fn a_client_may_ask_for_es256_id_tokens_and_no_access_token_passes_as_one(
     let refreshed = app
         .post_form(
             "/token",
-            &[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap()), ("client_id", APP)],
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                ("client_id", APP),
+            ],
             &[],
         )
         .await
@@ -192,7 +196,8 @@ async fn a_client_may_ask_for_es256_id_tokens_and_no_access_token_passes_as_one(
         let jws = carebroker::token::jose::decode(id_token, &[carebroker::token::jose::Algorithm::ES256]).unwrap();
         assert_eq!(jws.header.typ.as_deref(), Some("JWT"));
         let jwk = jwks.keys.iter().find(|k| k.kid.as_deref() == jws.header.kid.as_deref()).expect("published");
-        let key = carebroker::token::jose::VerifyingKey::from_jwk(jwk, carebroker::token::jose::Algorithm::ES256).unwrap();
+        let key =
+            carebroker::token::jose::VerifyingKey::from_jwk(jwk, carebroker::token::jose::Algorithm::ES256).unwrap();
         let claims: serde_json::Value = serde_json::from_slice(&jws.verify(&key).expect("verifies")).unwrap();
         assert_eq!(claims["aud"], APP);
     }

@@ -84,7 +84,9 @@ async fn reach(app: &TestApp, key: &ClientKey, path: &str, code: &str) -> Option
             app.post_form("/token", &[("grant_type", "client_credentials"), ("grant_type", "client_credentials")], &[])
                 .await
         }
-        ("/token", "invalid_client") => app.post_form("/token", &backend_form(&wrong_key, "system/CarePlan.rs"), &[]).await,
+        ("/token", "invalid_client") => {
+            app.post_form("/token", &backend_form(&wrong_key, "system/CarePlan.rs"), &[]).await
+        }
         ("/token", "invalid_grant") => {
             let form = [
                 ("grant_type", "authorization_code"),
@@ -109,7 +111,9 @@ async fn reach(app: &TestApp, key: &ClientKey, path: &str, code: &str) -> Option
             form[0] = ("grant_type", "password");
             app.post_form("/token", &form, &[]).await
         }
-        ("/token", "invalid_scope") => app.post_form("/token", &backend_form(&assertion, "system/Observation.rs"), &[]).await,
+        ("/token", "invalid_scope") => {
+            app.post_form("/token", &backend_form(&assertion, "system/Observation.rs"), &[]).await
+        }
         ("/token", "invalid_target") => {
             let form = [
                 ("grant_type", EXCHANGE),
@@ -133,8 +137,12 @@ async fn reach(app: &TestApp, key: &ClientKey, path: &str, code: &str) -> Option
         }
         ("/par", "invalid_request") => app.post_form("/par", &with(&public, &[("scope", "patient/*.rs")]), &[]).await,
         ("/par", "invalid_client") => {
-            app.post_form("/par", &[("client_id", "confidential"), ("client_secret", "wrong"), ("response_type", "code")], &[])
-                .await
+            app.post_form(
+                "/par",
+                &[("client_id", "confidential"), ("client_secret", "wrong"), ("response_type", "code")],
+                &[],
+            )
+            .await
         }
         ("/par", "unauthorized_client") => {
             let form = [
@@ -153,7 +161,8 @@ async fn reach(app: &TestApp, key: &ClientKey, path: &str, code: &str) -> Option
             app.post_form("/par", &form, &[]).await
         }
         ("/par", "invalid_target") => {
-            let form = with(&with(&public, &pkce), &[("scope", "patient/*.rs"), ("resource", "https://unknown.example/fhir")]);
+            let form =
+                with(&with(&public, &pkce), &[("scope", "patient/*.rs"), ("resource", "https://unknown.example/fhir")]);
             app.post_form("/par", &form, &[]).await
         }
         ("/par", "temporarily_unavailable") => {

@@ -102,7 +102,9 @@ async fn the_postgres_pool_recovers_from_a_failover_and_refuses_with_503_meanwhi
         .with_client(backend_client("backend", &key, "system/CarePlan.rs"))
         .build()
         .await;
-    let ask = || async { app.post_form("/token", &backend_form(&key.assertion("backend", app.now()), "system/CarePlan.rs"), &[]).await };
+    let ask = || async {
+        app.post_form("/token", &backend_form(&key.assertion("backend", app.now()), "system/CarePlan.rs"), &[]).await
+    };
     let mut issued = Vec::new();
     for _ in 0..10 {
         let reply = ask().await;

@@ -60,9 +60,15 @@ type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
 
 pub enum StoreChoice {
     Embedded,
-    RedisPostgres { redis_url: String, postgres_url: String },
+    RedisPostgres {
+        redis_url: String,
+        postgres_url: String,
+    },
     /// A Redis Cluster through its comma-separated seed URLs, and PostgreSQL.
-    RedisClusterPostgres { seeds: String, postgres_url: String },
+    RedisClusterPostgres {
+        seeds: String,
+        postgres_url: String,
+    },
 }
 
 pub struct TestAppBuilder {

@@ -29,7 +29,9 @@ impl Redis {
         let postgres_url = postgres_url.to_owned();
         match self {
             Self::Standalone => crate::support::StoreChoice::RedisPostgres { redis_url: redis_url(), postgres_url },
-            Self::Cluster => crate::support::StoreChoice::RedisClusterPostgres { seeds: redis_cluster_urls(), postgres_url },
+            Self::Cluster => {
+                crate::support::StoreChoice::RedisClusterPostgres { seeds: redis_cluster_urls(), postgres_url }
+            }
         }
     }
 }
