@@ -47,6 +47,7 @@ fn describe() {
     describe_counter!("carebroker_oauth_refusals_total", "OAuth refusals by error code");
     describe_counter!("carebroker_fhir_refusals_total", "FHIR refusals by HTTP status");
     describe_counter!("carebroker_policy_decisions_total", "Access policy decisions by effect");
+    describe_counter!("carebroker_store_operations_total", "Store operations by store, backend and operation");
     describe_counter!("carebroker_store_errors_total", "Store errors by backend and store");
     describe_histogram!("carebroker_audit_append_duration_seconds", "Time to append one batch to the audit log");
     describe_counter!("carebroker_audit_records_total", "Audit records appended");
@@ -86,6 +87,13 @@ pub fn fhir_refusal(status: u16) {
 
 pub fn policy_decision(permit: bool) {
     counter!("carebroker_policy_decisions_total", "effect" => if permit { "permit" } else { "deny" }).increment(1);
+}
+
+/// A store call: `store` is `durable` or `ephemeral`, `backend` the kind behind it, `operation`
+/// the trait method.
+pub fn store_operation(store: &'static str, backend: &'static str, operation: &'static str) {
+    counter!("carebroker_store_operations_total", "store" => store, "backend" => backend, "operation" => operation)
+        .increment(1);
 }
 
 /// A store call that failed: `store` is `durable` or `ephemeral`, `backend` the kind behind it.

@@ -64,6 +64,7 @@ impl MemoryStore {
 #[async_trait]
 impl EphemeralStore for MemoryStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        crate::telemetry::store_operation("ephemeral", "memory", "put");
         let entry = Entry { value: value.to_vec(), expires_at_ms: self.expiry(ttl) };
         self.shard(key).lock().insert(key.to_owned(), entry);
         self.after_write();
@@ -71,6 +72,7 @@ impl EphemeralStore for MemoryStore {
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+        crate::telemetry::store_operation("ephemeral", "memory", "put_if_absent");
         let now = self.clock.now_millis();
         let stored = {
             let mut shard = self.shard(key).lock();
@@ -87,16 +89,19 @@ impl EphemeralStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        crate::telemetry::store_operation("ephemeral", "memory", "get");
         let now = self.clock.now_millis();
         Ok(self.shard(key).lock().get(key).filter(|e| e.expires_at_ms > now).map(|e| e.value.clone()))
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        crate::telemetry::store_operation("ephemeral", "memory", "take");
         let now = self.clock.now_millis();
         Ok(self.shard(key).lock().remove(key).filter(|e| e.expires_at_ms > now).map(|e| e.value))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        crate::telemetry::store_operation("ephemeral", "memory", "delete");
         let now = self.clock.now_millis();
         Ok(self.shard(key).lock().remove(key).is_some_and(|e| e.expires_at_ms > now))
     }

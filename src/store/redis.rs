@@ -85,7 +85,12 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        crate::telemetry::store_operation("ephemeral", "redis", operation);
         match &self.connection {
             Connection::Standalone(c) => command.query_async(&mut c.clone()).await,
             Connection::Cluster(c) => command.query_async(&mut c.clone()).await,
@@ -97,26 +102,29 @@ impl RedisStore {
 #[async_trait]
 impl EphemeralStore for RedisStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        self.query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("PX").arg(ttl_millis(ttl))).await
+        self.query("put", redis::cmd("SET").arg(self.key(key)).arg(value).arg("PX").arg(ttl_millis(ttl))).await
     }
 
     async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
         let reply: Option<String> = self
-            .query(redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_millis(ttl)))
+            .query(
+                "put_if_absent",
+                redis::cmd("SET").arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ttl_millis(ttl)),
+            )
             .await?;
         Ok(reply.is_some())
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GET").arg(self.key(key))).await
+        self.query("get", redis::cmd("GET").arg(self.key(key))).await
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.query(redis::cmd("GETDEL").arg(self.key(key))).await
+        self.query("take", redis::cmd("GETDEL").arg(self.key(key))).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let removed: i64 = self.query(redis::cmd("DEL").arg(self.key(key))).await?;
+        let removed: i64 = self.query("delete", redis::cmd("DEL").arg(self.key(key))).await?;
         Ok(removed > 0)
     }
 }

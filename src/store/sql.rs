@@ -143,6 +143,11 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// Counts one store operation for `/metrics` (by backend and operation, never by key).
+    fn count(&self, operation: &'static str) {
+        crate::telemetry::store_operation("durable", if self.postgres { "postgres" } else { "sqlite" }, operation);
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
             .execute(&self.pool)
@@ -175,6 +180,7 @@ impl SqlStore {
 #[async_trait]
 impl ClientStore for SqlStore {
     async fn insert_client(&self, metadata: &ClientMetadata, now: i64) -> Result<bool, StoreError> {
+        self.count("insert_client");
         let json = serde_json::to_string(metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let done = sqlx::query(
             "INSERT INTO clients (client_id, metadata, created_at) VALUES ($1, $2, $3) ON CONFLICT (client_id) DO NOTHING",
@@ -189,6 +195,7 @@ impl ClientStore for SqlStore {
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientMetadata>, StoreError> {
+        self.count("get_client");
         let row = sqlx::query("SELECT metadata FROM clients WHERE client_id = $1")
             .bind(client_id)
             .fetch_optional(&self.pool)
@@ -209,6 +216,7 @@ impl ClientStore for SqlStore {
 #[async_trait]
 impl RevocationStore for SqlStore {
     async fn revoke(&self, id: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.count("revoke");
         sqlx::query(
             "INSERT INTO revocations (id, expires_at) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET expires_at = CASE WHEN excluded.expires_at > revocations.expires_at
@@ -223,6 +231,7 @@ impl RevocationStore for SqlStore {
     }
 
     async fn is_revoked(&self, ids: &[&str]) -> Result<bool, StoreError> {
+        self.count("is_revoked");
         for id in ids {
             let row = sqlx::query("SELECT 1 FROM revocations WHERE id = $1")
                 .bind(*id)
@@ -237,6 +246,7 @@ impl RevocationStore for SqlStore {
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.count("purge_expired");
         let done = sqlx::query("DELETE FROM revocations WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
@@ -266,6 +276,7 @@ fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<GrantRecord, StoreError> {
 #[async_trait]
 impl GrantStore for SqlStore {
     async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        self.count("insert_grant");
         sqlx::query(
             "INSERT INTO grants (id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -286,6 +297,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.count("get_grant");
         let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -295,6 +307,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        self.count("revoke_grant");
         let done = sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
             .bind(now)
@@ -305,6 +318,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
+        self.count("grants_of_session");
         let rows = sqlx::query("SELECT id FROM grants WHERE session_id = $1 AND revoked_at IS NULL")
             .bind(session_id)
             .fetch_all(&self.pool)
@@ -320,6 +334,7 @@ impl GrantStore for SqlStore {
         expires_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
+        self.count("insert_refresh_token");
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -334,6 +349,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
+        self.count("use_refresh_token");
         // INVARIANT: one UPDATE with the `used_at IS NULL` guard is the single atomic step; of
         // concurrent callers exactly one gets the row back.
         let won = sqlx::query(
@@ -357,6 +373,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.count("grant_by_refresh_token");
         let columns: Vec<String> = GRANT_COLUMNS.split(", ").map(|c| format!("g.{c}")).collect();
         let row = sqlx::query(&format!(
             "SELECT {} FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
@@ -370,6 +387,7 @@ impl GrantStore for SqlStore {
     }
 
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        self.count("refresh_token_grant");
         let row = sqlx::query("SELECT grant_id FROM refresh_tokens WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&self.pool)
@@ -437,6 +455,7 @@ async fn write_history(
 #[async_trait]
 impl ResourceStore for SqlStore {
     async fn create_resource_if_absent(&self, write: ResourceWrite<'_>) -> Result<bool, StoreError> {
+        self.count("create_resource_if_absent");
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let created = sqlx::query(
             "INSERT INTO resources (resource_type, id, version, last_updated, data) VALUES ($1, $2, 1, $3, $4)
@@ -464,6 +483,7 @@ impl ResourceStore for SqlStore {
         write: ResourceWrite<'_>,
         expected_version: i64,
     ) -> Result<UpdateOutcome, StoreError> {
+        self.count("update_resource");
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // INVARIANT: the version guard in the WHERE clause makes the compare-and-set atomic.
         let updated = sqlx::query(
@@ -507,6 +527,7 @@ impl ResourceStore for SqlStore {
     }
 
     async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        self.count("read_resource");
         let row =
             sqlx::query(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE resource_type = $1 AND id = $2"))
                 .bind(resource_type)
@@ -523,6 +544,7 @@ impl ResourceStore for SqlStore {
         id: &str,
         version: i64,
     ) -> Result<Option<StoredResource>, StoreError> {
+        self.count("read_resource_version");
         let row = sqlx::query(&format!(
             "SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE resource_type = $1 AND id = $2 AND version = $3"
         ))
@@ -536,6 +558,7 @@ impl ResourceStore for SqlStore {
     }
 
     async fn resource_history(&self, resource_type: &str, id: &str) -> Result<Vec<StoredResource>, StoreError> {
+        self.count("resource_history");
         let rows = sqlx::query(&format!(
             "SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE resource_type = $1 AND id = $2 ORDER BY version DESC"
         ))
@@ -553,6 +576,7 @@ impl ResourceStore for SqlStore {
         criteria: &[Criterion],
         limit: i64,
     ) -> Result<Vec<StoredResource>, StoreError> {
+        self.count("search_resources");
         if criteria.iter().any(|c| c.values.is_empty()) {
             return Ok(Vec::new());
         }
@@ -581,6 +605,7 @@ impl ResourceStore for SqlStore {
     }
 
     async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
+        self.count("list_resources");
         let rows = sqlx::query(&format!(
             "SELECT {RESOURCE_COLUMNS} FROM resources WHERE resource_type = $1 ORDER BY id LIMIT $2"
         ))
@@ -670,6 +695,7 @@ impl SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError> {
+        self.count("append_audit");
         // Only the database refusing the write (SQLite busy, another process took the sequence
         // number) is worth another go; a pool or I/O failure is reported at once.
         let _one_at_a_time = self.audit_append.lock().await;
@@ -687,6 +713,7 @@ impl AuditStore for SqlStore {
     }
 
     async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.count("audit_records");
         let rows = sqlx::query(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .bind(after)
             .bind(limit)
@@ -704,6 +731,7 @@ impl AuditStore for SqlStore {
         until: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.count("search_audit");
         let rows = sqlx::query(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_log
              WHERE ($1 IS NULL OR patient = $1) AND ($2 IS NULL OR actor = $2)

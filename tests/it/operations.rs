@@ -61,6 +61,20 @@ async fn metrics_count_requests_tokens_refusals_decisions_and_audit_without_nami
     assert!(grew("carebroker_fhir_refusals_total", &["status=\"404\""]), "{after}");
     assert!(grew("carebroker_policy_decisions_total", &["effect=\"permit\""]), "{after}");
     assert!(grew("carebroker_audit_records_total", &[]), "{after}");
+    assert!(
+        grew(
+            "carebroker_store_operations_total",
+            &["store=\"durable\"", "backend=\"sqlite\"", "operation=\"read_resource\""]
+        ),
+        "{after}"
+    );
+    assert!(
+        grew(
+            "carebroker_store_operations_total",
+            &["store=\"ephemeral\"", "backend=\"memory\"", "operation=\"put_if_absent\""]
+        ),
+        "{after}"
+    );
     assert!(after.contains("carebroker_audit_append_duration_seconds_bucket"), "{after}");
     assert!(sample(&after, "carebroker_signing_key_age_seconds", &[]).is_some_and(|age| age >= 0.0), "{after}");
 
