@@ -93,6 +93,34 @@ struct Ctx {
     ledger: Mutex<Ledger>,
 }
 
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The backend-services token request with `assertion`.
+fn backend_form(assertion: &str) -> [(&'static str, &str); 4] {
+    [
+        ("grant_type", "client_credentials"),
+        ("scope", SCOPE),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ]
+}
+
+/// The app's code exchange.
+fn code_form<'a>(code: &'a str, verifier: &'a str) -> [(&'static str, &'a str); 5] {
+    [
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", verifier),
+        ("client_id", "demo-app"),
+    ]
+}
+
+/// The app's refresh.
+fn refresh_form(token: &str) -> [(&'static str, &str); 3] {
+    [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", "demo-app")]
+}
+
 /// What one HTTP exchange came to.
 enum Answer {
     Ok(Value),
@@ -177,12 +205,7 @@ impl Ctx {
     async fn backend_token(&self, n: usize) -> Option<String> {
         let node = self.node(n);
         let assertion = self.assertion();
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("scope", SCOPE),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", &assertion),
-        ];
+        let form = backend_form(&assertion);
         let Answer::Ok(body) =
             self.send(Flow::BackendToken, self.http.post(format!("{node}/token")).form(&form), false).await
         else {
@@ -242,13 +265,7 @@ impl Ctx {
             }
             return None;
         };
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.as_str()),
-            ("client_id", "demo-app"),
-        ];
+        let form = code_form(&code, &verifier);
         let answer = self.send(Flow::Launch, self.http.post(format!("{a}/token")).form(&form), false).await;
         let mut ledger = self.ledger.lock().await;
         let Answer::Ok(tokens) = answer else { return None };
@@ -259,7 +276,7 @@ impl Ctx {
 
     async fn refresh(&self, n: usize, token: &str) -> Option<String> {
         let node = self.node(n);
-        let form = [("grant_type", "refresh_token"), ("refresh_token", token), ("client_id", "demo-app")];
+        let form = refresh_form(token);
         let Answer::Ok(body) =
             self.send(Flow::Refresh, self.http.post(format!("{node}/token")).form(&form), false).await
         else {
@@ -432,11 +449,8 @@ async fn check(ctx: &Ctx, postgres: &str, mended: &[(String, f64)]) -> bool {
     let live: Vec<_> = ledger.tokens.iter().filter(|(_, exp)| *exp > now() + 2).cloned().collect();
     for (token, _) in &live {
         let assertion = ctx.assertion();
-        let form = [
-            ("token", token.as_str()),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", &assertion),
-        ];
+        let form =
+            [("token", token.as_str()), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &assertion)];
         let reply: Value = match ctx.http.post(format!("{introspector}/introspect")).form(&form).send().await {
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(e) => json!({"error": e.to_string()}),
@@ -453,30 +467,13 @@ async fn check(ctx: &Ctx, postgres: &str, mended: &[(String, f64)]) -> bool {
     // nothing single-use is accepted again
     let mut accepted_again = 0;
     for assertion in ledger.assertions.iter().take(MAX_REPLAYS) {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("scope", SCOPE),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", assertion.as_str()),
-        ];
-        accepted_again += replay(ctx, &form).await;
+        accepted_again += replay(ctx, &backend_form(assertion)).await;
     }
     for (code, verifier) in ledger.codes.iter().take(MAX_REPLAYS) {
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier.as_str()),
-            ("client_id", "demo-app"),
-        ];
-        accepted_again += replay(ctx, &form).await;
+        accepted_again += replay(ctx, &code_form(code, verifier)).await;
     }
     for token in ledger.spent_refresh.iter().take(MAX_REPLAYS) {
-        accepted_again += replay(
-            ctx,
-            &[("grant_type", "refresh_token"), ("refresh_token", token.as_str()), ("client_id", "demo-app")],
-        )
-        .await;
+        accepted_again += replay(ctx, &refresh_form(token)).await;
     }
     println!(
         "single-use values tried again: {} jtis, {} codes, {} refresh tokens; accepted again: {accepted_again}",

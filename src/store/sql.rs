@@ -256,7 +256,12 @@ impl RevocationStore for SqlStore {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at";
+/// `SELECT` of a grant's columns (in [`grant_from_row`]'s order), to be followed by a `WHERE`.
+macro_rules! select_grant {
+    () => {
+        "SELECT id, client_id, subject, scope, session_id, data, created_at, expires_at, revoked_at FROM grants "
+    };
+}
 
 fn grant_from_row(row: &sqlx::any::AnyRow) -> Result<GrantRecord, StoreError> {
     let get = |e: sqlx::Error| StoreError::Corrupt(format!("grant row: {e}"));
@@ -298,7 +303,7 @@ impl GrantStore for SqlStore {
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.count("get_grant");
-        let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
+        let row = sqlx::query(concat!(select_grant!(), "WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -374,10 +379,9 @@ impl GrantStore for SqlStore {
 
     async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.count("grant_by_refresh_token");
-        let columns: Vec<String> = GRANT_COLUMNS.split(", ").map(|c| format!("g.{c}")).collect();
-        let row = sqlx::query(&format!(
-            "SELECT {} FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
-            columns.join(", ")
+        let row = sqlx::query(concat!(
+            select_grant!(),
+            "WHERE id = (SELECT grant_id FROM refresh_tokens WHERE token_hash = $1)"
         ))
         .bind(token_hash)
         .fetch_optional(&self.pool)

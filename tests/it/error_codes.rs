@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::fhir::{system_claims, token as mint, user_claims};
 use crate::support::keys::{ClientKey, backend_client, backend_form, secret_client};
-use crate::support::smart::{APP, APP_REDIRECT, EHR, EHR_SECRET, launch_body, public_app, trusted_ehr};
+use crate::support::smart::{APP, APP_REDIRECT, EHR, EHR_SECRET, basic, launch_body, public_app, trusted_ehr};
 use crate::support::{FHIR_BASE, INITIAL_ACCESS_TOKEN, Reply, TOKEN_URL, TestApp, services};
 
 const SECRET: &str = "confidential-secret-0123456789abcdef";
@@ -44,11 +44,6 @@ async fn broker(stores: Option<crate::support::StoreChoice>) -> (TestApp, Client
         builder = builder.with_store(stores);
     }
     (builder.build().await, key)
-}
-
-fn basic(user: &str, secret: &str) -> String {
-    use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
 }
 
 async fn json_post(app: &TestApp, path: &str, body: &Value, auth: Option<&str>) -> Reply {

@@ -45,8 +45,13 @@ pub fn trusted_ehr() -> ClientMetadata {
 }
 
 pub fn ehr_basic() -> String {
+    basic(EHR, EHR_SECRET)
+}
+
+/// An HTTP Basic `Authorization` value.
+pub fn basic(user: &str, secret: &str) -> String {
     use base64::Engine as _;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{EHR}:{EHR_SECRET}")))
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}")))
 }
 
 /// A PKCE verifier and its S256 challenge.
