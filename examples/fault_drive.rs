@@ -486,7 +486,8 @@ async fn check(ctx: &Ctx, postgres: &str, mended: &[(String, f64)]) -> bool {
     }
 
     // the database: every write answered 2xx, and an audit that verifies and matches
-    let store = carebroker::store::sql::SqlStore::connect(postgres).await.expect("the fault run's PostgreSQL");
+    let store =
+        carebroker::store::postgres::PostgresStore::connect(postgres).await.expect("the fault run's PostgreSQL");
     let mut missing = 0;
     for (id, version) in &ledger.writes {
         let stored = carebroker::store::ResourceStore::read_resource(&store, "CarePlan", id).await.ok().flatten();

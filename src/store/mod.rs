@@ -3,12 +3,15 @@
 //! concurrent redemptions never both succeed. Durable state (clients, revocations, and later
 //! grants, care plans, audit) survives restarts.
 //!
-//! Implementations: memory + SQLite (the embedded default), Redis + PostgreSQL (scale-out).
+//! Implementations: memory + SQLite (the embedded default), Redis + PostgreSQL (scale-out). The
+//! two SQL stores run the same statements (`schema.rs`).
 
 pub mod keyspace;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
-pub mod sql;
+mod schema;
+pub mod sqlite;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -250,14 +253,13 @@ pub struct Stores {
 pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Stores, StoreError> {
     match config.kind {
         StoreKind::Embedded => {
-            let url = format!("sqlite://{}?mode=rwc", config.sqlite_path.display());
             if let Some(parent) = config.sqlite_path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| StoreError::Unavailable(format!("cannot create `{}`: {e}", parent.display())))?;
             }
             Ok(Stores {
                 ephemeral: Arc::new(memory::MemoryStore::new(clock)),
-                durable: Arc::new(sql::SqlStore::connect(&url).await?),
+                durable: Arc::new(sqlite::SqliteStore::open(&config.sqlite_path)?),
             })
         }
         StoreKind::RedisPostgres => {
@@ -271,7 +273,7 @@ pub async fn open(config: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Stores,
             };
             Ok(Stores {
                 ephemeral: Arc::new(ephemeral),
-                durable: Arc::new(sql::SqlStore::connect(postgres_url).await?),
+                durable: Arc::new(postgres::PostgresStore::connect(postgres_url).await?),
             })
         }
     }

@@ -3,7 +3,6 @@
 
 use axum::http::Method;
 use carebroker::audit::{Verification, verify};
-use sqlx::Connection as _;
 
 use crate::support::fhir::*;
 use crate::support::smart::*;
@@ -71,8 +70,7 @@ async fn auditors_search_audit_events_by_patient_actor_and_date() {
 /// Rewrites the SQLite file under a running app (as an attacker with database access would).
 async fn tamper(app: &crate::support::TestApp, sql: &str) {
     let path = app.dir.path().join("carebroker.db");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap();
 }
 
 async fn app_with_history() -> crate::support::TestApp {

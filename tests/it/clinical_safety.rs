@@ -326,14 +326,10 @@ async fn an_audit_record_re_filed_under_another_patient_is_caught() {
         assert_eq!(get(&app, &nurse, &format!("/fhir/Patient/{PETER}")).await.status, 200);
     }
     let path = app.dir.path().join("carebroker.db");
-    {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-        sqlx::query(&format!("UPDATE audit_log SET patient = '{JANE}' WHERE seq = 2"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!("UPDATE audit_log SET patient = '{JANE}' WHERE seq = 2"))
+        .unwrap();
     let verdict = carebroker::audit::verify(app.state.stores.durable.as_ref()).await.unwrap();
     assert!(
         matches!(&verdict, carebroker::audit::Verification::Broken { seq: 2, reason } if reason.contains("re-filed")),

@@ -6,8 +6,9 @@ use std::time::Duration;
 use carebroker::clock::{Clock, FixedClock};
 use carebroker::domain::client::ClientMetadata;
 use carebroker::store::memory::MemoryStore;
+use carebroker::store::postgres::PostgresStore;
 use carebroker::store::redis::RedisStore;
-use carebroker::store::sql::SqlStore;
+use carebroker::store::sqlite::SqliteStore;
 use carebroker::store::{DurableStore, EphemeralStore};
 
 use crate::support::services;
@@ -224,8 +225,8 @@ async fn audit_contract(store: &dyn DurableStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
     let url = services::fresh_postgres_database().await;
-    let a = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
-    let b = Arc::new(SqlStore::connect(&url).await.expect("postgres"));
+    let a = Arc::new(PostgresStore::connect(&url).await.expect("postgres"));
+    let b = Arc::new(PostgresStore::connect(&url).await.expect("postgres"));
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -270,9 +271,9 @@ async fn two_nodes_appending_audit_to_postgres_keep_one_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_on_one_sqlite_file_lose_no_audit_record() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let a = Arc::new(SqlStore::connect(&url).await.unwrap());
-    let b = Arc::new(SqlStore::connect(&url).await.unwrap());
+    let path = dir.path().join("t.db");
+    let a = Arc::new(SqliteStore::open(&path).unwrap());
+    let b = Arc::new(SqliteStore::open(&path).unwrap());
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -301,10 +302,10 @@ async fn memory_store_meets_the_contract() {
 #[tokio::test]
 async fn sqlite_store_meets_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    durable_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+    let path = dir.path().join("t.db");
+    durable_contract(Arc::new(SqliteStore::open(&path).unwrap())).await;
     // reopening applies no migration twice and keeps the data
-    let again = SqlStore::connect(&url).await.unwrap();
+    let again = SqliteStore::open(&path).unwrap();
     assert!(carebroker::store::RevocationStore::purge_expired(&again, 0).await.is_ok());
 }
 
@@ -344,7 +345,7 @@ async fn redis_cluster_store_meets_the_contract() {
 #[tokio::test]
 async fn postgres_store_meets_the_contract() {
     let url = services::fresh_postgres_database().await;
-    durable_contract(Arc::new(SqlStore::connect(&url).await.expect("postgres"))).await;
+    durable_contract(Arc::new(PostgresStore::connect(&url).await.expect("postgres"))).await;
 }
 
 #[tokio::test]
