@@ -72,8 +72,8 @@ impl RevocationStore for NoAudit {
 
 #[async_trait]
 impl GrantStore for NoAudit {
-    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        self.inner.insert_grant(grant).await
+    async fn insert_grant(&self, grant: &GrantRecord, refresh_token_hash: Option<&str>) -> Result<(), StoreError> {
+        self.inner.insert_grant(grant, refresh_token_hash).await
     }
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
         self.inner.get_grant(id).await
@@ -84,11 +84,14 @@ impl GrantStore for NoAudit {
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
         self.inner.grants_of_session(session_id).await
     }
-    async fn insert_refresh_token(&self, hash: &str, grant: &str, expires: i64, now: i64) -> Result<(), StoreError> {
-        self.inner.insert_refresh_token(hash, grant, expires, now).await
-    }
-    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
-        self.inner.use_refresh_token(token_hash, now).await
+    async fn rotate_refresh_token(
+        &self,
+        presented: &str,
+        next: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<RefreshTokenUse, StoreError> {
+        self.inner.rotate_refresh_token(presented, next, client_id, now).await
     }
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         self.inner.refresh_token_grant(token_hash).await

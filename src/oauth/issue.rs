@@ -57,11 +57,9 @@ pub fn wants_refresh(scope: &ScopeSet) -> bool {
     scope.contains(&Scope::OfflineAccess) || scope.contains(&Scope::OnlineAccess)
 }
 
-/// Creates and stores a new refresh token of `grant_id`.
-pub async fn new_refresh_token(app: &App, grant_id: &str, expires_at: i64, now: i64) -> Result<String, OAuthError> {
-    let token = random_token(32);
-    app.stores.durable.insert_refresh_token(&token_hash(&token), grant_id, expires_at, now).await?;
-    Ok(token)
+/// A new refresh token (the store keeps only its [`token_hash`]).
+pub fn new_refresh_token() -> String {
+    random_token(32)
 }
 
 fn signing_failed(e: crate::token::jose::JoseError) -> OAuthError {

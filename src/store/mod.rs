@@ -89,8 +89,13 @@ pub struct GrantRecord {
 pub enum RefreshTokenUse {
     /// The token was live and is now used up (exactly one caller sees this).
     Fresh {
-        grant_id: String,
+        /// The grant it belongs to, as it stood in the same transaction (`None`: gone).
+        grant: Option<GrantRecord>,
+        /// When the presented token would have expired.
         expires_at: i64,
+        /// Whether the next refresh token was stored: only for a live grant of the presenting
+        /// client. Hand it out only when this is true.
+        next_stored: bool,
     },
     /// The token had been used before: a replay.
     Reused {
@@ -102,21 +107,24 @@ pub enum RefreshTokenUse {
 /// Grants and their rotating refresh tokens (stored hashed).
 #[async_trait]
 pub trait GrantStore: Send + Sync + Debug {
-    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+    /// Stores a grant and, when `refresh_token_hash` is given, its first refresh token (which
+    /// expires with the grant), in one transaction.
+    async fn insert_grant(&self, grant: &GrantRecord, refresh_token_hash: Option<&str>) -> Result<(), StoreError>;
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
     /// Marks the grant revoked; false when it was already revoked or is unknown.
     async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Live grants made under a sign-in session (for logout).
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError>;
-    async fn insert_refresh_token(
+    /// Rotation, in one transaction: uses the refresh token `presented` up (atomically: of
+    /// concurrent callers exactly one sees `Fresh`), reads its grant, and stores `next` as the
+    /// grant's next refresh token if the grant is live at `now` and belongs to `client_id`.
+    async fn rotate_refresh_token(
         &self,
-        token_hash: &str,
-        grant_id: &str,
-        expires_at: i64,
+        presented: &str,
+        next: &str,
+        client_id: &str,
         now: i64,
-    ) -> Result<(), StoreError>;
-    /// Atomically uses a refresh token up.
-    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError>;
+    ) -> Result<RefreshTokenUse, StoreError>;
     /// The grant a refresh token belongs to, without using it.
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
     /// The whole grant a refresh token belongs to, without using it (one statement).

@@ -160,8 +160,9 @@ fn grant_from_row(row: &PgRow) -> Result<GrantRecord, StoreError> {
 
 #[async_trait]
 impl GrantStore for PostgresStore {
-    async fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+    async fn insert_grant(&self, grant: &GrantRecord, refresh_token_hash: Option<&str>) -> Result<(), StoreError> {
         self.count("insert_grant");
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         sqlx::query(schema::INSERT_GRANT)
             .bind(&grant.id)
             .bind(&grant.client_id)
@@ -172,10 +173,20 @@ impl GrantStore for PostgresStore {
             .bind(grant.created_at)
             .bind(grant.expires_at)
             .bind(grant.revoked_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        if let Some(hash) = refresh_token_hash {
+            sqlx::query(schema::INSERT_REFRESH_TOKEN)
+                .bind(hash)
+                .bind(&grant.id)
+                .bind(grant.created_at)
+                .bind(grant.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
@@ -198,44 +209,46 @@ impl GrantStore for PostgresStore {
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(corrupt("grant"))).collect()
     }
 
-    async fn insert_refresh_token(
+    async fn rotate_refresh_token(
         &self,
-        token_hash: &str,
-        grant_id: &str,
-        expires_at: i64,
+        presented: &str,
+        next: &str,
+        client_id: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
-        self.count("insert_refresh_token");
-        sqlx::query(schema::INSERT_REFRESH_TOKEN)
-            .bind(token_hash)
-            .bind(grant_id)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
-        self.count("use_refresh_token");
+    ) -> Result<RefreshTokenUse, StoreError> {
+        self.count("rotate_refresh_token");
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let won = sqlx::query(schema::USE_REFRESH_TOKEN)
-            .bind(token_hash)
+            .bind(presented)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-        if let Some(row) = won {
-            let get = corrupt("refresh token");
-            return Ok(RefreshTokenUse::Fresh {
-                grant_id: row.try_get(0).map_err(&get)?,
-                expires_at: row.try_get(1).map_err(&get)?,
+        let Some(row) = won else {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(match self.refresh_token_grant(presented).await? {
+                Some(grant_id) => RefreshTokenUse::Reused { grant_id },
+                None => RefreshTokenUse::Unknown,
             });
-        }
-        Ok(match self.refresh_token_grant(token_hash).await? {
-            Some(grant_id) => RefreshTokenUse::Reused { grant_id },
-            None => RefreshTokenUse::Unknown,
-        })
+        };
+        let get = corrupt("refresh token");
+        let grant_id: String = row.try_get(0).map_err(&get)?;
+        let expires_at: i64 = row.try_get(1).map_err(&get)?;
+        let grant =
+            sqlx::query(schema::GET_GRANT).bind(&grant_id).fetch_optional(&mut *tx).await.map_err(unavailable)?;
+        let grant = grant.as_ref().map(grant_from_row).transpose()?;
+        let next_stored = sqlx::query(schema::INSERT_NEXT_REFRESH_TOKEN)
+            .bind(next)
+            .bind(&grant_id)
+            .bind(now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected()
+            == 1;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RefreshTokenUse::Fresh { grant, expires_at, next_stored })
     }
 
     async fn grant_by_refresh_token(&self, token_hash: &str) -> Result<Option<GrantRecord>, StoreError> {

@@ -129,6 +129,10 @@ pub const REVOKE_GRANT: &str = "UPDATE grants SET revoked_at = $2 WHERE id = $1 
 pub const GRANTS_OF_SESSION: &str = "SELECT id FROM grants WHERE session_id = $1 AND revoked_at IS NULL";
 pub const INSERT_REFRESH_TOKEN: &str =
     "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+/// The next refresh token of grant `$2`, expiring with it, stored only while the grant is live at
+/// `$3` and belongs to client `$4`.
+pub const INSERT_NEXT_REFRESH_TOKEN: &str = "INSERT INTO refresh_tokens (token_hash, grant_id, created_at, expires_at)
+     SELECT $1, id, $3, expires_at FROM grants WHERE id = $2 AND client_id = $4 AND revoked_at IS NULL AND expires_at > $3";
 /// INVARIANT: one UPDATE with the `used_at IS NULL` guard is the single atomic step that uses a
 /// refresh token up; of concurrent callers exactly one gets the row back.
 pub const USE_REFRESH_TOKEN: &str =

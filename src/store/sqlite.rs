@@ -313,25 +313,25 @@ impl RevocationStore for SqliteStore {
 
 #[async_trait]
 impl GrantStore for SqliteStore {
-    async fn insert_grant(&self, g: &GrantRecord) -> Result<(), StoreError> {
+    async fn insert_grant(&self, g: &GrantRecord, refresh_token_hash: Option<&str>) -> Result<(), StoreError> {
         self.write("insert_grant", |c| {
-            execute(
-                c,
-                schema::INSERT_GRANT,
-                &[
-                    &g.id,
-                    &g.client_id,
-                    &g.subject,
-                    &g.scope,
-                    &g.session_id,
-                    &g.data,
-                    &g.created_at,
-                    &g.expires_at,
-                    &g.revoked_at,
-                ],
-            )
-        })?;
-        Ok(())
+            let columns: [&dyn ToSql; 9] = [
+                &g.id,
+                &g.client_id,
+                &g.subject,
+                &g.scope,
+                &g.session_id,
+                &g.data,
+                &g.created_at,
+                &g.expires_at,
+                &g.revoked_at,
+            ];
+            execute(c, schema::INSERT_GRANT, &columns)?;
+            if let Some(hash) = refresh_token_hash {
+                execute(c, schema::INSERT_REFRESH_TOKEN, &[&hash, &g.id, &g.created_at, &g.expires_at])?;
+            }
+            Ok(())
+        })
     }
 
     async fn get_grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
@@ -346,26 +346,24 @@ impl GrantStore for SqliteStore {
         self.read("grants_of_session", |c| query(c, schema::GRANTS_OF_SESSION, &[&session_id], |r| r.get(0)))
     }
 
-    async fn insert_refresh_token(
+    async fn rotate_refresh_token(
         &self,
-        token_hash: &str,
-        grant_id: &str,
-        expires_at: i64,
+        presented: &str,
+        next: &str,
+        client_id: &str,
         now: i64,
-    ) -> Result<(), StoreError> {
-        self.write("insert_refresh_token", |c| {
-            execute(c, schema::INSERT_REFRESH_TOKEN, &[&token_hash, &grant_id, &now, &expires_at])
-        })?;
-        Ok(())
-    }
-
-    async fn use_refresh_token(&self, token_hash: &str, now: i64) -> Result<RefreshTokenUse, StoreError> {
-        self.write("use_refresh_token", |c| {
-            let won = query_one(c, schema::USE_REFRESH_TOKEN, &[&token_hash, &now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    ) -> Result<RefreshTokenUse, StoreError> {
+        self.write("rotate_refresh_token", |c| {
+            let won = query_one(c, schema::USE_REFRESH_TOKEN, &[&presented, &now], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?))
+            })?;
             if let Some((grant_id, expires_at)) = won {
-                return Ok(RefreshTokenUse::Fresh { grant_id, expires_at });
+                let grant = query_one(c, schema::GET_GRANT, &[&grant_id], grant_from_row)?;
+                let next_stored =
+                    execute(c, schema::INSERT_NEXT_REFRESH_TOKEN, &[&next, &grant_id, &now, &client_id])? == 1;
+                return Ok(RefreshTokenUse::Fresh { grant, expires_at, next_stored });
             }
-            Ok(match query_one(c, schema::REFRESH_TOKEN_GRANT, &[&token_hash], |r| r.get(0))? {
+            Ok(match query_one(c, schema::REFRESH_TOKEN_GRANT, &[&presented], |r| r.get(0))? {
                 Some(grant_id) => RefreshTokenUse::Reused { grant_id },
                 None => RefreshTokenUse::Unknown,
             })

@@ -108,35 +108,66 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
         expires_at: 10_000,
         revoked_at: None,
     };
-    store.insert_grant(&grant).await.unwrap();
-    assert_eq!(store.get_grant(&id).await.unwrap(), Some(grant.clone()));
     let hash = format!("h-{id}");
-    store.insert_refresh_token(&hash, &id, 5_000, 100).await.unwrap();
+    store.insert_grant(&grant, Some(&hash)).await.unwrap();
+    assert_eq!(store.get_grant(&id).await.unwrap(), Some(grant.clone()));
     assert_eq!(store.grant_by_refresh_token(&hash).await.unwrap(), Some(grant.clone()), "peeking spends nothing");
     assert_eq!(store.refresh_token_grant(&hash).await.unwrap(), Some(id.clone()));
     assert_eq!(store.grant_by_refresh_token("unknown").await.unwrap(), None);
     assert_eq!(store.grants_of_session(&format!("s-{id}")).await.unwrap(), vec![id.clone()]);
 
-    // of concurrent uses of one refresh token exactly one is fresh, the rest are replays
+    // of concurrent rotations of one refresh token exactly one is fresh and stores its next
+    // token; the rest are replays and store nothing
     let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (store, hash) = (store.clone(), hash.clone());
-            tokio::spawn(async move { store.use_refresh_token(&hash, 200).await.unwrap() })
+        .map(|i| {
+            let (store, hash, next) = (store.clone(), hash.clone(), format!("n{i}-{id}"));
+            tokio::spawn(async move { (store.rotate_refresh_token(&hash, &next, "viewer", 200).await.unwrap(), next) })
         })
         .collect();
-    let mut fresh = 0;
+    let (mut fresh, mut nexts) = (Vec::new(), Vec::new());
     for t in tasks {
-        match t.await.unwrap() {
-            RefreshTokenUse::Fresh { grant_id, expires_at } => {
-                assert_eq!((grant_id.as_str(), expires_at), (id.as_str(), 5_000));
-                fresh += 1;
+        let (outcome, next) = t.await.unwrap();
+        match outcome {
+            RefreshTokenUse::Fresh { grant: found, expires_at, next_stored } => {
+                assert_eq!((found.as_ref(), expires_at, next_stored), (Some(&grant), 10_000, true));
+                fresh.push(next);
             }
-            RefreshTokenUse::Reused { grant_id } => assert_eq!(grant_id, id),
+            RefreshTokenUse::Reused { grant_id } => {
+                assert_eq!(grant_id, id);
+                nexts.push(next);
+            }
             RefreshTokenUse::Unknown => panic!("the token is known"),
         }
     }
-    assert_eq!(fresh, 1, "exactly one concurrent use of a refresh token wins");
-    assert_eq!(store.use_refresh_token("unknown", 200).await.unwrap(), RefreshTokenUse::Unknown);
+    assert_eq!(fresh.len(), 1, "exactly one concurrent use of a refresh token wins");
+    assert_eq!(store.refresh_token_grant(&fresh[0]).await.unwrap(), Some(id.clone()), "the winner's next token");
+    for lost in &nexts {
+        assert_eq!(store.refresh_token_grant(lost).await.unwrap(), None, "a replay stores no next token");
+    }
+    let unknown = store.rotate_refresh_token("unknown", "n-unknown", "viewer", 200).await.unwrap();
+    assert_eq!(unknown, RefreshTokenUse::Unknown);
+    assert_eq!(store.refresh_token_grant("n-unknown").await.unwrap(), None);
+    // presented by another client: spent, and no next token stored
+    let other = store.rotate_refresh_token(&fresh[0], &format!("n-other-{id}"), "intruder", 250).await.unwrap();
+    assert!(matches!(other, RefreshTokenUse::Fresh { next_stored: false, .. }), "{other:?}");
+    assert_eq!(store.refresh_token_grant(&format!("n-other-{id}")).await.unwrap(), None);
+    // a revoked or expired grant gets no next token either
+    for (n, revoked, expires_at) in [(1, true, 10_000), (2, false, 150)] {
+        let (gid, token) = (format!("{id}-{n}"), format!("h{n}-{id}"));
+        let g = GrantRecord { id: gid.clone(), session_id: None, expires_at, ..grant.clone() };
+        store.insert_grant(&g, Some(&token)).await.unwrap();
+        if revoked {
+            assert!(store.revoke_grant(&gid, 180).await.unwrap());
+        }
+        let next = format!("n-{n}-{id}");
+        let outcome = store.rotate_refresh_token(&token, &next, "viewer", 200).await.unwrap();
+        assert!(matches!(outcome, RefreshTokenUse::Fresh { next_stored: false, .. }), "{outcome:?}");
+        assert_eq!(store.refresh_token_grant(&next).await.unwrap(), None);
+    }
+    // a grant without a refresh token
+    let bare = GrantRecord { id: format!("{id}-bare"), session_id: None, ..grant.clone() };
+    store.insert_grant(&bare, None).await.unwrap();
+    assert_eq!(store.get_grant(&bare.id).await.unwrap(), Some(bare));
     assert!(store.revoke_grant(&id, 300).await.unwrap());
     assert!(!store.revoke_grant(&id, 301).await.unwrap(), "already revoked");
     assert_eq!(store.get_grant(&id).await.unwrap().unwrap().revoked_at, Some(300));

@@ -60,22 +60,24 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     };
     let dpop_jkt = request_jkt.filter(|_| client.client.is_public()).map(str::to_owned);
     let data = GrantData { identity: record.identity.clone(), context: record.context.clone(), online, dpop_jkt };
+    let refresh_token = refresh.then(issue::new_refresh_token);
     app.stores
         .durable
-        .insert_grant(&GrantRecord {
-            id: record.grant_id.clone(),
-            client_id: client.client.id.clone(),
-            subject: record.identity.platform_subject(),
-            scope: record.scope.clone(),
-            session_id: online.then(|| record.session_id.clone()).flatten(),
-            data: serde_json::to_string(&data).map_err(|_| OAuthError::server_error())?,
-            created_at: now,
-            expires_at: grant_expires,
-            revoked_at: None,
-        })
+        .insert_grant(
+            &GrantRecord {
+                id: record.grant_id.clone(),
+                client_id: client.client.id.clone(),
+                subject: record.identity.platform_subject(),
+                scope: record.scope.clone(),
+                session_id: online.then(|| record.session_id.clone()).flatten(),
+                data: serde_json::to_string(&data).map_err(|_| OAuthError::server_error())?,
+                created_at: now,
+                expires_at: grant_expires,
+                revoked_at: None,
+            },
+            refresh_token.as_deref().map(token_hash).as_deref(),
+        )
         .await?;
-    let refresh_token =
-        if refresh { Some(issue::new_refresh_token(app, &record.grant_id, grant_expires, now).await?) } else { None };
     let response = issue::issue_tokens(
         app,
         Issue {

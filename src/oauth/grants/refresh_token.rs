@@ -19,17 +19,21 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     if client.client.is_public() {
         check_refresh_binding(app, &hash, dpop_jkt).await?;
     }
-    let (grant_id, token_expires) = match durable.use_refresh_token(&hash, now).await? {
-        RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
-        RefreshTokenUse::Reused { grant_id } => {
-            super::revoke_grant(app, &grant_id, now).await?;
-            tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
-            return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
-        }
-        RefreshTokenUse::Fresh { grant_id, expires_at } => (grant_id, expires_at),
-    };
-    let grant =
-        durable.get_grant(&grant_id).await?.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?;
+    // The presented token is spent and the next one stored in one transaction; the next one is
+    // handed out only if every check below passes (a refused refresh leaves it with nobody).
+    let next = issue::new_refresh_token();
+    let (grant, token_expires, next_stored) =
+        match durable.rotate_refresh_token(&hash, &token_hash(&next), &client.client.id, now).await? {
+            RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
+            RefreshTokenUse::Reused { grant_id } => {
+                super::revoke_grant(app, &grant_id, now).await?;
+                tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
+                return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
+            }
+            RefreshTokenUse::Fresh { grant, expires_at, next_stored } => {
+                (grant.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?, expires_at, next_stored)
+            }
+        };
     if grant.client_id != client.client.id {
         // Presented by the wrong client: the token is now spent, so the real client's next use is
         // seen as a replay and the grant ends. That is the safe outcome of a leaked token.
@@ -38,7 +42,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
     if grant.revoked_at.is_some() {
         return Err(OAuthError::invalid_grant("the grant has been revoked"));
     }
-    if grant.expires_at <= now || token_expires <= now {
+    if grant.expires_at <= now || token_expires <= now || !next_stored {
         return Err(OAuthError::invalid_grant("the grant has expired"));
     }
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
@@ -78,7 +82,7 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
             ));
         }
     };
-    let refresh_token = Some(issue::new_refresh_token(app, &grant.id, grant.expires_at, now).await?);
+    let refresh_token = Some(next);
     let response = issue::issue_tokens(
         app,
         Issue {
