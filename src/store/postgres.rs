@@ -431,7 +431,7 @@ impl ResourceStore for PostgresStore {
         if criteria.iter().any(|c| c.values.is_empty()) {
             return Ok(Vec::new());
         }
-        let sql = schema::search_resources(criteria);
+        let sql = schema::search_resources(criteria, limit);
         let mut query = sqlx::query(&sql).bind(resource_type);
         for criterion in criteria {
             query = query.bind(&criterion.key);
@@ -439,15 +439,14 @@ impl ResourceStore for PostgresStore {
                 query = query.bind(value);
             }
         }
-        let rows = query.bind(limit).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter().map(resource_from_row).collect()
     }
 
     async fn list_resources(&self, resource_type: &str, limit: i64) -> Result<Vec<StoredResource>, StoreError> {
         self.count("list_resources");
-        let rows = sqlx::query(schema::LIST_RESOURCES)
+        let rows = sqlx::query(&schema::list_resources(limit))
             .bind(resource_type)
-            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
@@ -525,12 +524,8 @@ impl AuditStore for PostgresStore {
 
     async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         self.count("audit_records");
-        let rows = sqlx::query(schema::AUDIT_RECORDS)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows =
+            sqlx::query(&schema::audit_records(limit)).bind(after).fetch_all(&self.pool).await.map_err(unavailable)?;
         rows.iter().map(audit_from_row).collect()
     }
 
@@ -543,12 +538,11 @@ impl AuditStore for PostgresStore {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         self.count("search_audit");
-        let rows = sqlx::query(schema::SEARCH_AUDIT)
+        let rows = sqlx::query(&schema::search_audit(limit))
             .bind(patient)
             .bind(actor)
             .bind(since)
             .bind(until)
-            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
