@@ -84,14 +84,8 @@ impl GrantStore for NoAudit {
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError> {
         self.inner.grants_of_session(session_id).await
     }
-    async fn rotate_refresh_token(
-        &self,
-        presented: &str,
-        next: &str,
-        client_id: &str,
-        now: i64,
-    ) -> Result<RefreshTokenUse, StoreError> {
-        self.inner.rotate_refresh_token(presented, next, client_id, now).await
+    async fn rotate_refresh_token(&self, rotation: Rotation<'_>) -> Result<RefreshTokenUse, StoreError> {
+        self.inner.rotate_refresh_token(rotation).await
     }
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
         self.inner.refresh_token_grant(token_hash).await

@@ -101,7 +101,22 @@ pub enum RefreshTokenUse {
     Reused {
         grant_id: String,
     },
+    /// [`Rotation::may_spend`] refused its grant: nothing was spent or stored.
+    Refused,
     Unknown,
+}
+
+/// A refresh's rotation, as the store carries it out.
+pub struct Rotation<'a> {
+    /// Hash of the presented refresh token.
+    pub presented: &'a str,
+    /// Hash of the refresh token to store next.
+    pub next: &'a str,
+    pub client_id: &'a str,
+    pub now: i64,
+    /// Asked about the token's grant before the token is spent; false leaves it unspent (a
+    /// public client's refresh token bound to a DPoP key, presented without that key's proof).
+    pub may_spend: &'a (dyn Fn(&GrantRecord) -> bool + Send + Sync),
 }
 
 /// Grants and their rotating refresh tokens (stored hashed).
@@ -115,16 +130,11 @@ pub trait GrantStore: Send + Sync + Debug {
     async fn revoke_grant(&self, id: &str, now: i64) -> Result<bool, StoreError>;
     /// Live grants made under a sign-in session (for logout).
     async fn grants_of_session(&self, session_id: &str) -> Result<Vec<String>, StoreError>;
-    /// Rotation, in one transaction: uses the refresh token `presented` up (atomically: of
-    /// concurrent callers exactly one sees `Fresh`), reads its grant, and stores `next` as the
-    /// grant's next refresh token if the grant is live at `now` and belongs to `client_id`.
-    async fn rotate_refresh_token(
-        &self,
-        presented: &str,
-        next: &str,
-        client_id: &str,
-        now: i64,
-    ) -> Result<RefreshTokenUse, StoreError>;
+    /// Rotation, in one transaction: reads the presented token's grant and asks `may_spend`;
+    /// then uses the token up (atomically: of concurrent callers exactly one sees `Fresh`) and
+    /// stores `next` as the grant's next refresh token if the grant is live at `now` and
+    /// belongs to `client_id`.
+    async fn rotate_refresh_token(&self, rotation: Rotation<'_>) -> Result<RefreshTokenUse, StoreError>;
     /// The grant a refresh token belongs to, without using it.
     async fn refresh_token_grant(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
     /// The whole grant a refresh token belongs to, without using it (one statement).

@@ -8,7 +8,7 @@ use sqlx::{Postgres, Row as _, Transaction};
 use super::schema;
 use super::{
     AuditDraft, AuditRecord, AuditStore, ClientStore, Criterion, GrantRecord, GrantStore, RefreshTokenUse,
-    ResourceStore, ResourceWrite, RevocationStore, StoreError, StoredResource, UpdateOutcome,
+    ResourceStore, ResourceWrite, RevocationStore, Rotation, StoreError, StoredResource, UpdateOutcome,
 };
 use crate::domain::audit::GENESIS_HASH;
 use crate::domain::client::ClientMetadata;
@@ -209,24 +209,28 @@ impl GrantStore for PostgresStore {
         rows.iter().map(|r| r.try_get::<String, _>(0).map_err(corrupt("grant"))).collect()
     }
 
-    async fn rotate_refresh_token(
-        &self,
-        presented: &str,
-        next: &str,
-        client_id: &str,
-        now: i64,
-    ) -> Result<RefreshTokenUse, StoreError> {
+    async fn rotate_refresh_token(&self, r: Rotation<'_>) -> Result<RefreshTokenUse, StoreError> {
         self.count("rotate_refresh_token");
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let grant = sqlx::query(schema::GRANT_BY_REFRESH_TOKEN)
+            .bind(r.presented)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let grant = grant.as_ref().map(grant_from_row).transpose()?;
+        if grant.as_ref().is_some_and(|grant| !(r.may_spend)(grant)) {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(RefreshTokenUse::Refused);
+        }
         let won = sqlx::query(schema::USE_REFRESH_TOKEN)
-            .bind(presented)
-            .bind(now)
+            .bind(r.presented)
+            .bind(r.now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
         let Some(row) = won else {
             tx.rollback().await.map_err(unavailable)?;
-            return Ok(match self.refresh_token_grant(presented).await? {
+            return Ok(match self.refresh_token_grant(r.presented).await? {
                 Some(grant_id) => RefreshTokenUse::Reused { grant_id },
                 None => RefreshTokenUse::Unknown,
             });
@@ -234,14 +238,11 @@ impl GrantStore for PostgresStore {
         let get = corrupt("refresh token");
         let grant_id: String = row.try_get(0).map_err(&get)?;
         let expires_at: i64 = row.try_get(1).map_err(&get)?;
-        let grant =
-            sqlx::query(schema::GET_GRANT).bind(&grant_id).fetch_optional(&mut *tx).await.map_err(unavailable)?;
-        let grant = grant.as_ref().map(grant_from_row).transpose()?;
         let next_stored = sqlx::query(schema::INSERT_NEXT_REFRESH_TOKEN)
-            .bind(next)
+            .bind(r.next)
             .bind(&grant_id)
-            .bind(now)
-            .bind(client_id)
+            .bind(r.now)
+            .bind(r.client_id)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?

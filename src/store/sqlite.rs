@@ -33,7 +33,7 @@ use rusqlite::{Connection, Row, Statement, ToSql, TransactionBehavior};
 use super::schema;
 use super::{
     AuditDraft, AuditRecord, AuditStore, ClientStore, Criterion, GrantRecord, GrantStore, RefreshTokenUse,
-    ResourceStore, ResourceWrite, RevocationStore, StoreError, StoredResource, UpdateOutcome,
+    ResourceStore, ResourceWrite, RevocationStore, Rotation, StoreError, StoredResource, UpdateOutcome,
 };
 use crate::domain::audit::GENESIS_HASH;
 use crate::domain::client::ClientMetadata;
@@ -377,24 +377,21 @@ impl GrantStore for SqliteStore {
         self.read("grants_of_session", |c| query(c, schema::GRANTS_OF_SESSION, &[&session_id], |r| r.get(0)))
     }
 
-    async fn rotate_refresh_token(
-        &self,
-        presented: &str,
-        next: &str,
-        client_id: &str,
-        now: i64,
-    ) -> Result<RefreshTokenUse, StoreError> {
+    async fn rotate_refresh_token(&self, r: Rotation<'_>) -> Result<RefreshTokenUse, StoreError> {
         self.write("rotate_refresh_token", |c| {
-            let won = query_one(c, schema::USE_REFRESH_TOKEN, &[&presented, &now], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?))
+            let grant = query_one(c, schema::GRANT_BY_REFRESH_TOKEN, &[&r.presented], grant_from_row)?;
+            if grant.as_ref().is_some_and(|grant| !(r.may_spend)(grant)) {
+                return Ok(RefreshTokenUse::Refused);
+            }
+            let won = query_one(c, schema::USE_REFRESH_TOKEN, &[&r.presented, &r.now], |row| {
+                Ok((row.get::<_, String>(0)?, row.get(1)?))
             })?;
             if let Some((grant_id, expires_at)) = won {
-                let grant = query_one(c, schema::GET_GRANT, &[&grant_id], grant_from_row)?;
                 let next_stored =
-                    execute(c, schema::INSERT_NEXT_REFRESH_TOKEN, &[&next, &grant_id, &now, &client_id])? == 1;
+                    execute(c, schema::INSERT_NEXT_REFRESH_TOKEN, &[&r.next, &grant_id, &r.now, &r.client_id])? == 1;
                 return Ok(RefreshTokenUse::Fresh { grant, expires_at, next_stored });
             }
-            Ok(match query_one(c, schema::REFRESH_TOKEN_GRANT, &[&presented], |r| r.get(0))? {
+            Ok(match query_one(c, schema::REFRESH_TOKEN_GRANT, &[&r.presented], |row| row.get(0))? {
                 Some(grant_id) => RefreshTokenUse::Reused { grant_id },
                 None => RefreshTokenUse::Unknown,
             })

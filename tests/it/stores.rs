@@ -94,6 +94,14 @@ async fn durable_contract(store: Arc<dyn DurableStore>) {
     audit_contract(store.as_ref()).await;
 }
 
+/// A rotation that may spend any grant's token.
+fn rotation<'a>(presented: &'a str, next: &'a str, client_id: &'a str, now: i64) -> carebroker::store::Rotation<'a> {
+    fn any_grant(_: &carebroker::store::GrantRecord) -> bool {
+        true
+    }
+    carebroker::store::Rotation { presented, next, client_id, now, may_spend: &any_grant }
+}
+
 async fn grant_contract(store: Arc<dyn DurableStore>) {
     use carebroker::store::{GrantRecord, RefreshTokenUse};
     let id = format!("g-{}", carebroker::token::random_token(6));
@@ -110,6 +118,16 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
     };
     let hash = format!("h-{id}");
     store.insert_grant(&grant, Some(&hash)).await.unwrap();
+    // a grant `may_spend` refuses: nothing is spent or stored, and it is asked about this grant
+    let asked = std::sync::Mutex::new(None);
+    let refuse = |g: &GrantRecord| {
+        *asked.lock().unwrap() = Some(g.clone());
+        false
+    };
+    let refused = carebroker::store::Rotation { may_spend: &refuse, ..rotation(&hash, "n-refused", "viewer", 150) };
+    assert_eq!(store.rotate_refresh_token(refused).await.unwrap(), RefreshTokenUse::Refused);
+    assert_eq!(asked.lock().unwrap().as_ref(), Some(&grant));
+    assert_eq!(store.refresh_token_grant("n-refused").await.unwrap(), None, "nothing stored");
     assert_eq!(store.get_grant(&id).await.unwrap(), Some(grant.clone()));
     assert_eq!(store.grant_by_refresh_token(&hash).await.unwrap(), Some(grant.clone()), "peeking spends nothing");
     assert_eq!(store.refresh_token_grant(&hash).await.unwrap(), Some(id.clone()));
@@ -121,7 +139,9 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (store, hash, next) = (store.clone(), hash.clone(), format!("n{i}-{id}"));
-            tokio::spawn(async move { (store.rotate_refresh_token(&hash, &next, "viewer", 200).await.unwrap(), next) })
+            tokio::spawn(async move {
+                (store.rotate_refresh_token(rotation(&hash, &next, "viewer", 200)).await.unwrap(), next)
+            })
         })
         .collect();
     let (mut fresh, mut nexts) = (Vec::new(), Vec::new());
@@ -136,7 +156,7 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
                 assert_eq!(grant_id, id);
                 nexts.push(next);
             }
-            RefreshTokenUse::Unknown => panic!("the token is known"),
+            RefreshTokenUse::Unknown | RefreshTokenUse::Refused => panic!("the token is known and may be spent"),
         }
     }
     assert_eq!(fresh.len(), 1, "exactly one concurrent use of a refresh token wins");
@@ -144,11 +164,12 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
     for lost in &nexts {
         assert_eq!(store.refresh_token_grant(lost).await.unwrap(), None, "a replay stores no next token");
     }
-    let unknown = store.rotate_refresh_token("unknown", "n-unknown", "viewer", 200).await.unwrap();
+    let unknown = store.rotate_refresh_token(rotation("unknown", "n-unknown", "viewer", 200)).await.unwrap();
     assert_eq!(unknown, RefreshTokenUse::Unknown);
     assert_eq!(store.refresh_token_grant("n-unknown").await.unwrap(), None);
     // presented by another client: spent, and no next token stored
-    let other = store.rotate_refresh_token(&fresh[0], &format!("n-other-{id}"), "intruder", 250).await.unwrap();
+    let other_next = format!("n-other-{id}");
+    let other = store.rotate_refresh_token(rotation(&fresh[0], &other_next, "intruder", 250)).await.unwrap();
     assert!(matches!(other, RefreshTokenUse::Fresh { next_stored: false, .. }), "{other:?}");
     assert_eq!(store.refresh_token_grant(&format!("n-other-{id}")).await.unwrap(), None);
     // a revoked or expired grant gets no next token either
@@ -160,7 +181,7 @@ async fn grant_contract(store: Arc<dyn DurableStore>) {
             assert!(store.revoke_grant(&gid, 180).await.unwrap());
         }
         let next = format!("n-{n}-{id}");
-        let outcome = store.rotate_refresh_token(&token, &next, "viewer", 200).await.unwrap();
+        let outcome = store.rotate_refresh_token(rotation(&token, &next, "viewer", 200)).await.unwrap();
         assert!(matches!(outcome, RefreshTokenUse::Fresh { next_stored: false, .. }), "{outcome:?}");
         assert_eq!(store.refresh_token_grant(&next).await.unwrap(), None);
     }

@@ -9,31 +9,41 @@ use crate::keyspaces::SIGN_INS;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::issue::{self, GrantData, Issue, token_hash};
 use crate::oauth::token_endpoint::TokenResponse;
-use crate::store::RefreshTokenUse;
+use crate::store::{GrantRecord, RefreshTokenUse, Rotation};
 
 pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthError> {
     let GrantRequest { app, client, params, requested_scope, dpop_jkt, now } = request;
     let presented = params.require("refresh_token")?;
     let durable = &app.stores.durable;
     let hash = token_hash(presented);
-    if client.client.is_public() {
-        check_refresh_binding(app, &hash, dpop_jkt).await?;
-    }
     // The presented token is spent and the next one stored in one transaction; the next one is
-    // handed out only if every check below passes (a refused refresh leaves it with nobody).
+    // handed out only if every check below passes (a refused refresh leaves it with nobody). A
+    // public client's DPoP binding is checked in that transaction before anything is spent.
     let next = issue::new_refresh_token();
-    let (grant, token_expires, next_stored) =
-        match durable.rotate_refresh_token(&hash, &token_hash(&next), &client.client.id, now).await? {
-            RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
-            RefreshTokenUse::Reused { grant_id } => {
-                super::revoke_grant(app, &grant_id, now).await?;
-                tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
-                return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
-            }
-            RefreshTokenUse::Fresh { grant, expires_at, next_stored } => {
-                (grant.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?, expires_at, next_stored)
-            }
-        };
+    let next_hash = token_hash(&next);
+    let public = client.client.is_public();
+    let refusal = std::sync::OnceLock::new();
+    let may_spend = |grant: &GrantRecord| match public.then(|| refresh_binding(grant, dpop_jkt)) {
+        Some(Err(why)) => {
+            let _ = refusal.set(why);
+            false
+        }
+        _ => true,
+    };
+    let rotation =
+        Rotation { presented: &hash, next: &next_hash, client_id: &client.client.id, now, may_spend: &may_spend };
+    let (grant, token_expires, next_stored) = match durable.rotate_refresh_token(rotation).await? {
+        RefreshTokenUse::Refused => return Err(refusal.into_inner().unwrap_or_else(OAuthError::server_error)),
+        RefreshTokenUse::Unknown => return Err(OAuthError::invalid_grant("the refresh token is unknown")),
+        RefreshTokenUse::Reused { grant_id } => {
+            super::revoke_grant(app, &grant_id, now).await?;
+            tracing::warn!(grant_id = %grant_id, "a used refresh token was presented again; the grant is revoked");
+            return Err(OAuthError::invalid_grant("the refresh token was already used; the grant is revoked"));
+        }
+        RefreshTokenUse::Fresh { grant, expires_at, next_stored } => {
+            (grant.ok_or_else(|| OAuthError::invalid_grant("the grant no longer exists"))?, expires_at, next_stored)
+        }
+    };
     if grant.client_id != client.client.id {
         // Presented by the wrong client: the token is now spent, so the real client's next use is
         // seen as a replay and the grant ends. That is the safe outcome of a leaked token.
@@ -103,9 +113,8 @@ pub async fn grant(request: GrantRequest<'_>) -> Result<TokenResponse, OAuthErro
 }
 
 /// A public client's refresh token bound to a DPoP key is refused, and not spent, without a
-/// proof made with that key (RFC 9449 §5).
-async fn check_refresh_binding(app: &crate::app::App, hash: &str, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
-    let Some(grant) = app.stores.durable.grant_by_refresh_token(hash).await? else { return Ok(()) };
+/// proof made with that key (RFC 9449 §5). Asked by the store before it spends the token.
+fn refresh_binding(grant: &GrantRecord, dpop_jkt: Option<&str>) -> Result<(), OAuthError> {
     let data: GrantData = serde_json::from_str(&grant.data).map_err(|_| OAuthError::server_error())?;
     match (data.dpop_jkt.as_deref(), dpop_jkt) {
         (Some(bound), Some(presented)) if bound == presented => Ok(()),
