@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::consent::{Choices, codings, refused_by};
 use super::guard::{Access, Caller, Reach, Record, within_compartment};
 use super::outcome::{FhirError, Issue};
-use super::resources::{careplan_patient, managing_org, validate_careplan, with_meta};
+use super::resources::{careplan_patient, managing_org_of, validate_careplan, with_meta};
 use super::search::{Query, date_param, instant_of, paging, range_matches, searchset};
 use super::{App, FhirResponse, parse_if_match, parse_json, single};
 use crate::audit::AuditKind;
@@ -32,9 +32,10 @@ const MAX_MATCHES: i64 = 1000;
 
 impl App {
     /// The stored Patient `nhs`, if known here.
-    pub(super) async fn patient_resource(&self, nhs: &str) -> Result<Option<Value>, FhirError> {
+    /// Whether the Patient is on record, and if so its managing organisation.
+    pub(super) async fn patient_org(&self, nhs: &str) -> Result<Option<Option<String>>, FhirError> {
         let stored = self.stores.durable.read_resource("Patient", nhs).await?;
-        Ok(stored.map(|s| serde_json::from_str(&s.data).unwrap_or_default()))
+        Ok(stored.map(|s| managing_org_of(&s.data)))
     }
 
     /// The managing organisation and sharing choices of `patient`, read once per request for
@@ -48,9 +49,12 @@ impl App {
         if let Some(facts) = memo.get(patient) {
             return Ok(facts.clone());
         }
-        let subject = self.patient_resource(patient).await?;
-        let org = subject.as_ref().and_then(|p| managing_org(p).map(str::to_owned));
-        let facts = PatientFacts { known: subject.is_some(), org, choices: self.sharing_choices(patient).await? };
+        let subject = self.patient_org(patient).await?;
+        let facts = PatientFacts {
+            known: subject.is_some(),
+            org: subject.flatten(),
+            choices: self.sharing_choices(patient).await?,
+        };
         memo.insert(patient.to_owned(), facts.clone());
         Ok(facts)
     }

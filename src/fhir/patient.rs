@@ -169,7 +169,7 @@ impl App {
                     within_compartment(&access, patient.as_deref())?;
                 }
                 let org = match &patient {
-                    Some(p) => self.patient_resource(p).await?.and_then(|p| managing_org(&p).map(str::to_owned)),
+                    Some(p) => self.patient_org(p).await?.flatten(),
                     None => None,
                 };
                 let record = Record { patient: patient.as_deref(), org: org.as_deref(), ..Record::default() };

@@ -56,6 +56,27 @@ pub fn managing_org(patient: &Value) -> Option<&str> {
     patient["managingOrganization"]["identifier"]["value"].as_str()
 }
 
+/// [`managing_org`] of a stored Patient's JSON, read without building the whole resource (the
+/// policy asks for it on every guarded read of a patient's record). Anything else than a string
+/// there, or JSON that does not read, is no organisation, as with [`managing_org`].
+pub fn managing_org_of(patient_json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Patient {
+        #[serde(rename = "managingOrganization")]
+        managing_organization: Option<Reference>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        identifier: Option<Identifier>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Identifier {
+        value: Option<String>,
+    }
+    let patient: Patient = serde_json::from_str(patient_json).ok()?;
+    patient.managing_organization?.identifier?.value
+}
+
 /// The patient a CarePlan is about: `subject.reference` = `Patient/{nhs}`, or `subject.identifier`
 /// with the NHS number system. [`validate_careplan`] refuses a plan whose two name different
 /// patients, so for a stored plan this is its one subject.
@@ -319,6 +340,26 @@ pub fn display_name(person: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_organisation_read_from_stored_json_is_the_one_read_from_the_resource() {
+        for json in [
+            r#"{"resourceType":"Patient","managingOrganization":{"identifier":{"system":"x","value":"Y12345"}}}"#,
+            r#"{"resourceType":"Patient","managingOrganization":{"identifier":{"value":42}}}"#,
+            r#"{"resourceType":"Patient","managingOrganization":{"reference":"Organization/1"}}"#,
+            r#"{"resourceType":"Patient","managingOrganization":"Y12345"}"#,
+            r#"{"resourceType":"Patient","name":[{"family":"Smith"}]}"#,
+            r#"{"resourceType":"Patient","managingOrganization":null}"#,
+            "not json",
+        ] {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            assert_eq!(super::managing_org_of(json).as_deref(), super::managing_org(&value), "{json}");
+        }
+        assert_eq!(
+            super::managing_org_of(r#"{"managingOrganization":{"identifier":{"value":"Y12345"}}}"#).as_deref(),
+            Some("Y12345")
+        );
+    }
+
     use super::*;
 
     fn plan() -> Value {
