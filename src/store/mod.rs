@@ -165,6 +165,19 @@ pub struct ResourceWrite<'a> {
     pub now: i64,
 }
 
+impl ResourceWrite<'_> {
+    /// The resource as stored by this write at `version`.
+    pub fn stored(&self, version: i64) -> StoredResource {
+        StoredResource {
+            resource_type: self.resource_type.to_owned(),
+            id: self.id.to_owned(),
+            version,
+            last_updated: self.now,
+            data: self.data.to_owned(),
+        }
+    }
+}
+
 /// What an update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpdateOutcome {

@@ -229,9 +229,15 @@ impl GrantStore for PostgresStore {
             .await
             .map_err(unavailable)?;
         let Some(row) = won else {
+            // a replay or an unknown token: told apart in the same transaction
+            let known = sqlx::query(schema::REFRESH_TOKEN_GRANT)
+                .bind(r.presented)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
             tx.rollback().await.map_err(unavailable)?;
-            return Ok(match self.refresh_token_grant(r.presented).await? {
-                Some(grant_id) => RefreshTokenUse::Reused { grant_id },
+            return Ok(match known {
+                Some(row) => RefreshTokenUse::Reused { grant_id: row.try_get(0).map_err(corrupt("refresh token"))? },
                 None => RefreshTokenUse::Unknown,
             });
         };
@@ -374,13 +380,7 @@ impl ResourceStore for PostgresStore {
         let version = expected_version + 1;
         write_history_and_index(&mut tx, &write, version).await?;
         tx.commit().await.map_err(unavailable)?;
-        Ok(UpdateOutcome::Updated(StoredResource {
-            resource_type: write.resource_type.to_owned(),
-            id: write.id.to_owned(),
-            version,
-            last_updated: write.now,
-            data: write.data.to_owned(),
-        }))
+        Ok(UpdateOutcome::Updated(write.stored(version)))
     }
 
     async fn read_resource(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {

@@ -438,13 +438,7 @@ impl ResourceStore for SqliteStore {
             }
             let version = expected_version + 1;
             write_history_and_index(c, &write, version)?;
-            Ok(UpdateOutcome::Updated(StoredResource {
-                resource_type: write.resource_type.to_owned(),
-                id: write.id.to_owned(),
-                version,
-                last_updated: write.now,
-                data: write.data.to_owned(),
-            }))
+            Ok(UpdateOutcome::Updated(write.stored(version)))
         })
     }
 
