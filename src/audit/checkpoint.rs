@@ -179,21 +179,33 @@ pub fn open(note: &str, origin: &str, public: &[u8]) -> Result<Checkpoint, Check
 pub async fn extend_leaves(
     store: &dyn DurableStore,
     leaves: &mut Vec<Hash>,
+    progress: impl FnMut(usize),
+) -> Result<(), StoreError> {
+    let have = leaves.len() as u64;
+    read_leaves(store, have, |leaf| leaves.push(leaf), progress).await
+}
+
+/// Reads the records after the first `have`, in pages, and hands each one's leaf hash to `push`
+/// in order; `progress` hears how many leaves there are so far. A gap in the sequence is an error.
+async fn read_leaves(
+    store: &dyn DurableStore,
+    mut have: u64,
+    mut push: impl FnMut(Hash),
     mut progress: impl FnMut(usize),
 ) -> Result<(), StoreError> {
     loop {
-        let after = leaves.len() as i64;
-        let page = store.audit_records(after, PAGE).await?;
+        let page = store.audit_records(have as i64, PAGE).await?;
         if page.is_empty() {
             return Ok(());
         }
         for record in &page {
-            if record.seq != leaves.len() as i64 + 1 {
-                return Err(StoreError::Corrupt(format!("audit record {} is missing", leaves.len() + 1)));
+            if record.seq != have as i64 + 1 {
+                return Err(StoreError::Corrupt(format!("audit record {} is missing", have + 1)));
             }
-            leaves.push(merkle::leaf_hash(record.hash.as_bytes()));
+            push(merkle::leaf_hash(record.hash.as_bytes()));
+            have += 1;
         }
-        progress(leaves.len());
+        progress(have as usize);
     }
 }
 
@@ -365,10 +377,12 @@ pub async fn prove_record(
     }))
 }
 
-/// A node's checkpointing: its signer, the leaves read so far, the last checkpoint it knows.
+/// A node's checkpointing: its signer, the tree of the records read so far (its frontier: the
+/// state stays O(log n) however long the log grows, and a tick hashes only what is new), the last
+/// checkpoint it knows.
 pub struct Checkpointer {
     signer: Signer,
-    leaves: tokio::sync::Mutex<Vec<Hash>>,
+    tree: tokio::sync::Mutex<merkle::Frontier>,
     /// (size, time) of the newest checkpoint known; `None` until the stored ones were read.
     last: parking_lot::Mutex<Option<(u64, i64)>>,
     config: crate::config::AuditConfig,
@@ -389,7 +403,7 @@ impl Checkpointer {
             .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
         Ok(Self {
             signer,
-            leaves: tokio::sync::Mutex::new(Vec::new()),
+            tree: tokio::sync::Mutex::new(merkle::Frontier::default()),
             last: parking_lot::Mutex::new(None),
             config: config.audit.clone(),
             http,
@@ -418,9 +432,10 @@ impl Checkpointer {
                 newest
             }
         };
-        let mut leaves = self.leaves.lock().await;
-        extend_leaves(store, &mut leaves, |_| {}).await?;
-        let size = leaves.len() as u64;
+        let mut tree = self.tree.lock().await;
+        let have = tree.len();
+        read_leaves(store, have, |leaf| tree.push(leaf), |_| {}).await?;
+        let size = tree.len();
         let new = size.saturating_sub(last_size);
         let due = new > 0
             && (force
@@ -429,8 +444,8 @@ impl Checkpointer {
         if !due {
             return Ok(None);
         }
-        let checkpoint = self.signer.sign(size, merkle::root(&leaves), now);
-        drop(leaves);
+        let checkpoint = self.signer.sign(size, tree.root(), now);
+        drop(tree);
         self::store(store, &checkpoint, now_ms).await?;
         *self.last.lock() = Some((size, now));
         self.publish(&checkpoint).await;

@@ -47,6 +47,53 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The tree as it grows, kept as the roots of its perfect subtrees (one per set bit of its
+/// size, largest first): appending a leaf costs one hash amortised and the state is O(log n),
+/// where [`root`] over every leaf costs n hashes each time. A node that signs checkpoints as its
+/// log grows keeps this instead of every leaf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// (height, root) of each perfect subtree, left to right: heights strictly decrease.
+    peaks: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends the next leaf hash: two subtrees of the same height merge, as a binary counter
+    /// carries.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut carry = (0, leaf);
+        while let Some(&(height, left)) = self.peaks.last() {
+            if height != carry.0 {
+                break;
+            }
+            self.peaks.pop();
+            carry = (height + 1, node_hash(&left, &carry.1));
+        }
+        self.peaks.push(carry);
+        self.size += 1;
+    }
+
+    /// MTH of the leaves pushed so far: the perfect subtrees folded from the right, which is
+    /// [`root`]'s split at the largest power of two below the size, applied all the way down.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(&(_, mut acc)) = peaks.next() else { return sha256(&[]) };
+        for (_, left) in peaks {
+            acc = node_hash(left, &acc);
+        }
+        acc
+    }
+}
+
 /// The audit path of leaf `index` in the tree over `leaves` (PATH, §2.1.3.1), leaf side first.
 pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
     let n = leaves.len();
@@ -164,6 +211,24 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(format!("record {i}").as_bytes())).collect()
+    }
+
+    #[test]
+    fn the_frontier_has_the_same_root_as_the_whole_tree_at_every_size() {
+        let all = leaves(300);
+        let mut frontier = Frontier::default();
+        assert_eq!(frontier.root(), root(&[]));
+        for n in 1..=all.len() {
+            frontier.push(all[n - 1]);
+            assert_eq!(frontier.len(), n as u64);
+            assert_eq!(frontier.root(), root(&all[..n]), "size {n}");
+            assert_eq!(frontier.peaks.len() as u32, (n as u64).count_ones(), "one peak per set bit of {n}");
+        }
+        let mut other = Frontier::default();
+        for (i, leaf) in all.iter().enumerate() {
+            other.push(if i == 150 { leaf_hash(b"edited") } else { *leaf });
+        }
+        assert_ne!(other.root(), frontier.root(), "one leaf changed changes the root");
     }
 
     #[test]

@@ -87,6 +87,32 @@ async fn app_with_history() -> crate::support::TestApp {
 }
 
 #[tokio::test]
+async fn checkpoints_signed_as_the_log_grows_hold_the_root_of_every_record_so_far() {
+    // the checkpointer keeps the tree's frontier, not its leaves: each checkpoint it signs after
+    // the log grew by 1, 2, 4, 8 … records must still be the root over every record from the first
+    use carebroker::audit::checkpoint;
+    use carebroker::domain::merkle;
+    let app = fhir_app().await;
+    let nurse = token(&app, &user_claims(&app, "user/*.rs", None));
+    let store = app.state.stores.durable.clone();
+    let mut signed = Vec::new();
+    for grow in [1, 2, 4, 8, 16] {
+        for _ in 0..grow {
+            assert_eq!(get(&app, &nurse, "/fhir/Patient/9434765919").await.status, 200);
+        }
+        let now = app.now();
+        let made = app.state.checkpoints.tick(store.as_ref(), now, now * 1000, true).await.unwrap();
+        let made = made.expect("new records: a checkpoint");
+        let mut leaves = Vec::new();
+        checkpoint::extend_leaves(store.as_ref(), &mut leaves, |_| {}).await.unwrap();
+        assert_eq!(made.size, leaves.len() as u64);
+        assert_eq!(made.root, merkle::root(&leaves), "the checkpoint of {} records", leaves.len());
+        signed.push(made);
+    }
+    assert_eq!(signed.iter().map(|c| c.size).collect::<Vec<_>>(), [1, 3, 7, 15, 31]);
+}
+
+#[tokio::test]
 async fn verify_detects_an_edited_record() {
     let app = app_with_history().await;
     tamper(&app, "UPDATE audit_log SET data = replace(data, 'dev:nurse', 'dev:doctor') WHERE seq = 3").await;
