@@ -149,6 +149,34 @@ pub struct AuditLog {
 }
 
 const BATCH: usize = 256;
+/// How many times the writer lets other ready tasks run before it commits, while each pass
+/// brought more records.
+const GATHER_PASSES: usize = 4;
+
+/// Group commit that groups: under load a request's record arrives every few microseconds while a
+/// commit takes tens, and a writer that committed whatever was queued the moment it woke wrote
+/// one record per transaction (measured: 1.07 records per commit at 8 500 audited reads/s). So
+/// before committing it yields, letting the tasks that are ready run and submit their records,
+/// and takes what they queued, as long as a pass brings more. Idle, no other task is ready and the
+/// yield returns at once: a lone record waits for nothing.
+async fn gather(receiver: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    for _ in 0..GATHER_PASSES {
+        if batch.len() >= BATCH {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < BATCH {
+            match receiver.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
+        }
+    }
+}
 
 impl AuditLog {
     /// Starts the writer task on the current runtime.
@@ -157,6 +185,7 @@ impl AuditLog {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while receiver.recv_many(&mut batch, BATCH).await > 0 {
+                gather(&mut receiver, &mut batch).await;
                 let drafts: Vec<AuditDraft> = batch.iter().map(|(d, _)| d.clone()).collect();
                 let started = std::time::Instant::now();
                 let result = store.append_audit(&drafts).await;
@@ -316,5 +345,49 @@ pub async fn verify(store: &dyn DurableStore) -> Result<Verification, StoreError
             expected_seq += 1;
             after = record.seq;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: i64) -> Pending {
+        let draft = AuditDraft { time: n, patient: None, actor: None, data: String::new() };
+        (draft, oneshot::channel().0)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_writer_gathers_what_ready_tasks_are_about_to_submit_into_one_commit() {
+        let (sender, mut receiver) = mpsc::channel::<Pending>(64);
+        for n in 1..=10 {
+            let sender = sender.clone();
+            tokio::spawn(async move { sender.send(pending(n)).await.unwrap() });
+        }
+        sender.send(pending(0)).await.unwrap();
+        let mut batch = Vec::new();
+        assert_eq!(receiver.recv_many(&mut batch, BATCH).await, 1, "only the first is queued yet");
+        gather(&mut receiver, &mut batch).await;
+        let times: Vec<i64> = batch.iter().map(|(d, _)| d.time).collect();
+        assert_eq!(times, (0..=10).collect::<Vec<_>>(), "the ten ready tasks' records join, in order");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_idle_writer_commits_a_lone_record_without_waiting_and_a_full_batch_at_once() {
+        let (sender, mut receiver) = mpsc::channel::<Pending>(BATCH * 2);
+        sender.send(pending(0)).await.unwrap();
+        let mut batch = Vec::new();
+        receiver.recv_many(&mut batch, BATCH).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), gather(&mut receiver, &mut batch)).await;
+        assert!(waited.is_ok() && batch.len() == 1, "nothing else is ready: the lone record goes as it is");
+
+        for n in 0..(BATCH as i64 + 10) {
+            sender.send(pending(n)).await.unwrap();
+        }
+        let mut full = Vec::new();
+        receiver.recv_many(&mut full, BATCH).await;
+        gather(&mut receiver, &mut full).await;
+        assert_eq!(full.len(), BATCH, "a batch never grows past BATCH");
+        assert_eq!(receiver.len(), 10, "the rest wait for the next commit");
     }
 }
