@@ -35,6 +35,9 @@ impl AuditStore for NoAudit {
     async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit_records(after, limit).await
     }
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        self.inner.audit_hashes(after, limit).await
+    }
     async fn search_audit(
         &self,
         patient: Option<&str>,

@@ -194,15 +194,15 @@ async fn read_leaves(
     mut progress: impl FnMut(usize),
 ) -> Result<(), StoreError> {
     loop {
-        let page = store.audit_records(have as i64, PAGE).await?;
+        let page = store.audit_hashes(have as i64, PAGE).await?;
         if page.is_empty() {
             return Ok(());
         }
-        for record in &page {
-            if record.seq != have as i64 + 1 {
+        for (seq, hash) in &page {
+            if *seq != have as i64 + 1 {
                 return Err(StoreError::Corrupt(format!("audit record {} is missing", have + 1)));
             }
-            push(merkle::leaf_hash(record.hash.as_bytes()));
+            push(merkle::leaf_hash(hash.as_bytes()));
             have += 1;
         }
         progress(have as usize);

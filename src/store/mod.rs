@@ -258,6 +258,9 @@ pub trait AuditStore: Send + Sync + Debug {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<i64>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_records(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// `(seq, hash)` of the records with `seq > after`, in order, at most `limit`: all the
+    /// Merkle tree needs, without reading each record's content.
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
     /// Records about `patient` and/or by `actor`, within `[since, until)` (ms), newest first.
     async fn search_audit(
         &self,

@@ -530,6 +530,14 @@ impl AuditStore for PostgresStore {
         rows.iter().map(audit_from_row).collect()
     }
 
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        self.count("audit_hashes");
+        let rows =
+            sqlx::query(&schema::audit_hashes(limit)).bind(after).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let get = corrupt("audit");
+        rows.iter().map(|row| Ok((row.try_get(0).map_err(&get)?, row.try_get(1).map_err(&get)?))).collect()
+    }
+
     async fn search_audit(
         &self,
         patient: Option<&str>,

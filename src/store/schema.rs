@@ -214,6 +214,11 @@ pub fn audit_records(limit: i64) -> String {
     format!(concat!("SELECT ", audit_columns!(), " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT {}"), limit)
 }
 
+/// The sequence number and chain hash of up to `limit` records after `$1`, in order.
+pub fn audit_hashes(limit: i64) -> String {
+    format!("SELECT seq, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT {limit}")
+}
+
 /// Up to `limit` records about patient `$1` and/or by actor `$2` (each ignored when null), in
 /// `[$3, $4)` (ms), newest first.
 pub fn search_audit(limit: i64) -> String {

@@ -509,6 +509,10 @@ impl AuditStore for SqliteStore {
         self.read("audit_records", |c| query(c, &schema::audit_records(limit), &[&after], audit_from_row))
     }
 
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read("audit_hashes", |c| query(c, &schema::audit_hashes(limit), &[&after], |r| Ok((r.get(0)?, r.get(1)?))))
+    }
+
     async fn search_audit(
         &self,
         patient: Option<&str>,
@@ -648,10 +652,11 @@ mod tests {
             Criterion { key: "patient".into(), values: vec!["9434765919".into()] },
             Criterion { key: "status".into(), values: vec!["active".into(), "draft".into()] },
         ];
-        let statements: [(String, usize); 7] = [
+        let statements: [(String, usize); 8] = [
             (schema::search_resources(&criteria, 20), 6),
             (schema::list_resources(20), 1),
             (schema::audit_records(20), 1),
+            (schema::audit_hashes(20), 1),
             (schema::search_audit(20), 4),
             (schema::READ_RESOURCE.into(), 2),
             (schema::GRANT_BY_REFRESH_TOKEN.into(), 1),

@@ -266,6 +266,10 @@ async fn audit_contract(store: &dyn DurableStore) {
     let records = store.audit_records(0, 10).await.unwrap();
     assert_eq!(records.len(), 3);
     assert_eq!(records[1].prev_hash, records[0].hash);
+    let hashes = store.audit_hashes(0, 10).await.unwrap();
+    let expected: Vec<(i64, String)> = records.iter().map(|r| (r.seq, r.hash.clone())).collect();
+    assert_eq!(hashes, expected, "the tree's view of the log is the records' own");
+    assert_eq!(store.audit_hashes(records[0].seq, 1).await.unwrap(), expected[1..2], "after, and at most limit");
     assert_eq!(store.search_audit(Some("9434765919"), Some("a2"), None, None, 10).await.unwrap().len(), 1);
     assert_eq!(store.search_audit(None, None, Some(2), Some(3), 10).await.unwrap().len(), 1);
     assert!(matches!(
