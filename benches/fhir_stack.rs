@@ -19,10 +19,6 @@ use carebroker::clock::{Clock, SystemClock};
 use carebroker::domain::client::ClientMetadata;
 use carebroker::store::*;
 
-/// The shipped binary's allocator, so the shapes cost what they cost in the product.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A durable store that drops audit appends (numbering them as if stored) and delegates the rest.
 #[derive(Debug)]
 struct NoAudit {

@@ -6,6 +6,14 @@
 //! pds, audit, store -> domain, config`; every protocol module adds its behaviour to
 //! [`app::App`]. `docs/architecture.md` has the module map.
 
+/// mimalloc instead of glibc's allocator, for every binary built on this crate (the server, the
+/// CLI, the benchmarks' stacks, the tests): the allocator was 12–16 % of the server's CPU on every
+/// profiled flow (README, "Benchmarks"). Not under `cargo fuzz`, whose sanitizer must see every
+/// allocation.
+#[cfg(not(fuzzing))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod app;
 pub mod audit;
 pub mod clock;

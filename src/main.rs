@@ -12,11 +12,6 @@ use carebroker::config::{self, Loaded};
 use carebroker::http;
 use carebroker::token::keys::{KeyFile, KeyState};
 
-/// mimalloc instead of glibc's allocator: the allocator was 12–16 % of the server's CPU on every
-/// profiled flow (README, "Where the time goes").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(name = "carebroker", version, about = "Authentication broker for shared care records")]
 struct Cli {
